@@ -1,0 +1,21 @@
+//! tasker-core: the workflow engine behind the `tasker_core` Ruby gem.
+//!
+//! Templates declare DAGs of steps; tasks created from them are persisted in PostgreSQL and
+//! their ready steps travel through pgmq queues to executors (Ruby handler threads through the
+//! extension, or Rust code), whose outcomes are applied transactionally. This crate knows
+//! nothing of Ruby.
+
+pub mod error;
+pub mod messaging;
+pub mod orchestration;
+pub mod runtime;
+pub mod state;
+pub mod store;
+pub mod template;
+pub mod worker;
+
+pub use error::{Error, Result};
+pub use orchestration::{CreatedTask, TaskRequest};
+pub use runtime::{Dispatch, Engine, EngineConfig, EngineHandle, NextStep};
+pub use state::{StepState, TaskState};
+pub use worker::{FailureKind, StepEvent, StepFailure, StepOutcome};

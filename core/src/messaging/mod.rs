@@ -1,0 +1,174 @@
+//! pgmq access: queue names, the step message format, and the SQL used to send, read and
+//! settle messages. Every statement is parameterized; queue names reach SQL only after
+//! [`queue::QueueName`] validated them (pgmq builds table names from them).
+
+pub mod queue;
+
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::error::Result;
+use queue::QueueName;
+
+/// Channel for cross-process "work was enqueued in namespace X" wake-ups (payload: namespace).
+pub const WAKEUP_CHANNEL: &str = "tasker_wakeup";
+/// Channel for "task X reached a terminal state" (payload: task uuid).
+pub const FINALIZED_CHANNEL: &str = "tasker_task_finalized";
+
+/// A queue message is a pointer: the database row is the truth.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepMessage {
+    pub task_uuid: Uuid,
+    pub step_uuid: Uuid,
+    pub correlation_id: Uuid,
+}
+
+/// Send messages to a queue inside the caller's transaction.
+pub(crate) async fn send_batch(
+    conn: &mut PgConnection,
+    queue: &QueueName,
+    messages: &[StepMessage],
+    delay_seconds: i32,
+) -> Result<()> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let payloads: Vec<serde_json::Value> = messages
+        .iter()
+        .map(|m| serde_json::to_value(m).expect("StepMessage serializes"))
+        .collect();
+    sqlx::query("SELECT pgmq.send_batch($1, $2::jsonb[], $3)")
+        .bind(queue.as_str())
+        .bind(&payloads)
+        .bind(delay_seconds)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// A message read from a queue.
+#[derive(Debug, Clone)]
+pub struct ReadMessage {
+    pub msg_id: i64,
+    pub read_ct: i32,
+    pub payload: serde_json::Value,
+}
+
+/// Read up to `qty` messages, hiding them for `vt_seconds`.
+pub(crate) async fn read<'e, E>(
+    executor: E,
+    queue: &QueueName,
+    vt_seconds: i32,
+    qty: i32,
+) -> Result<Vec<ReadMessage>>
+where
+    E: sqlx::PgExecutor<'e>,
+{
+    let rows: Vec<(i64, i32, serde_json::Value)> =
+        sqlx::query_as("SELECT msg_id, read_ct, message FROM pgmq.read($1, $2, $3)")
+            .bind(queue.as_str())
+            .bind(vt_seconds)
+            .bind(qty)
+            .fetch_all(executor)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(msg_id, read_ct, payload)| ReadMessage {
+            msg_id,
+            read_ct,
+            payload,
+        })
+        .collect())
+}
+
+/// Delete a settled message.
+pub(crate) async fn delete<'e, E>(executor: E, queue: &QueueName, msg_id: i64) -> Result<()>
+where
+    E: sqlx::PgExecutor<'e>,
+{
+    sqlx::query("SELECT pgmq.delete($1, $2::bigint)")
+        .bind(queue.as_str())
+        .bind(msg_id)
+        .execute(executor)
+        .await?;
+    Ok(())
+}
+
+/// Move a message that cannot be processed to the queue's archive, recording why.
+pub(crate) async fn archive_poison<'e, E>(
+    executor: E,
+    queue: &QueueName,
+    msg_id: i64,
+    reason: &str,
+) -> Result<()>
+where
+    E: sqlx::PgExecutor<'e>,
+{
+    // pgmq's archive copies the message row; the reason goes to the log (the caller's) and,
+    // for traceability, into the archived message's headers.
+    let sql = format!(
+        "WITH a AS (SELECT pgmq.archive($1, $2::bigint) AS ok) \
+         UPDATE pgmq.{} SET headers = coalesce(headers, '{{}}'::jsonb) || jsonb_build_object('tasker_archive_reason', $3::text) \
+         WHERE msg_id = $2 AND (SELECT ok FROM a)",
+        queue.archive_table()
+    );
+    sqlx::query(&sql)
+        .bind(queue.as_str())
+        .bind(msg_id)
+        .bind(reason)
+        .execute(executor)
+        .await?;
+    Ok(())
+}
+
+/// Make a message visible again after `vt_seconds`.
+pub(crate) async fn set_vt<'e, E>(
+    executor: E,
+    queue: &QueueName,
+    msg_id: i64,
+    vt_seconds: i32,
+) -> Result<()>
+where
+    E: sqlx::PgExecutor<'e>,
+{
+    sqlx::query("SELECT 1 FROM pgmq.set_vt($1, $2::bigint, $3)")
+        .bind(queue.as_str())
+        .bind(msg_id)
+        .bind(vt_seconds)
+        .execute(executor)
+        .await?;
+    Ok(())
+}
+
+/// Create a queue if it does not exist. Serialized by a transaction-level advisory lock so that
+/// processes starting at the same moment never race on pgmq's `CREATE TABLE`.
+pub(crate) async fn ensure_queue(pool: &sqlx::PgPool, queue: &QueueName) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('tasker.queues'))")
+        .execute(&mut *tx)
+        .await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pgmq.meta WHERE queue_name = $1)")
+            .bind(queue.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+    if !exists {
+        sqlx::query("SELECT pgmq.create($1)")
+            .bind(queue.as_str())
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Queue a cross-process wake-up for a namespace; delivered by PostgreSQL at commit.
+pub(crate) async fn notify_wakeup(conn: &mut PgConnection, namespace: &str) -> Result<()> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(WAKEUP_CHANNEL)
+        .bind(namespace)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}

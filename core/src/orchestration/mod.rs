@@ -1,0 +1,12 @@
+//! Task creation, result application, retry release and finalization: every state change of
+//! a workflow happens here, each in one transaction.
+
+pub mod backoff;
+pub(crate) mod create;
+pub(crate) mod registry;
+pub(crate) mod results;
+pub(crate) mod retry;
+
+pub use create::{CreatedTask, TaskRequest};
+pub use registry::RegisteredTemplate;
+pub use results::ApplyReport;

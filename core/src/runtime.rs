@@ -1,0 +1,582 @@
+//! The engine: owns the tokio runtime, the PostgreSQL pool and the background services
+//! (pollers, result applier, retry release, notification listener). Executors — Ruby handler
+//! threads through the extension, or Rust code — pull [`Dispatch`]es from a bounded channel and
+//! push outcomes back with [`Engine::complete`], which never blocks on the database.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sqlx::postgres::{PgListener, PgPoolOptions};
+use sqlx::PgPool;
+use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::messaging::{self, queue::QueueName};
+use crate::orchestration::registry::{RegisteredTemplate, Registry};
+use crate::orchestration::{self, ApplyReport, CreatedTask, TaskRequest};
+use crate::state::TaskState;
+use crate::store::snapshot::{self, TaskView};
+use crate::worker::claim::CLAIM_GRACE_SECONDS;
+use crate::worker::poller::Poller;
+use crate::worker::{ClaimTicket, StepEvent, StepOutcome};
+
+/// Engine settings (the Ruby `TaskerCore.configure` values, already validated there).
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub database_url: String,
+    /// Namespaces whose steps this process runs. Empty: create and read tasks only.
+    pub namespaces: Vec<String>,
+    pub template_paths: Vec<PathBuf>,
+    /// Handler threads the executor runs; also the number of steps claimed at once.
+    pub concurrency: usize,
+    pub pool_size: u32,
+    /// How often an idle poller looks at its queue without a wake-up.
+    pub poll_interval: Duration,
+    /// Recorded as the claim owner; defaults to `host:pid`.
+    pub worker_id: Option<String>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            database_url: String::new(),
+            namespaces: Vec::new(),
+            template_paths: Vec::new(),
+            concurrency: 4,
+            pool_size: 10,
+            poll_interval: Duration::from_millis(500),
+            worker_id: None,
+        }
+    }
+}
+
+/// A claimed step plus the handler slot it occupies until its outcome is handed back.
+#[derive(Debug)]
+pub struct Dispatch {
+    pub event: StepEvent,
+    slot: OwnedSemaphorePermit,
+}
+
+impl Dispatch {
+    pub(crate) fn new(event: StepEvent, slot: OwnedSemaphorePermit) -> Self {
+        Dispatch { event, slot }
+    }
+}
+
+/// Result of waiting for the next step.
+#[derive(Debug)]
+pub enum NextStep {
+    Step(Box<Dispatch>),
+    /// Nothing arrived in time.
+    Timeout,
+    /// The engine is shutting down and every claimed step has been handed out.
+    Closed,
+}
+
+type Completion = (ClaimTicket, StepOutcome);
+
+/// State shared by the engine's services.
+pub(crate) struct Shared {
+    pub pool: PgPool,
+    pub registry: Registry,
+    pub worker_id: String,
+    pub poll_interval: Duration,
+    /// Wake-up signal per namespace served by this process.
+    wakeups: HashMap<String, Arc<Notify>>,
+    retry_wakeup: Notify,
+    waiters: Mutex<HashMap<Uuid, Vec<(u64, crossbeam_channel::Sender<()>)>>>,
+    next_waiter: AtomicU64,
+}
+
+impl Shared {
+    fn wake_namespace(&self, namespace: &str) {
+        if let Some(n) = self.wakeups.get(namespace) {
+            n.notify_one();
+        }
+    }
+
+    fn task_finished(&self, task_uuid: Uuid) {
+        let senders = self
+            .waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&task_uuid);
+        for (_, tx) in senders.into_iter().flatten() {
+            let _ = tx.try_send(());
+        }
+    }
+}
+
+/// A cheap, cloneable handle for async calls (task creation, reads) on the engine.
+#[derive(Clone)]
+pub struct EngineHandle(Arc<Shared>);
+
+impl EngineHandle {
+    /// Create a task (or return the existing one for the same idempotency key).
+    pub async fn create_task(&self, req: TaskRequest) -> Result<CreatedTask> {
+        let reg = self
+            .0
+            .registry
+            .lookup(&self.0.pool, &req.namespace, &req.name, &req.version)
+            .await?;
+        let created = orchestration::create::create_task(&self.0.pool, &reg, &req).await?;
+        self.0.wake_namespace(&reg.template.namespace);
+        Ok(created)
+    }
+
+    /// A task with steps and history.
+    pub async fn find_task(&self, task_uuid: Uuid) -> Result<Option<TaskView>> {
+        snapshot::find_task(&self.0.pool, task_uuid).await
+    }
+
+    /// A task's current status.
+    pub async fn task_status(&self, task_uuid: Uuid) -> Result<Option<TaskState>> {
+        snapshot::task_status(&self.0.pool, task_uuid).await
+    }
+
+    /// The pool, for callers (tests, benches) that need direct SQL.
+    pub fn pool(&self) -> &PgPool {
+        &self.0.pool
+    }
+}
+
+/// The running engine.
+pub struct Engine {
+    runtime: Option<tokio::runtime::Runtime>,
+    shared: Arc<Shared>,
+    pid: u32,
+    templates: Vec<Arc<RegisteredTemplate>>,
+    dispatch_rx: crossbeam_channel::Receiver<Dispatch>,
+    completion_tx: Mutex<Option<mpsc::UnboundedSender<Completion>>>,
+    stop_tx: watch::Sender<bool>,
+    services: Mutex<Vec<JoinHandle<()>>>,
+    applier: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Engine {
+    /// Connect, register templates, create queues and start the services. Blocks the caller.
+    pub fn start(config: EngineConfig) -> Result<Engine> {
+        if config.database_url.is_empty() {
+            return Err(Error::Configuration("database_url is not set".into()));
+        }
+        if config.concurrency == 0 || config.concurrency > 1024 {
+            return Err(Error::Configuration(
+                "concurrency must be between 1 and 1024".into(),
+            ));
+        }
+        for ns in &config.namespaces {
+            messaging::queue::validate_namespace(ns)?;
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("tasker-rt")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Configuration(format!("cannot start the tokio runtime: {e}")))?;
+        let started = runtime.block_on(Self::boot(config));
+        match started {
+            Ok(parts) => Ok(Self::from_parts(runtime, parts)),
+            Err(e) => {
+                runtime.shutdown_timeout(Duration::from_secs(1));
+                Err(e)
+            }
+        }
+    }
+
+    async fn boot(config: EngineConfig) -> Result<Boot> {
+        let templates = crate::template::load_paths(&config.template_paths)?;
+        let pool = connect(&config.database_url, config.pool_size).await?;
+        let ready: bool = sqlx::query_scalar("SELECT to_regclass('tasker.tasks') IS NOT NULL")
+            .fetch_one(&pool)
+            .await?;
+        if !ready {
+            return Err(Error::Migration(
+                "the tasker schema is missing: run TaskerCore.migrate! (or `tasker_core migrate`) first".into(),
+            ));
+        }
+        let worker_id = config.worker_id.clone().unwrap_or_else(default_worker_id);
+        let wakeups = config
+            .namespaces
+            .iter()
+            .map(|ns| (ns.clone(), Arc::new(Notify::new())))
+            .collect();
+        let shared = Arc::new(Shared {
+            pool,
+            registry: Registry::default(),
+            worker_id,
+            poll_interval: config.poll_interval,
+            wakeups,
+            retry_wakeup: Notify::new(),
+            waiters: Mutex::new(HashMap::new()),
+            next_waiter: AtomicU64::new(1),
+        });
+        let mut registered = Vec::with_capacity(templates.len());
+        for t in templates {
+            registered.push(shared.registry.register(&shared.pool, t).await?);
+        }
+        let mut queues = Vec::with_capacity(config.namespaces.len());
+        for ns in &config.namespaces {
+            let queue = QueueName::for_namespace(ns)?;
+            messaging::ensure_queue(&shared.pool, &queue).await?;
+            let max_timeout = registered
+                .iter()
+                .filter(|r| &*r.template.namespace == ns.as_str())
+                .map(|r| r.template.max_timeout_seconds())
+                .max()
+                .unwrap_or(300);
+            queues.push((ns.clone(), queue, max_timeout as i32 + CLAIM_GRACE_SECONDS + 5));
+        }
+        Ok(Boot {
+            shared,
+            registered,
+            queues,
+            concurrency: config.concurrency,
+        })
+    }
+
+    fn from_parts(runtime: tokio::runtime::Runtime, boot: Boot) -> Engine {
+        let Boot {
+            shared,
+            registered,
+            queues,
+            concurrency,
+        } = boot;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (dispatch_tx, dispatch_rx) = crossbeam_channel::bounded(concurrency);
+        let (completion_tx, completion_rx) = mpsc::unbounded_channel();
+        let slots = Arc::new(Semaphore::new(concurrency));
+        let mut services = Vec::new();
+        let _guard = runtime.enter();
+        services.push(tokio::spawn(listen(shared.clone(), stop_rx.clone())));
+        if !queues.is_empty() {
+            services.push(tokio::spawn(release_retries(shared.clone(), stop_rx.clone())));
+        }
+        for (namespace, queue, visibility_timeout) in queues {
+            let wake = shared.wakeups[&namespace].clone();
+            let poller = Poller {
+                shared: shared.clone(),
+                namespace,
+                queue,
+                visibility_timeout,
+                wake,
+                slots: slots.clone(),
+                out: dispatch_tx.clone(),
+                stop: stop_rx.clone(),
+            };
+            services.push(tokio::spawn(poller.run()));
+        }
+        drop(dispatch_tx);
+        let applier = tokio::spawn(apply_results(shared.clone(), completion_rx));
+        Engine {
+            runtime: Some(runtime),
+            shared,
+            pid: std::process::id(),
+            templates: registered,
+            dispatch_rx,
+            completion_tx: Mutex::new(Some(completion_tx)),
+            stop_tx,
+            services: Mutex::new(services),
+            applier: Mutex::new(Some(applier)),
+        }
+    }
+
+    /// A handle for async calls.
+    pub fn handle(&self) -> EngineHandle {
+        EngineHandle(self.shared.clone())
+    }
+
+    /// Templates loaded from the configured paths.
+    pub fn templates(&self) -> &[Arc<RegisteredTemplate>] {
+        &self.templates
+    }
+
+    /// False in a child process forked after start: the runtime's threads did not survive.
+    pub fn is_current_process(&self) -> bool {
+        self.pid == std::process::id()
+    }
+
+    /// Run a future on the engine's runtime; the result arrives on the returned channel, so a
+    /// foreign thread can wait for it however it must (e.g. with Ruby's GVL released).
+    pub fn spawn_call<T, F>(&self, fut: F) -> crossbeam_channel::Receiver<T>
+    where
+        T: Send + 'static,
+        F: Future<Output = T> + Send + 'static,
+    {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        if let Some(rt) = &self.runtime {
+            rt.spawn(async move {
+                let _ = tx.send(fut.await);
+            });
+        }
+        rx
+    }
+
+    /// Run a future to completion on the engine's runtime, blocking the calling thread.
+    pub fn block_on<T, F>(&self, fut: F) -> Option<T>
+    where
+        T: Send + 'static,
+        F: Future<Output = T> + Send + 'static,
+    {
+        self.spawn_call(fut).recv().ok()
+    }
+
+    /// The channel executors take steps from.
+    pub fn dispatch_receiver(&self) -> &crossbeam_channel::Receiver<Dispatch> {
+        &self.dispatch_rx
+    }
+
+    /// Wait up to `timeout` for the next step (for Rust executors; Ruby waits through the
+    /// extension with the GVL released).
+    pub fn next_step(&self, timeout: Duration) -> NextStep {
+        match self.dispatch_rx.recv_timeout(timeout) {
+            Ok(d) => NextStep::Step(Box::new(d)),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => NextStep::Timeout,
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => NextStep::Closed,
+        }
+    }
+
+    /// Hand back a step's outcome. Never blocks on the database: the result is applied by
+    /// the engine's applier. The handler slot is free again when this returns.
+    pub fn complete(&self, dispatch: Dispatch, outcome: StepOutcome) -> Result<()> {
+        let Dispatch { event, slot } = dispatch;
+        let sent = match &*self.completion_tx.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(tx) => tx.send((event.ticket, outcome)).is_ok(),
+            None => false,
+        };
+        drop(slot);
+        if sent {
+            Ok(())
+        } else {
+            Err(Error::NotStarted(
+                "the engine has shut down; the step will be redelivered after its claim expires"
+                    .into(),
+            ))
+        }
+    }
+
+    /// Register interest in a task's finalization. The receiver gets one message when the
+    /// task reaches a terminal state (in this or any other process). Check the status after
+    /// registering to close the race with a finalization that already happened.
+    pub fn register_waiter(&self, task_uuid: Uuid) -> (u64, crossbeam_channel::Receiver<()>) {
+        let id = self.shared.next_waiter.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.shared
+            .waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(task_uuid)
+            .or_default()
+            .push((id, tx));
+        (id, rx)
+    }
+
+    /// Forget a waiter that stopped waiting.
+    pub fn unregister_waiter(&self, task_uuid: Uuid, id: u64) {
+        let mut waiters = self.shared.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(list) = waiters.get_mut(&task_uuid) {
+            list.retain(|(i, _)| *i != id);
+            if list.is_empty() {
+                waiters.remove(&task_uuid);
+            }
+        }
+    }
+
+    /// Stop claiming new steps. Claimed steps stay in the channel for the executor to finish;
+    /// once they are taken, [`Engine::next_step`] reports [`NextStep::Closed`].
+    pub fn begin_shutdown(&self) {
+        let _ = self.stop_tx.send(true);
+    }
+
+    /// Stop everything: services, then the applier once every handed-back outcome is applied,
+    /// then the pool and the runtime. Steps still unfinished are redelivered after their claim
+    /// expires.
+    pub fn shutdown(mut self, timeout: Duration) {
+        self.begin_shutdown();
+        let Some(runtime) = self.runtime.take() else {
+            return;
+        };
+        let services: Vec<_> = std::mem::take(&mut *self.services.lock().unwrap_or_else(|e| e.into_inner()));
+        self.completion_tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let applier = self.applier.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let pool = self.shared.pool.clone();
+        runtime.block_on(async move {
+            let all = async {
+                for s in services {
+                    let _ = s.await;
+                }
+                if let Some(a) = applier {
+                    let _ = a.await;
+                }
+            };
+            if tokio::time::timeout(timeout, all).await.is_err() {
+                tracing::warn!("engine shutdown timed out; unfinished work will be redelivered");
+            }
+            pool.close().await;
+        });
+        runtime.shutdown_timeout(Duration::from_secs(1));
+    }
+
+    /// Leave the engine without touching its threads or connections. For a forked child:
+    /// the parent's runtime threads do not exist there, and its sockets belong to the parent.
+    pub fn abandon(self) {
+        std::mem::forget(self);
+    }
+}
+
+struct Boot {
+    shared: Arc<Shared>,
+    registered: Vec<Arc<RegisteredTemplate>>,
+    queues: Vec<(String, QueueName, i32)>,
+    concurrency: usize,
+}
+
+/// Open a pool: no ping before each acquire (saves a round trip per statement).
+pub async fn connect(database_url: &str, size: u32) -> Result<PgPool> {
+    PgPoolOptions::new()
+        .max_connections(size.max(2))
+        .acquire_timeout(Duration::from_secs(10))
+        .test_before_acquire(false)
+        .connect(database_url)
+        .await
+        .map_err(Error::from)
+}
+
+/// Apply migrations on a database (a short-lived pool of its own).
+pub fn migrate(database_url: &str) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Configuration(format!("cannot start a tokio runtime: {e}")))?;
+    rt.block_on(async {
+        let pool = connect(database_url, 2).await?;
+        let result = crate::store::migrate::migrate(&pool).await;
+        pool.close().await;
+        result
+    })
+}
+
+fn default_worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("{host}:{}", std::process::id())
+}
+
+/// Apply handed-back outcomes concurrently; finish once the channel is closed and drained.
+async fn apply_results(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Completion>) {
+    let mut running = JoinSet::new();
+    loop {
+        tokio::select! {
+            Some(c) = rx.recv() => { running.spawn(apply_one(shared.clone(), c)); }
+            Some(_) = running.join_next(), if !running.is_empty() => {}
+            else => break,
+        }
+    }
+}
+
+async fn apply_one(shared: Arc<Shared>, (ticket, outcome): Completion) {
+    let mut delay = Duration::from_millis(100);
+    for attempt in 1..=8 {
+        match orchestration::results::apply(&shared.pool, &ticket, &outcome).await {
+            Ok(ApplyReport::Applied {
+                enqueued_children,
+                task_state,
+                retry_in,
+                ..
+            }) => {
+                if enqueued_children > 0 {
+                    shared.wake_namespace(&ticket.namespace);
+                }
+                if retry_in.is_some() {
+                    shared.retry_wakeup.notify_one();
+                }
+                if task_state.is_some_and(TaskState::is_terminal) {
+                    shared.task_finished(ticket.task_uuid);
+                }
+                return;
+            }
+            Ok(ApplyReport::Discarded) => return,
+            Err(e) => {
+                tracing::warn!(step_uuid = %ticket.step_uuid, correlation_id = %ticket.correlation_id,
+                    attempt, error = %e, "applying a step result failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    tracing::error!(step_uuid = %ticket.step_uuid, correlation_id = %ticket.correlation_id,
+        "giving up applying a step result; the step runs again after its claim expires");
+}
+
+/// Move steps whose backoff elapsed back to their queues.
+async fn release_retries(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let wait = match orchestration::retry::release_due(&shared.pool).await {
+            Ok((namespaces, next)) => {
+                for ns in &namespaces {
+                    shared.wake_namespace(ns);
+                }
+                next.unwrap_or(Duration::from_secs(1))
+                    .clamp(Duration::from_millis(5), Duration::from_secs(1))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "releasing steps due for retry failed");
+                Duration::from_secs(1)
+            }
+        };
+        tokio::select! {
+            _ = shared.retry_wakeup.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => break,
+        }
+    }
+}
+
+/// Cross-process wake-ups: enqueued work per namespace, and finalized tasks.
+async fn listen(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut listener: Option<PgListener> = None;
+    loop {
+        if listener.is_none() {
+            match PgListener::connect_with(&shared.pool).await {
+                Ok(mut l) => {
+                    match l
+                        .listen_all([messaging::WAKEUP_CHANNEL, messaging::FINALIZED_CHANNEL])
+                        .await
+                    {
+                        Ok(()) => listener = Some(l),
+                        Err(e) => tracing::warn!(error = %e, "LISTEN failed"),
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "notification listener cannot connect"),
+            }
+            if listener.is_none() {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    _ = stop.changed() => break,
+                }
+            }
+        }
+        let Some(l) = listener.as_mut() else { continue };
+        tokio::select! {
+            n = l.recv() => match n {
+                Ok(n) if n.channel() == messaging::WAKEUP_CHANNEL => shared.wake_namespace(n.payload()),
+                Ok(n) => {
+                    if let Ok(uuid) = n.payload().parse::<Uuid>() {
+                        shared.task_finished(uuid);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "notification listener lost its connection");
+                    listener = None;
+                }
+            },
+            _ = stop.changed() => break,
+        }
+    }
+}

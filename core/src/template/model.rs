@@ -1,0 +1,178 @@
+//! Serde shapes of a template document and the compiled template.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Retry settings of a step. Defaults: retryable, 3 attempts in total, 1 s base, 30 s cap.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryPolicy {
+    pub retryable: bool,
+    pub max_attempts: u32,
+    pub backoff_base_ms: u64,
+    pub max_backoff_ms: u64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            retryable: true,
+            max_attempts: 3,
+            backoff_base_ms: 1000,
+            max_backoff_ms: 30_000,
+        }
+    }
+}
+
+/// Which Ruby class handles a step, and the configuration it receives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandlerSpec {
+    pub callable: String,
+    #[serde(default = "empty_object")]
+    pub initialization: serde_json::Value,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
+}
+
+fn default_timeout() -> u32 {
+    300
+}
+
+/// One step as written in the document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepDoc {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub handler: HandlerSpec,
+    #[serde(default)]
+    pub dependencies: Vec<String>,
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    #[serde(default = "default_timeout")]
+    pub timeout_seconds: u32,
+}
+
+/// A template document as written (after strict parsing, before validation).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateDoc {
+    pub name: String,
+    pub namespace: String,
+    pub version: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub steps: Vec<StepDoc>,
+}
+
+/// The top level with steps left raw, so a step's errors can name the step.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDoc {
+    name: String,
+    namespace: String,
+    version: serde_yaml::Value,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    steps: Option<Vec<serde_yaml::Value>>,
+}
+
+pub(crate) fn parse_doc(text: &str) -> Result<TemplateDoc> {
+    let raw: RawDoc = serde_yaml::from_str(text)
+        .map_err(|e| Error::template(None, None, format!("invalid template: {e}")))?;
+    let version = match raw.version {
+        serde_yaml::Value::String(s) => s,
+        other => {
+            return Err(Error::template(
+                None,
+                None,
+                format!(
+                    "version must be a string like \"1.0.0\" (quote it), got {}",
+                    serde_yaml::to_string(&other).unwrap_or_default().trim()
+                ),
+            ))
+        }
+    };
+    let raw_steps = raw.steps.unwrap_or_default();
+    let mut steps = Vec::with_capacity(raw_steps.len());
+    for (i, value) in raw_steps.into_iter().enumerate() {
+        let label = value
+            .get("name")
+            .and_then(|n| n.as_str())
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("#{}", i + 1));
+        let step: StepDoc = serde_yaml::from_value(value)
+            .map_err(|e| Error::template(None, Some(&label), e.to_string()))?;
+        steps.push(step);
+    }
+    Ok(TemplateDoc {
+        name: raw.name,
+        namespace: raw.namespace,
+        version,
+        description: raw.description,
+        steps,
+    })
+}
+
+/// A validated step with its parents resolved to indices into [`Template::steps`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepTemplate {
+    pub name: Arc<str>,
+    pub handler_class: Arc<str>,
+    pub initialization: Arc<serde_json::Value>,
+    pub parents: Vec<usize>,
+    pub retry: RetryPolicy,
+    pub timeout_seconds: u32,
+}
+
+/// A validated, compiled template. Steps are in topological order (parents before children).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Template {
+    pub namespace: Arc<str>,
+    pub name: Arc<str>,
+    pub version: Arc<str>,
+    pub description: Option<String>,
+    pub steps: Vec<StepTemplate>,
+    /// The document this was compiled from (stored in `named_tasks.template`).
+    pub doc: TemplateDoc,
+}
+
+impl Template {
+    /// `(namespace, name, version)`.
+    pub fn key(&self) -> (&str, &str, &str) {
+        (&self.namespace, &self.name, &self.version)
+    }
+
+    /// Indices of steps without parents.
+    pub fn roots(&self) -> impl Iterator<Item = usize> + '_ {
+        self.steps
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.parents.is_empty())
+            .map(|(i, _)| i)
+    }
+
+    /// Handler class names used by this template (deduplicated, in step order).
+    pub fn handler_classes(&self) -> Vec<Arc<str>> {
+        let mut out: Vec<Arc<str>> = Vec::new();
+        for s in &self.steps {
+            if !out.iter().any(|c| c == &s.handler_class) {
+                out.push(s.handler_class.clone());
+            }
+        }
+        out
+    }
+
+    /// The largest step timeout, used to size queue visibility timeouts.
+    pub fn max_timeout_seconds(&self) -> u32 {
+        self.steps.iter().map(|s| s.timeout_seconds).max().unwrap_or(0)
+    }
+}

@@ -1,0 +1,155 @@
+//! Claiming a delivered message: enqueued → in_progress (or re-claiming an expired claim),
+//! then loading what the handler needs.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::event::{ClaimTicket, StepEvent};
+use crate::error::Result;
+use crate::messaging::{queue::QueueName, StepMessage};
+use crate::orchestration::registry::Registry;
+use crate::state::StepState;
+use crate::store::transitions::{self, StepTransition};
+
+/// Extra time on a claim beyond the step timeout before another worker may take it over.
+pub(crate) const CLAIM_GRACE_SECONDS: i32 = 30;
+
+/// Why a message did not produce a claim.
+#[derive(Debug)]
+pub(crate) enum ClaimRefusal {
+    /// The step does not exist.
+    Missing,
+    /// The step is in a state that this message cannot advance (terminal, pending, …).
+    Stale(StepState),
+    /// Another worker holds a live claim; look again after this many seconds.
+    Busy(i32),
+}
+
+pub(crate) async fn claim(
+    pool: &PgPool,
+    registry: &Registry,
+    queue: &QueueName,
+    msg_id: i64,
+    msg: &StepMessage,
+    worker_id: &str,
+) -> Result<std::result::Result<StepEvent, ClaimRefusal>> {
+    let mut tx = pool.begin().await?;
+    let row: Option<(String, Option<f64>, Uuid)> = sqlx::query_as(
+        "SELECT state, extract(epoch FROM claim_expires_at - now())::float8, task_uuid \
+         FROM tasker.workflow_steps WHERE step_uuid = $1 FOR UPDATE",
+    )
+    .bind(msg.step_uuid)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((state, remaining, task_uuid)) = row else {
+        return Ok(Err(ClaimRefusal::Missing));
+    };
+    if task_uuid != msg.task_uuid {
+        return Ok(Err(ClaimRefusal::Missing));
+    }
+    let state: StepState = state.parse()?;
+    match state {
+        StepState::Enqueued => {}
+        StepState::InProgress => match remaining {
+            Some(r) if r > 0.0 => return Ok(Err(ClaimRefusal::Busy(r.ceil() as i32))),
+            _ => {}
+        },
+        other => return Ok(Err(ClaimRefusal::Stale(other))),
+    }
+
+    let token = Uuid::now_v7();
+    let (attempts, max_attempts, timeout_seconds, name): (i32, i32, i32, String) = sqlx::query_as(
+        "UPDATE tasker.workflow_steps SET state = 'in_progress', attempts = attempts + 1, \
+           claim_token = $2, claimed_by = $3, updated_at = now(), \
+           claim_expires_at = now() + make_interval(secs => timeout_seconds + $4) \
+         WHERE step_uuid = $1 \
+         RETURNING attempts, max_attempts, timeout_seconds, name",
+    )
+    .bind(msg.step_uuid)
+    .bind(token)
+    .bind(worker_id)
+    .bind(CLAIM_GRACE_SECONDS)
+    .fetch_one(&mut *tx)
+    .await?;
+    let mut metadata = json!({ "attempt": attempts, "worker": worker_id });
+    if state == StepState::InProgress {
+        metadata["reclaimed"] = json!(true);
+    }
+    transitions::record_steps(
+        &mut tx,
+        &[StepTransition {
+            step_uuid: msg.step_uuid,
+            task_uuid,
+            from: Some(state),
+            to: StepState::InProgress,
+            metadata,
+        }],
+    )
+    .await?;
+    let (named_task_id, context, correlation_id, parent_correlation_id): (
+        i64,
+        serde_json::Value,
+        Uuid,
+        Option<Uuid>,
+    ) = sqlx::query_as(
+        "SELECT named_task_id, context, correlation_id, parent_correlation_id \
+         FROM tasker.tasks WHERE task_uuid = $1",
+    )
+    .bind(task_uuid)
+    .fetch_one(&mut *tx)
+    .await?;
+    let dependency_results: Vec<(String, serde_json::Value)> = sqlx::query_as(
+        "WITH RECURSIVE ancestors(step_uuid) AS ( \
+           SELECT from_step_uuid FROM tasker.workflow_step_edges WHERE to_step_uuid = $1 \
+           UNION \
+           SELECT e.from_step_uuid FROM tasker.workflow_step_edges e \
+             JOIN ancestors a ON e.to_step_uuid = a.step_uuid) \
+         SELECT s.name, coalesce(s.results, 'null'::jsonb) \
+         FROM tasker.workflow_steps s JOIN ancestors USING (step_uuid)",
+    )
+    .bind(msg.step_uuid)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+
+    let reg = registry.by_id(pool, named_task_id).await?;
+    let template = &reg.template;
+    let step = template.steps.iter().find(|s| *s.name == *name);
+    let (step_name, handler_class, handler_config) = match step {
+        Some(s) => (
+            s.name.clone(),
+            s.handler_class.clone(),
+            s.initialization.clone(),
+        ),
+        None => (
+            Arc::from(name.as_str()),
+            Arc::from(""),
+            Arc::new(json!({})),
+        ),
+    };
+    Ok(Ok(StepEvent {
+        ticket: ClaimTicket {
+            task_uuid,
+            step_uuid: msg.step_uuid,
+            token,
+            msg_id,
+            queue: queue.clone(),
+            namespace: template.namespace.clone(),
+            correlation_id,
+        },
+        parent_correlation_id,
+        task_name: template.name.clone(),
+        task_version: template.version.clone(),
+        step_name,
+        handler_class,
+        handler_config,
+        attempts: attempts as u32,
+        max_attempts: max_attempts as u32,
+        timeout_seconds: timeout_seconds as u32,
+        context,
+        dependency_results,
+    }))
+}

@@ -1,0 +1,8 @@
+//! The worker side: claiming steps from namespace queues and the channels that a foreign
+//! executor (Ruby handler threads, or Rust code) pulls events from and pushes outcomes to.
+
+pub(crate) mod claim;
+mod event;
+pub(crate) mod poller;
+
+pub use event::{ClaimTicket, FailureKind, StepEvent, StepFailure, StepOutcome};

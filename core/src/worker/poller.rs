@@ -1,0 +1,129 @@
+//! One poller per served namespace: takes a free handler slot, reads one message, claims its
+//! step and hands the event to the executor channel. Poison messages are archived with a
+//! reason; a message whose step is still claimed elsewhere is hidden until that claim expires.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify, Semaphore};
+
+use super::claim::{self, ClaimRefusal};
+use crate::messaging::{self, queue::QueueName, ReadMessage, StepMessage};
+use crate::runtime::{Dispatch, Shared};
+
+pub(crate) struct Poller {
+    pub shared: Arc<Shared>,
+    pub namespace: String,
+    pub queue: QueueName,
+    pub visibility_timeout: i32,
+    pub wake: Arc<Notify>,
+    pub slots: Arc<Semaphore>,
+    pub out: crossbeam_channel::Sender<Dispatch>,
+    pub stop: watch::Receiver<bool>,
+}
+
+impl Poller {
+    pub async fn run(mut self) {
+        let mut error_backoff = Duration::from_millis(50);
+        loop {
+            let permit = tokio::select! {
+                p = self.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                _ = self.stop.changed() => break,
+            };
+            if *self.stop.borrow() {
+                break;
+            }
+            let read = messaging::read(
+                &self.shared.pool,
+                &self.queue,
+                self.visibility_timeout,
+                1,
+            )
+            .await;
+            match read {
+                Ok(mut msgs) if !msgs.is_empty() => {
+                    error_backoff = Duration::from_millis(50);
+                    let msg = msgs.swap_remove(0);
+                    if let Some(event) = self.handle(msg).await {
+                        if self.out.send(Dispatch::new(event, permit)).is_err() {
+                            break;
+                        }
+                    }
+                }
+                Ok(_) => {
+                    drop(permit);
+                    tokio::select! {
+                        _ = self.wake.notified() => {}
+                        _ = tokio::time::sleep(self.shared.poll_interval) => {}
+                        _ = self.stop.changed() => break,
+                    }
+                }
+                Err(e) => {
+                    drop(permit);
+                    tracing::warn!(namespace = %self.namespace, error = %e, "reading the queue failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(error_backoff) => {}
+                        _ = self.stop.changed() => break,
+                    }
+                    error_backoff = (error_backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        tracing::debug!(namespace = %self.namespace, "poller stopped");
+    }
+
+    /// Claim the message's step, or settle the message when it cannot be claimed.
+    async fn handle(&self, msg: ReadMessage) -> Option<crate::worker::StepEvent> {
+        let pool = &self.shared.pool;
+        let parsed: Result<StepMessage, _> = serde_json::from_value(msg.payload.clone());
+        let step_msg = match parsed {
+            Ok(m) => m,
+            Err(e) => {
+                self.archive(msg.msg_id, &format!("not a step message: {e}")).await;
+                return None;
+            }
+        };
+        let claimed = claim::claim(
+            pool,
+            &self.shared.registry,
+            &self.queue,
+            msg.msg_id,
+            &step_msg,
+            &self.shared.worker_id,
+        )
+        .await;
+        match claimed {
+            Ok(Ok(event)) => Some(event),
+            Ok(Err(ClaimRefusal::Missing)) => {
+                self.archive(msg.msg_id, "unknown step").await;
+                None
+            }
+            Ok(Err(ClaimRefusal::Stale(state))) => {
+                self.archive(msg.msg_id, &format!("step is {state}; nothing to run"))
+                    .await;
+                None
+            }
+            Ok(Err(ClaimRefusal::Busy(secs))) => {
+                if let Err(e) = messaging::set_vt(pool, &self.queue, msg.msg_id, secs.max(1)).await {
+                    tracing::warn!(error = %e, "could not postpone a message of a claimed step");
+                }
+                None
+            }
+            Err(e) => {
+                // The message stays invisible until its visibility timeout, then comes back.
+                tracing::warn!(step_uuid = %step_msg.step_uuid, correlation_id = %step_msg.correlation_id,
+                    error = %e, "claiming a step failed; it will be redelivered");
+                None
+            }
+        }
+    }
+
+    async fn archive(&self, msg_id: i64, reason: &str) {
+        tracing::warn!(queue = %self.queue, msg_id, reason, "archiving a message that cannot be processed");
+        if let Err(e) =
+            messaging::archive_poison(&self.shared.pool, &self.queue, msg_id, reason).await
+        {
+            tracing::error!(queue = %self.queue, msg_id, error = %e, "archiving a poison message failed");
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! Helpers for integration tests on a real PostgreSQL (`DATABASE_URL`, set by `bin/test`).
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tasker_core::{Engine, EngineConfig, NextStep, StepEvent, StepOutcome};
+
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL").expect(
+        "DATABASE_URL must point at a PostgreSQL database for the integration tests (bin/test sets it)",
+    )
+}
+
+pub fn migrate() {
+    tasker_core::runtime::migrate(&database_url()).expect("migrations apply");
+}
+
+/// A namespace no other test uses.
+pub fn unique_namespace(prefix: &str) -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("{prefix}_{}", &id[..8])
+}
+
+/// Write templates into a fresh directory.
+pub fn template_dir(files: &[(&str, String)]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tasker-tpl-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, body) in files {
+        std::fs::write(dir.join(name), body).unwrap();
+    }
+    dir
+}
+
+pub fn start(namespaces: Vec<String>, dir: PathBuf, concurrency: usize) -> Arc<Engine> {
+    migrate();
+    Arc::new(
+        Engine::start(EngineConfig {
+            database_url: database_url(),
+            namespaces,
+            template_paths: vec![dir],
+            concurrency,
+            poll_interval: Duration::from_millis(100),
+            ..EngineConfig::default()
+        })
+        .expect("engine starts"),
+    )
+}
+
+/// Executor threads that run `handler` for every dispatched step until stopped.
+pub struct Executor {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Executor {
+    pub fn spawn<F>(engine: &Arc<Engine>, threads: usize, handler: F) -> Executor
+    where
+        F: Fn(&StepEvent) -> StepOutcome + Send + Sync + 'static,
+    {
+        let stop = Arc::new(AtomicBool::new(false));
+        let handler = Arc::new(handler);
+        let threads = (0..threads)
+            .map(|_| {
+                let engine = engine.clone();
+                let stop = stop.clone();
+                let handler = handler.clone();
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        match engine.next_step(Duration::from_millis(50)) {
+                            NextStep::Step(d) => {
+                                let outcome = handler(&d.event);
+                                engine.complete(*d, outcome).expect("complete");
+                            }
+                            NextStep::Timeout => {}
+                            NextStep::Closed => break,
+                        }
+                    }
+                })
+            })
+            .collect();
+        Executor { stop, threads }
+    }
+
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+    }
+}
+
+pub fn success(result: Value) -> StepOutcome {
+    StepOutcome::Success {
+        result,
+        metadata: Value::Object(Default::default()),
+    }
+}
+
+/// Poll `f` until it returns Some or the deadline passes.
+pub fn eventually<T>(deadline: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < end, "condition not met within {deadline:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

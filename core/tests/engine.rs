@@ -1,0 +1,207 @@
+//! The engine end to end on a real PostgreSQL, with a Rust executor standing in for Ruby.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+use tasker_core::{FailureKind, StepFailure, StepOutcome, TaskRequest, TaskState};
+
+fn linear_template(ns: &str) -> String {
+    let mut t = format!(
+        "name: mathematical_sequence\nnamespace: {ns}\nversion: \"1.0.0\"\nsteps:\n"
+    );
+    for i in 1..=4 {
+        t.push_str(&format!(
+            "  - name: linear_step_{i}\n    handler: {{ callable: Linear::Step{i} }}\n"
+        ));
+        if i > 1 {
+            t.push_str(&format!("    dependencies: [linear_step_{}]\n", i - 1));
+        }
+    }
+    t
+}
+
+fn request(ns: &str, context: Value) -> TaskRequest {
+    TaskRequest {
+        namespace: ns.into(),
+        name: "mathematical_sequence".into(),
+        version: "1.0.0".into(),
+        context,
+        correlation_id: None,
+        parent_correlation_id: None,
+        idempotency_key: None,
+        priority: 0,
+    }
+}
+
+/// Square the parent's result (or the input for the first step), as an exact big integer.
+fn square_step(ev: &tasker_core::StepEvent) -> StepOutcome {
+    let n: u128 = match ev.dependency_results.iter().max_by_key(|(name, _)| name.clone()) {
+        Some((_, v)) => v.to_string().parse().unwrap(),
+        None => ev.context["even_number"].to_string().parse().unwrap(),
+    };
+    let parent_name = format!("linear_step_{}", ev.step_name[12..].parse::<u32>().unwrap() - 1);
+    if ev.step_name.as_ref() != "linear_step_1" {
+        assert!(ev.dependency_result(&parent_name).is_some());
+    }
+    let sq = n * n;
+    success(serde_json::from_str(&sq.to_string()).unwrap())
+}
+
+#[test]
+fn migrating_twice_is_a_no_op() {
+    migrate();
+    migrate();
+}
+
+#[test]
+fn linear_workflow_runs_to_completion_with_history() {
+    let ns = unique_namespace("lin");
+    let dir = template_dir(&[("linear.yaml", linear_template(&ns))]);
+    let engine = start(vec![ns.clone()], dir, 2);
+    let exec = Executor::spawn(&engine, 2, square_step);
+
+    let handle = engine.handle();
+    let created = engine
+        .block_on({
+            let h = handle.clone();
+            let req = request(&ns, json!({ "even_number": 6 }));
+            async move { h.create_task(req).await }
+        })
+        .unwrap()
+        .unwrap();
+    assert!(created.created);
+    assert_eq!(created.correlation_id.get_version_num(), 7);
+
+    let (id, rx) = engine.register_waiter(created.task_uuid);
+    let status = engine
+        .block_on({
+            let h = handle.clone();
+            async move { h.task_status(created.task_uuid).await }
+        })
+        .unwrap()
+        .unwrap();
+    if !status.is_some_and(TaskState::is_terminal) {
+        rx.recv_timeout(Duration::from_secs(20)).expect("task finalizes");
+    }
+    engine.unregister_waiter(created.task_uuid, id);
+
+    let view = engine
+        .block_on({
+            let h = handle.clone();
+            async move { h.find_task(created.task_uuid).await }
+        })
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(view.status, "complete");
+    let results: Vec<String> = view.steps.iter().map(|s| s.result.clone().unwrap().to_string()).collect();
+    assert_eq!(results, ["36", "1296", "1679616", "2821109907456"]);
+    for s in &view.steps {
+        assert_eq!(s.state, "complete");
+        assert_eq!(s.attempts, 1);
+        let path: Vec<(Option<&str>, &str)> = s
+            .transitions
+            .iter()
+            .map(|t| (t.from_state.as_deref(), t.to_state.as_str()))
+            .collect();
+        assert_eq!(
+            path,
+            [
+                (None, "pending"),
+                (Some("pending"), "enqueued"),
+                (Some("enqueued"), "in_progress"),
+                (Some("in_progress"), "complete")
+            ]
+        );
+    }
+    let task_path: Vec<&str> = view.transitions.iter().map(|t| t.to_state.as_str()).collect();
+    assert_eq!(task_path, ["pending", "in_progress", "complete"]);
+    exec.stop();
+    Arc::into_inner(engine).unwrap().shutdown(Duration::from_secs(5));
+}
+
+#[test]
+fn retryable_failures_back_off_then_exhaust_into_error() {
+    let ns = unique_namespace("retry");
+    let tpl = format!(
+        "name: flaky\nnamespace: {ns}\nversion: \"1.0.0\"\nsteps:\n  - name: only\n    handler: {{ callable: Flaky }}\n    retry: {{ max_attempts: 3, backoff_base_ms: 20, max_backoff_ms: 50 }}\n"
+    );
+    let dir = template_dir(&[("flaky.yaml", tpl)]);
+    let engine = start(vec![ns.clone()], dir, 1);
+    let runs = Arc::new(AtomicUsize::new(0));
+    let seen = runs.clone();
+    let exec = Executor::spawn(&engine, 1, move |ev| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        assert_eq!(ev.attempts as usize, seen.load(Ordering::SeqCst));
+        StepOutcome::Failure(StepFailure {
+            kind: FailureKind::Retryable,
+            error_class: "RuntimeError".into(),
+            message: format!("boom {}", ev.attempts),
+            backtrace: vec!["handler.rb:1".into()],
+            retry_after: None,
+            error_code: None,
+        })
+    });
+    let h = engine.handle();
+    let mut req = request(&ns, json!({}));
+    req.name = "flaky".into();
+    let created = engine
+        .block_on({
+            let h = h.clone();
+            async move { h.create_task(req).await }
+        })
+        .unwrap()
+        .unwrap();
+    let view = eventually(Duration::from_secs(20), || {
+        let h = h.clone();
+        let v = engine
+            .block_on(async move { h.find_task(created.task_uuid).await })
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        (v.status == "error").then_some(v)
+    });
+    assert_eq!(runs.load(Ordering::SeqCst), 3);
+    let step = &view.steps[0];
+    assert_eq!(step.state, "error");
+    assert_eq!(step.attempts, 3);
+    assert_eq!(step.error.as_ref().unwrap()["message"], "boom 3");
+    assert_eq!(step.error.as_ref().unwrap()["error_class"], "RuntimeError");
+    let states: Vec<&str> = step.transitions.iter().map(|t| t.to_state.as_str()).collect();
+    assert_eq!(
+        states,
+        ["pending", "enqueued", "in_progress", "waiting_for_retry", "enqueued", "in_progress",
+         "waiting_for_retry", "enqueued", "in_progress", "error"]
+    );
+    exec.stop();
+    Arc::into_inner(engine).unwrap().shutdown(Duration::from_secs(5));
+}
+
+#[test]
+fn bad_requests_are_refused_without_writing() {
+    let ns = unique_namespace("bad");
+    let dir = template_dir(&[("linear.yaml", linear_template(&ns))]);
+    let engine = start(vec![], dir, 1);
+    let h = engine.handle();
+    let run = |req: TaskRequest| {
+        let h = h.clone();
+        engine.block_on(async move { h.create_task(req).await }).unwrap()
+    };
+    let e = run(request(&ns, json!([1, 2]))).unwrap_err();
+    assert!(e.to_string().contains("context must be a JSON object"), "{e}");
+    let mut req = request(&ns, json!({}));
+    req.version = "9.9.9".into();
+    assert!(matches!(run(req).unwrap_err(), tasker_core::Error::TemplateNotFound { .. }));
+    let mut req = request(&ns, json!({}));
+    req.idempotency_key = Some("order-1".into());
+    let first = run(req.clone()).unwrap();
+    let second = run(req).unwrap();
+    assert!(first.created && !second.created);
+    assert_eq!(first.task_uuid, second.task_uuid);
+    Arc::into_inner(engine).unwrap().shutdown(Duration::from_secs(5));
+}

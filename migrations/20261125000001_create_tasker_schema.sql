@@ -1,0 +1,107 @@
+-- Schema of the tasker workflow engine. pgmq is installed separately (same locked run) and
+-- keeps its own `pgmq` schema; this file only owns `tasker`.
+CREATE SCHEMA IF NOT EXISTS tasker;
+
+CREATE TABLE tasker.task_namespaces (
+    name        text PRIMARY KEY CHECK (name ~ '^[a-z][a-z0-9_]{0,29}$'),
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE tasker.named_tasks (
+    named_task_id  bigserial PRIMARY KEY,
+    namespace      text NOT NULL REFERENCES tasker.task_namespaces (name),
+    name           text NOT NULL,
+    version        text NOT NULL,
+    description    text,
+    template       jsonb NOT NULL,
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    updated_at     timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (namespace, name, version)
+);
+
+CREATE TABLE tasker.tasks (
+    task_uuid              uuid PRIMARY KEY,
+    named_task_id          bigint NOT NULL REFERENCES tasker.named_tasks (named_task_id),
+    namespace              text NOT NULL,
+    status                 text NOT NULL,
+    context                jsonb NOT NULL,
+    correlation_id         uuid NOT NULL,
+    parent_correlation_id  uuid,
+    idempotency_key        text,
+    priority               smallint NOT NULL DEFAULT 0,
+    created_at             timestamptz NOT NULL DEFAULT now(),
+    updated_at             timestamptz NOT NULL DEFAULT now(),
+    completed_at           timestamptz
+);
+CREATE UNIQUE INDEX tasks_idempotency_idx ON tasker.tasks (named_task_id, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX tasks_correlation_idx ON tasker.tasks (correlation_id);
+CREATE INDEX tasks_parent_correlation_idx ON tasker.tasks (parent_correlation_id)
+    WHERE parent_correlation_id IS NOT NULL;
+CREATE INDEX tasks_status_idx ON tasker.tasks (status, created_at);
+
+CREATE TABLE tasker.workflow_steps (
+    step_uuid         uuid PRIMARY KEY,
+    task_uuid         uuid NOT NULL REFERENCES tasker.tasks (task_uuid) ON DELETE CASCADE,
+    name              text NOT NULL,
+    position          integer NOT NULL,
+    handler_class     text NOT NULL,
+    state             text NOT NULL,
+    attempts          integer NOT NULL DEFAULT 0,
+    max_attempts      integer NOT NULL,
+    retryable         boolean NOT NULL,
+    backoff_base_ms   integer NOT NULL,
+    max_backoff_ms    integer NOT NULL,
+    timeout_seconds   integer NOT NULL,
+    pending_parents   integer NOT NULL,
+    results           jsonb,
+    result_metadata   jsonb,
+    last_error        jsonb,
+    next_retry_at     timestamptz,
+    claim_token       uuid,
+    claim_expires_at  timestamptz,
+    claimed_by        text,
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    updated_at        timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (task_uuid, name)
+);
+CREATE INDEX workflow_steps_retry_idx ON tasker.workflow_steps (next_retry_at)
+    WHERE state = 'waiting_for_retry';
+
+CREATE TABLE tasker.workflow_step_edges (
+    from_step_uuid  uuid NOT NULL REFERENCES tasker.workflow_steps (step_uuid) ON DELETE CASCADE,
+    to_step_uuid    uuid NOT NULL REFERENCES tasker.workflow_steps (step_uuid) ON DELETE CASCADE,
+    PRIMARY KEY (from_step_uuid, to_step_uuid)
+);
+CREATE INDEX workflow_step_edges_to_idx ON tasker.workflow_step_edges (to_step_uuid);
+
+-- Append-only histories: exactly one row per entity has most_recent = true.
+CREATE TABLE tasker.task_transitions (
+    id          bigserial PRIMARY KEY,
+    task_uuid   uuid NOT NULL REFERENCES tasker.tasks (task_uuid) ON DELETE CASCADE,
+    from_state  text,
+    to_state    text NOT NULL,
+    metadata    jsonb NOT NULL DEFAULT '{}',
+    sort_key    integer NOT NULL,
+    most_recent boolean NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    UNIQUE (task_uuid, sort_key)
+);
+CREATE UNIQUE INDEX task_transitions_most_recent_idx ON tasker.task_transitions (task_uuid)
+    WHERE most_recent;
+
+CREATE TABLE tasker.workflow_step_transitions (
+    id          bigserial PRIMARY KEY,
+    step_uuid   uuid NOT NULL REFERENCES tasker.workflow_steps (step_uuid) ON DELETE CASCADE,
+    task_uuid   uuid NOT NULL,
+    from_state  text,
+    to_state    text NOT NULL,
+    metadata    jsonb NOT NULL DEFAULT '{}',
+    sort_key    integer NOT NULL,
+    most_recent boolean NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    UNIQUE (step_uuid, sort_key)
+);
+CREATE UNIQUE INDEX workflow_step_transitions_most_recent_idx
+    ON tasker.workflow_step_transitions (step_uuid) WHERE most_recent;
+CREATE INDEX workflow_step_transitions_task_idx ON tasker.workflow_step_transitions (task_uuid);
