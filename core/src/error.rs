@@ -68,7 +68,11 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn template(file: Option<&str>, step: Option<&str>, message: impl Into<String>) -> Self {
+    pub(crate) fn template(
+        file: Option<&str>,
+        step: Option<&str>,
+        message: impl Into<String>,
+    ) -> Self {
         Error::Template {
             location: TemplateLocation {
                 file: file.map(str::to_owned),

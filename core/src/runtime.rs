@@ -230,7 +230,11 @@ impl Engine {
                 .map(|r| r.template.max_timeout_seconds())
                 .max()
                 .unwrap_or(300);
-            queues.push((ns.clone(), queue, max_timeout as i32 + CLAIM_GRACE_SECONDS + 5));
+            queues.push((
+                ns.clone(),
+                queue,
+                max_timeout as i32 + CLAIM_GRACE_SECONDS + 5,
+            ));
         }
         Ok(Boot {
             shared,
@@ -255,7 +259,10 @@ impl Engine {
         let _guard = runtime.enter();
         services.push(tokio::spawn(listen(shared.clone(), stop_rx.clone())));
         if !queues.is_empty() {
-            services.push(tokio::spawn(release_retries(shared.clone(), stop_rx.clone())));
+            services.push(tokio::spawn(release_retries(
+                shared.clone(),
+                stop_rx.clone(),
+            )));
         }
         for (namespace, queue, visibility_timeout) in queues {
             let wake = shared.wakeups[&namespace].clone();
@@ -378,7 +385,11 @@ impl Engine {
 
     /// Forget a waiter that stopped waiting.
     pub fn unregister_waiter(&self, task_uuid: Uuid, id: u64) {
-        let mut waiters = self.shared.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        let mut waiters = self
+            .shared
+            .waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if let Some(list) = waiters.get_mut(&task_uuid) {
             list.retain(|(i, _)| *i != id);
             if list.is_empty() {
@@ -401,9 +412,17 @@ impl Engine {
         let Some(runtime) = self.runtime.take() else {
             return;
         };
-        let services: Vec<_> = std::mem::take(&mut *self.services.lock().unwrap_or_else(|e| e.into_inner()));
-        self.completion_tx.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let applier = self.applier.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let services: Vec<_> =
+            std::mem::take(&mut *self.services.lock().unwrap_or_else(|e| e.into_inner()));
+        self.completion_tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let applier = self
+            .applier
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         let pool = self.shared.pool.clone();
         runtime.block_on(async move {
             let all = async {

@@ -11,9 +11,8 @@ use serde_json::{json, Value};
 use tasker_core::{FailureKind, StepFailure, StepOutcome, TaskRequest, TaskState};
 
 fn linear_template(ns: &str) -> String {
-    let mut t = format!(
-        "name: mathematical_sequence\nnamespace: {ns}\nversion: \"1.0.0\"\nsteps:\n"
-    );
+    let mut t =
+        format!("name: mathematical_sequence\nnamespace: {ns}\nversion: \"1.0.0\"\nsteps:\n");
     for i in 1..=4 {
         t.push_str(&format!(
             "  - name: linear_step_{i}\n    handler: {{ callable: Linear::Step{i} }}\n"
@@ -40,11 +39,18 @@ fn request(ns: &str, context: Value) -> TaskRequest {
 
 /// Square the parent's result (or the input for the first step), as an exact big integer.
 fn square_step(ev: &tasker_core::StepEvent) -> StepOutcome {
-    let n: u128 = match ev.dependency_results.iter().max_by_key(|(name, _)| name.clone()) {
+    let n: u128 = match ev
+        .dependency_results
+        .iter()
+        .max_by_key(|(name, _)| name.clone())
+    {
         Some((_, v)) => v.to_string().parse().unwrap(),
         None => ev.context["even_number"].to_string().parse().unwrap(),
     };
-    let parent_name = format!("linear_step_{}", ev.step_name[12..].parse::<u32>().unwrap() - 1);
+    let parent_name = format!(
+        "linear_step_{}",
+        ev.step_name[12..].parse::<u32>().unwrap() - 1
+    );
     if ev.step_name.as_ref() != "linear_step_1" {
         assert!(ev.dependency_result(&parent_name).is_some());
     }
@@ -86,7 +92,8 @@ fn linear_workflow_runs_to_completion_with_history() {
         .unwrap()
         .unwrap();
     if !status.is_some_and(TaskState::is_terminal) {
-        rx.recv_timeout(Duration::from_secs(20)).expect("task finalizes");
+        rx.recv_timeout(Duration::from_secs(20))
+            .expect("task finalizes");
     }
     engine.unregister_waiter(created.task_uuid, id);
 
@@ -99,7 +106,11 @@ fn linear_workflow_runs_to_completion_with_history() {
         .unwrap()
         .unwrap();
     assert_eq!(view.status, "complete");
-    let results: Vec<String> = view.steps.iter().map(|s| s.result.clone().unwrap().to_string()).collect();
+    let results: Vec<String> = view
+        .steps
+        .iter()
+        .map(|s| s.result.clone().unwrap().to_string())
+        .collect();
     assert_eq!(results, ["36", "1296", "1679616", "2821109907456"]);
     for s in &view.steps {
         assert_eq!(s.state, "complete");
@@ -119,10 +130,16 @@ fn linear_workflow_runs_to_completion_with_history() {
             ]
         );
     }
-    let task_path: Vec<&str> = view.transitions.iter().map(|t| t.to_state.as_str()).collect();
+    let task_path: Vec<&str> = view
+        .transitions
+        .iter()
+        .map(|t| t.to_state.as_str())
+        .collect();
     assert_eq!(task_path, ["pending", "in_progress", "complete"]);
     exec.stop();
-    Arc::into_inner(engine).unwrap().shutdown(Duration::from_secs(5));
+    Arc::into_inner(engine)
+        .unwrap()
+        .shutdown(Duration::from_secs(5));
 }
 
 #[test]
@@ -172,14 +189,30 @@ fn retryable_failures_back_off_then_exhaust_into_error() {
     assert_eq!(step.attempts, 3);
     assert_eq!(step.error.as_ref().unwrap()["message"], "boom 3");
     assert_eq!(step.error.as_ref().unwrap()["error_class"], "RuntimeError");
-    let states: Vec<&str> = step.transitions.iter().map(|t| t.to_state.as_str()).collect();
+    let states: Vec<&str> = step
+        .transitions
+        .iter()
+        .map(|t| t.to_state.as_str())
+        .collect();
     assert_eq!(
         states,
-        ["pending", "enqueued", "in_progress", "waiting_for_retry", "enqueued", "in_progress",
-         "waiting_for_retry", "enqueued", "in_progress", "error"]
+        [
+            "pending",
+            "enqueued",
+            "in_progress",
+            "waiting_for_retry",
+            "enqueued",
+            "in_progress",
+            "waiting_for_retry",
+            "enqueued",
+            "in_progress",
+            "error"
+        ]
     );
     exec.stop();
-    Arc::into_inner(engine).unwrap().shutdown(Duration::from_secs(5));
+    Arc::into_inner(engine)
+        .unwrap()
+        .shutdown(Duration::from_secs(5));
 }
 
 #[test]
@@ -190,18 +223,28 @@ fn bad_requests_are_refused_without_writing() {
     let h = engine.handle();
     let run = |req: TaskRequest| {
         let h = h.clone();
-        engine.block_on(async move { h.create_task(req).await }).unwrap()
+        engine
+            .block_on(async move { h.create_task(req).await })
+            .unwrap()
     };
     let e = run(request(&ns, json!([1, 2]))).unwrap_err();
-    assert!(e.to_string().contains("context must be a JSON object"), "{e}");
+    assert!(
+        e.to_string().contains("context must be a JSON object"),
+        "{e}"
+    );
     let mut req = request(&ns, json!({}));
     req.version = "9.9.9".into();
-    assert!(matches!(run(req).unwrap_err(), tasker_core::Error::TemplateNotFound { .. }));
+    assert!(matches!(
+        run(req).unwrap_err(),
+        tasker_core::Error::TemplateNotFound { .. }
+    ));
     let mut req = request(&ns, json!({}));
     req.idempotency_key = Some("order-1".into());
     let first = run(req.clone()).unwrap();
     let second = run(req).unwrap();
     assert!(first.created && !second.created);
     assert_eq!(first.task_uuid, second.task_uuid);
-    Arc::into_inner(engine).unwrap().shutdown(Duration::from_secs(5));
+    Arc::into_inner(engine)
+        .unwrap()
+        .shutdown(Duration::from_secs(5));
 }

@@ -36,7 +36,9 @@ impl QueueName {
     /// The queue that carries the steps of a namespace.
     pub fn for_namespace(namespace: &str) -> Result<Self> {
         validate_namespace(namespace)?;
-        Ok(QueueName(Arc::from(format!("{NAMESPACE_QUEUE_PREFIX}{namespace}"))))
+        Ok(QueueName(Arc::from(format!(
+            "{NAMESPACE_QUEUE_PREFIX}{namespace}"
+        ))))
     }
 
     pub fn as_str(&self) -> &str {
@@ -67,7 +69,12 @@ mod tests {
 
     #[test]
     fn accepts_simple_namespaces() {
-        for ns in ["a", "linear_workflow", "orders2", "a_b_c_d_e_f_g_h_i_j_k_l_m_n_o"] {
+        for ns in [
+            "a",
+            "linear_workflow",
+            "orders2",
+            "a_b_c_d_e_f_g_h_i_j_k_l_m_n_o",
+        ] {
             assert!(validate_namespace(ns).is_ok(), "{ns}");
         }
         assert_eq!(
@@ -79,7 +86,15 @@ mod tests {
     #[test]
     fn rejects_anything_that_could_escape_an_identifier() {
         for ns in [
-            "", "1abc", "_x", "Orders", "a-b", "a b", "a;drop table x", "a\"b", "é",
+            "",
+            "1abc",
+            "_x",
+            "Orders",
+            "a-b",
+            "a b",
+            "a;drop table x",
+            "a\"b",
+            "é",
             "abcdefghijklmnopqrstuvwxyzabcde",
         ] {
             assert!(validate_namespace(ns).is_err(), "{ns:?}");

@@ -131,12 +131,32 @@ pub(crate) async fn create_task(
             }
         })
         .collect();
-    let max_attempts: Vec<i32> = template.steps.iter().map(|s| s.retry.max_attempts as i32).collect();
+    let max_attempts: Vec<i32> = template
+        .steps
+        .iter()
+        .map(|s| s.retry.max_attempts as i32)
+        .collect();
     let retryable: Vec<bool> = template.steps.iter().map(|s| s.retry.retryable).collect();
-    let base: Vec<i32> = template.steps.iter().map(|s| s.retry.backoff_base_ms as i32).collect();
-    let max_backoff: Vec<i32> = template.steps.iter().map(|s| s.retry.max_backoff_ms as i32).collect();
-    let timeouts: Vec<i32> = template.steps.iter().map(|s| s.timeout_seconds as i32).collect();
-    let pending: Vec<i32> = template.steps.iter().map(|s| s.parents.len() as i32).collect();
+    let base: Vec<i32> = template
+        .steps
+        .iter()
+        .map(|s| s.retry.backoff_base_ms as i32)
+        .collect();
+    let max_backoff: Vec<i32> = template
+        .steps
+        .iter()
+        .map(|s| s.retry.max_backoff_ms as i32)
+        .collect();
+    let timeouts: Vec<i32> = template
+        .steps
+        .iter()
+        .map(|s| s.timeout_seconds as i32)
+        .collect();
+    let pending: Vec<i32> = template
+        .steps
+        .iter()
+        .map(|s| s.parents.len() as i32)
+        .collect();
     sqlx::query(
         "INSERT INTO tasker.workflow_steps (step_uuid, task_uuid, name, position, handler_class, \
            state, max_attempts, retryable, backoff_base_ms, max_backoff_ms, timeout_seconds, \

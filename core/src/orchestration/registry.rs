@@ -42,7 +42,11 @@ impl Registry {
     }
 
     /// Store (or update) a template and make sure its namespace queue exists.
-    pub async fn register(&self, pool: &PgPool, template: Template) -> Result<Arc<RegisteredTemplate>> {
+    pub async fn register(
+        &self,
+        pool: &PgPool,
+        template: Template,
+    ) -> Result<Arc<RegisteredTemplate>> {
         let queue = QueueName::for_namespace(&template.namespace)?;
         let doc = serde_json::to_value(&template.doc)
             .map_err(|e| Error::InvalidInput(format!("template not serializable: {e}")))?;
@@ -85,7 +89,12 @@ impl Registry {
         version: &str,
     ) -> Result<Arc<RegisteredTemplate>> {
         let key = (namespace.to_owned(), name.to_owned(), version.to_owned());
-        if let Some(found) = self.by_key.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        if let Some(found) = self
+            .by_key
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
             return Ok(found.clone());
         }
         let row: Option<(i64, serde_json::Value)> = sqlx::query_as(
@@ -109,7 +118,12 @@ impl Registry {
 
     /// Find a template by its `named_task_id`.
     pub async fn by_id(&self, pool: &PgPool, id: i64) -> Result<Arc<RegisteredTemplate>> {
-        if let Some(found) = self.by_id.read().unwrap_or_else(|e| e.into_inner()).get(&id) {
+        if let Some(found) = self
+            .by_id
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+        {
             return Ok(found.clone());
         }
         let doc: serde_json::Value =

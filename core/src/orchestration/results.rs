@@ -32,7 +32,11 @@ pub enum ApplyReport {
     },
 }
 
-pub(crate) async fn apply(pool: &PgPool, ticket: &ClaimTicket, outcome: &StepOutcome) -> Result<ApplyReport> {
+pub(crate) async fn apply(
+    pool: &PgPool,
+    ticket: &ClaimTicket,
+    outcome: &StepOutcome,
+) -> Result<ApplyReport> {
     let mut tx = pool.begin().await?;
     let task_status: String =
         sqlx::query_scalar("SELECT status FROM tasker.tasks WHERE task_uuid = $1 FOR UPDATE")

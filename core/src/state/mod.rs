@@ -151,7 +151,10 @@ mod tests {
             assert_eq!(s.as_str().parse::<StepState>().unwrap(), s);
         }
         assert!("done".parse::<StepState>().is_err());
-        assert_eq!("in_progress".parse::<TaskState>().unwrap(), TaskState::InProgress);
+        assert_eq!(
+            "in_progress".parse::<TaskState>().unwrap(),
+            TaskState::InProgress
+        );
     }
 
     #[test]
@@ -183,9 +186,15 @@ mod tests {
 
     #[test]
     fn terminal_steps_never_leave_except_by_operator() {
-        assert!(StepState::Complete.check_transition(StepState::Enqueued).is_err());
-        assert!(StepState::Cancelled.check_transition(StepState::Enqueued).is_err());
-        assert!(StepState::InProgress.check_transition(StepState::Cancelled).is_err());
+        assert!(StepState::Complete
+            .check_transition(StepState::Enqueued)
+            .is_err());
+        assert!(StepState::Cancelled
+            .check_transition(StepState::Enqueued)
+            .is_err());
+        assert!(StepState::InProgress
+            .check_transition(StepState::Cancelled)
+            .is_err());
     }
 
     #[test]

@@ -34,12 +34,11 @@ pub async fn migrate(pool: &PgPool) -> Result<()> {
 
 /// Versions of the project's migrations that are applied, and those the library knows.
 pub async fn status(pool: &PgPool) -> Result<(Vec<i64>, Vec<i64>)> {
-    let applied: Vec<i64> = sqlx::query_scalar(
-        "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap_or_default();
+    let applied: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(pool)
+            .await
+            .unwrap_or_default();
     let known = MIGRATOR.iter().map(|m| m.version).collect();
     Ok((applied, known))
 }

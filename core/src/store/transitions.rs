@@ -40,7 +40,10 @@ pub(crate) async fn record_steps(conn: &mut PgConnection, items: &[StepTransitio
         })
         .collect();
     let tasks: Vec<Uuid> = items.iter().map(|t| t.task_uuid).collect();
-    let froms: Vec<Option<&str>> = items.iter().map(|t| t.from.map(StepState::as_str)).collect();
+    let froms: Vec<Option<&str>> = items
+        .iter()
+        .map(|t| t.from.map(StepState::as_str))
+        .collect();
     let tos: Vec<&str> = items.iter().map(|t| t.to.as_str()).collect();
     let metas: Vec<&Value> = items.iter().map(|t| &t.metadata).collect();
     sqlx::query(

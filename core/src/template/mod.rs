@@ -67,7 +67,11 @@ pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<Template>> {
 fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     let shown = path.display().to_string();
     let meta = std::fs::metadata(path).map_err(|e| {
-        Error::template(Some(&shown), None, format!("template path not readable: {e}"))
+        Error::template(
+            Some(&shown),
+            None,
+            format!("template path not readable: {e}"),
+        )
     })?;
     if meta.is_file() {
         out.push(path.to_path_buf());

@@ -173,6 +173,10 @@ impl Template {
 
     /// The largest step timeout, used to size queue visibility timeouts.
     pub fn max_timeout_seconds(&self) -> u32 {
-        self.steps.iter().map(|s| s.timeout_seconds).max().unwrap_or(0)
+        self.steps
+            .iter()
+            .map(|s| s.timeout_seconds)
+            .max()
+            .unwrap_or(0)
     }
 }

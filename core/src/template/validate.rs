@@ -42,7 +42,11 @@ pub(crate) fn compile(doc: TemplateDoc) -> Result<Template> {
         }
         let r = &step.retry;
         if r.max_attempts == 0 {
-            return Err(Error::template(None, at, "retry.max_attempts must be at least 1"));
+            return Err(Error::template(
+                None,
+                at,
+                "retry.max_attempts must be at least 1",
+            ));
         }
         if r.backoff_base_ms > r.max_backoff_ms {
             return Err(Error::template(
@@ -234,7 +238,10 @@ steps:
     #[test]
     fn parses_and_applies_defaults() {
         let t = parse_str(LINEAR, None).unwrap();
-        assert_eq!(t.key(), ("linear_workflow", "mathematical_sequence", "1.0.0"));
+        assert_eq!(
+            t.key(),
+            ("linear_workflow", "mathematical_sequence", "1.0.0")
+        );
         assert_eq!(t.steps.len(), 2);
         assert_eq!(t.steps[0].retry.max_attempts, 3);
         assert_eq!(t.steps[0].retry.backoff_base_ms, 1000);
@@ -321,7 +328,10 @@ steps:
         let e = err(&LINEAR.replace("linear_workflow", "Linear-Workflow"));
         assert!(e.contains("namespace"), "{e}");
         let e = err(&LINEAR.replace("Demo::S1", "system('rm')"));
-        assert!(e.contains("step 's1'") && e.contains("handler.callable"), "{e}");
+        assert!(
+            e.contains("step 's1'") && e.contains("handler.callable"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -124,11 +124,7 @@ pub(crate) async fn claim(
             s.handler_class.clone(),
             s.initialization.clone(),
         ),
-        None => (
-            Arc::from(name.as_str()),
-            Arc::from(""),
-            Arc::new(json!({})),
-        ),
+        None => (Arc::from(name.as_str()), Arc::from(""), Arc::new(json!({}))),
     };
     Ok(Ok(StepEvent {
         ticket: ClaimTicket {

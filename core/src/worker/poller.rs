@@ -33,13 +33,8 @@ impl Poller {
             if *self.stop.borrow() {
                 break;
             }
-            let read = messaging::read(
-                &self.shared.pool,
-                &self.queue,
-                self.visibility_timeout,
-                1,
-            )
-            .await;
+            let read =
+                messaging::read(&self.shared.pool, &self.queue, self.visibility_timeout, 1).await;
             match read {
                 Ok(mut msgs) if !msgs.is_empty() => {
                     error_backoff = Duration::from_millis(50);
@@ -79,7 +74,8 @@ impl Poller {
         let step_msg = match parsed {
             Ok(m) => m,
             Err(e) => {
-                self.archive(msg.msg_id, &format!("not a step message: {e}")).await;
+                self.archive(msg.msg_id, &format!("not a step message: {e}"))
+                    .await;
                 return None;
             }
         };
@@ -104,7 +100,8 @@ impl Poller {
                 None
             }
             Ok(Err(ClaimRefusal::Busy(secs))) => {
-                if let Err(e) = messaging::set_vt(pool, &self.queue, msg.msg_id, secs.max(1)).await {
+                if let Err(e) = messaging::set_vt(pool, &self.queue, msg.msg_id, secs.max(1)).await
+                {
                     tracing::warn!(error = %e, "could not postpone a message of a claimed step");
                 }
                 None

@@ -109,7 +109,10 @@ pub fn eventually<T>(deadline: Duration, mut f: impl FnMut() -> Option<T>) -> T 
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < end, "condition not met within {deadline:?}");
+        assert!(
+            Instant::now() < end,
+            "condition not met within {deadline:?}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -1,0 +1,180 @@
+//! Ruby objects ↔ JSON values, exactly: Integers of any size stay exact (big ones travel as
+//! their decimal digits, kept verbatim by serde_json's arbitrary precision and by jsonb), Hash
+//! keys come back as Strings, and anything without a JSON form is refused with its path.
+
+use magnus::{
+    r_hash::ForEach, value::ReprValue, Error, Float, Integer, RArray, RHash, RString, Ruby, Symbol,
+    Value,
+};
+use serde_json::{Map, Number, Value as Json};
+
+const MAX_DEPTH: usize = 128;
+
+/// Convert a Ruby value to JSON. Errors are `TaskerCore::Errors::ValidationError` naming the
+/// path of the offending element (e.g. `result["items"][2]`).
+pub fn to_json(ruby: &Ruby, value: Value, what: &str) -> Result<Json, Error> {
+    let mut path = String::from(what);
+    convert(ruby, value, &mut path, 0)
+}
+
+fn invalid(ruby: &Ruby, path: &str, why: String) -> Error {
+    crate::errors::error(ruby, "ValidationError", format!("{path}: {why}"))
+}
+
+fn convert(ruby: &Ruby, value: Value, path: &mut String, depth: usize) -> Result<Json, Error> {
+    if depth > MAX_DEPTH {
+        return Err(invalid(
+            ruby,
+            path,
+            format!("nested deeper than {MAX_DEPTH} levels (a cycle?)"),
+        ));
+    }
+    if value.is_nil() {
+        return Ok(Json::Null);
+    }
+    if value.is_kind_of(ruby.class_true_class()) {
+        return Ok(Json::Bool(true));
+    }
+    if value.is_kind_of(ruby.class_false_class()) {
+        return Ok(Json::Bool(false));
+    }
+    if let Some(i) = Integer::from_value(value) {
+        if let Ok(n) = i.to_i64() {
+            return Ok(Json::Number(n.into()));
+        }
+        let digits: String = i.funcall("to_s", ())?;
+        return digits
+            .parse::<Number>()
+            .map(Json::Number)
+            .map_err(|e| invalid(ruby, path, format!("integer not representable: {e}")));
+    }
+    if let Some(f) = Float::from_value(value) {
+        let x = f.to_f64();
+        return Number::from_f64(x)
+            .map(Json::Number)
+            .ok_or_else(|| invalid(ruby, path, format!("{x} has no JSON representation")));
+    }
+    if let Some(s) = RString::from_value(value) {
+        return s
+            .to_string()
+            .map(Json::String)
+            .map_err(|_| invalid(ruby, path, "string is not valid UTF-8".into()));
+    }
+    if let Some(sym) = Symbol::from_value(value) {
+        return Ok(Json::String(sym.name()?.into_owned()));
+    }
+    if let Some(arr) = RArray::from_value(value) {
+        let mut out = Vec::with_capacity(arr.len());
+        for (i, item) in arr.into_iter().enumerate() {
+            let len = path.len();
+            path.push_str(&format!("[{i}]"));
+            out.push(convert(ruby, item, path, depth + 1)?);
+            path.truncate(len);
+        }
+        return Ok(Json::Array(out));
+    }
+    if let Some(hash) = RHash::from_value(value) {
+        let mut out = Map::new();
+        let mut failure: Option<Error> = None;
+        hash.foreach(|k: Value, v: Value| {
+            let key = if let Some(s) = RString::from_value(k) {
+                s.to_string()
+            } else if let Some(sym) = Symbol::from_value(k) {
+                sym.name().map(|n| n.into_owned())
+            } else {
+                failure = Some(invalid(
+                    ruby,
+                    path,
+                    format!(
+                        "hash keys must be Strings or Symbols, got {}",
+                        class_name(k)
+                    ),
+                ));
+                return Ok(ForEach::Stop);
+            };
+            let key = match key {
+                Ok(k) => k,
+                Err(e) => {
+                    failure = Some(e);
+                    return Ok(ForEach::Stop);
+                }
+            };
+            let len = path.len();
+            path.push_str(&format!("[{key:?}]"));
+            match convert(ruby, v, path, depth + 1) {
+                Ok(j) => {
+                    out.insert(key, j);
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    return Ok(ForEach::Stop);
+                }
+            }
+            path.truncate(len);
+            Ok(ForEach::Continue)
+        })?;
+        return match failure {
+            Some(e) => Err(e),
+            None => Ok(Json::Object(out)),
+        };
+    }
+    Err(invalid(
+        ruby,
+        path,
+        format!("a {} has no JSON form (use Hash, Array, String, Symbol, Integer, Float, true, false or nil)", class_name(value)),
+    ))
+}
+
+fn class_name(v: Value) -> String {
+    // SAFETY-free: class names are plain Ruby strings.
+    v.class().inspect()
+}
+
+/// Convert JSON to Ruby: objects become Hashes with String keys; integers stay exact.
+pub fn to_ruby(ruby: &Ruby, json: &Json) -> Result<Value, Error> {
+    Ok(match json {
+        Json::Null => ruby.qnil().as_value(),
+        Json::Bool(b) => {
+            if *b {
+                ruby.qtrue().as_value()
+            } else {
+                ruby.qfalse().as_value()
+            }
+        }
+        Json::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                ruby.integer_from_i64(i).as_value()
+            } else if let Some(u) = n.as_u64() {
+                ruby.integer_from_u64(u).as_value()
+            } else {
+                let text = n.to_string();
+                if is_integer_literal(&text) {
+                    ruby.module_kernel().funcall("Integer", (text,))?
+                } else {
+                    ruby.float_from_f64(n.as_f64().unwrap_or(f64::NAN))
+                        .as_value()
+                }
+            }
+        }
+        Json::String(s) => ruby.str_new(s).as_value(),
+        Json::Array(items) => {
+            let arr = ruby.ary_new_capa(items.len());
+            for item in items {
+                arr.push(to_ruby(ruby, item)?)?;
+            }
+            arr.as_value()
+        }
+        Json::Object(map) => {
+            let hash = ruby.hash_new();
+            for (k, v) in map {
+                hash.aset(ruby.str_new(k), to_ruby(ruby, v)?)?;
+            }
+            hash.as_value()
+        }
+    })
+}
+
+fn is_integer_literal(s: &str) -> bool {
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}

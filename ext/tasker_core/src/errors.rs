@@ -1,0 +1,36 @@
+//! Core errors → the Ruby classes defined in `lib/tasker_core/errors.rb` (looked up by name;
+//! Ruby owns the hierarchy).
+
+use magnus::{prelude::*, Error, ExceptionClass, RModule, Ruby};
+use tasker_core::Error as CoreError;
+
+/// `TaskerCore::Errors::<name>`, or `StandardError` if the Ruby side is not loaded.
+pub fn class(ruby: &Ruby, name: &str) -> ExceptionClass {
+    ruby.class_object()
+        .const_get::<_, RModule>("TaskerCore")
+        .and_then(|m| m.const_get::<_, RModule>("Errors"))
+        .and_then(|m| m.const_get::<_, ExceptionClass>(name))
+        .unwrap_or_else(|_| ruby.exception_standard_error())
+}
+
+/// Build a Ruby exception of `TaskerCore::Errors::<name>`.
+pub fn error(ruby: &Ruby, name: &str, message: impl Into<String>) -> Error {
+    Error::new(class(ruby, name), message.into())
+}
+
+/// Map a core error to its one Ruby class.
+pub fn to_ruby(ruby: &Ruby, e: CoreError) -> Error {
+    let name = match &e {
+        CoreError::Template { .. } => "TemplateError",
+        CoreError::TemplateNotFound { .. } => "TemplateNotFoundError",
+        CoreError::NotFound(_) => "NotFoundError",
+        CoreError::InvalidInput(_) => "ValidationError",
+        CoreError::Configuration(_) => "ConfigurationError",
+        CoreError::InvalidTransition(_) => "InvalidTransitionError",
+        CoreError::NotStarted(_) => "NotStartedError",
+        CoreError::Timeout(_) => "TimeoutError",
+        CoreError::Migration(_) => "MigrationError",
+        CoreError::Database(_) => "DatabaseError",
+    };
+    error(ruby, name, e.to_string())
+}

@@ -1,0 +1,17 @@
+//! Ruby bindings for tasker-core. Only argument conversion, GVL handling and error mapping
+//! live here; all behaviour is in the `tasker-core` crate. One file per Ruby class.
+
+mod convert;
+mod errors;
+mod native;
+mod nogvl;
+mod step_event;
+
+use magnus::{Error, Ruby};
+
+#[magnus::init(name = "tasker_core_rb")]
+fn init(ruby: &Ruby) -> Result<(), Error> {
+    let native = native::init(ruby)?;
+    step_event::init(ruby, native)?;
+    Ok(())
+}

@@ -1,0 +1,350 @@
+//! `TaskerCore::Native`: the internal module the Ruby facade calls. It owns the process-wide
+//! engine (rebuilt after `fork`), and converts arguments at the boundary.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Once};
+use std::time::{Duration, Instant};
+
+use magnus::{
+    function, prelude::*, value::ReprValue, Error, IntoValue, RArray, RHash, RModule, Ruby, Value,
+};
+use tasker_core::{Engine, EngineConfig, TaskRequest};
+use uuid::Uuid;
+
+use crate::convert;
+use crate::errors::{error, to_ruby};
+use crate::nogvl::{self, Waited};
+use crate::step_event::RbStepEvent;
+
+static ENGINE: Mutex<Option<Arc<Engine>>> = Mutex::new(None);
+static TRACING: Once = Once::new();
+
+pub fn init(ruby: &Ruby) -> Result<RModule, Error> {
+    let root = ruby.define_module("TaskerCore")?;
+    let native = root.define_module("Native")?;
+    native.const_set("LOADED", true)?;
+    native.define_singleton_method("migrate", function!(migrate, 1))?;
+    native.define_singleton_method("validate_templates", function!(validate_templates, 1))?;
+    native.define_singleton_method("start", function!(start, 1))?;
+    native.define_singleton_method("running?", function!(is_running, 0))?;
+    native.define_singleton_method("begin_shutdown", function!(begin_shutdown, 0))?;
+    native.define_singleton_method("shutdown", function!(shutdown, 1))?;
+    native.define_singleton_method("next_step", function!(next_step, 1))?;
+    native.define_singleton_method("create_task", function!(create_task, 1))?;
+    native.define_singleton_method("find_task", function!(find_task, 1))?;
+    native.define_singleton_method("wait_for", function!(wait_for, 2))?;
+    Ok(native)
+}
+
+/// The running engine of this process. A child forked after start abandons the parent's
+/// engine (its threads do not exist here) and must start its own.
+pub fn engine(ruby: &Ruby) -> Result<Arc<Engine>, Error> {
+    let mut slot = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
+    match slot.as_ref() {
+        Some(e) if e.is_current_process() => Ok(e.clone()),
+        Some(_) => {
+            abandon(slot.take());
+            Err(error(
+                ruby,
+                "NotStartedError",
+                "TaskerCore was started in a parent process; call TaskerCore.start in this process",
+            ))
+        }
+        None => Err(error(
+            ruby,
+            "NotStartedError",
+            "TaskerCore is not started; call TaskerCore.start first",
+        )),
+    }
+}
+
+fn abandon(engine: Option<Arc<Engine>>) {
+    if let Some(e) = engine {
+        match Arc::try_unwrap(e) {
+            Ok(e) => e.abandon(),
+            Err(shared) => std::mem::forget(shared),
+        }
+    }
+}
+
+fn init_tracing() {
+    TRACING.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_env("TASKER_LOG")
+            .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
+    });
+}
+
+fn panic_error(ruby: &Ruby) -> Error {
+    error(
+        ruby,
+        "Error",
+        "internal error in tasker_core's native extension (a panic was caught)",
+    )
+}
+
+fn migrate(ruby: &Ruby, database_url: String) -> Result<(), Error> {
+    init_tracing();
+    nogvl::run(|| tasker_core::runtime::migrate(&database_url))
+        .map_err(|_| panic_error(ruby))?
+        .map_err(|e| to_ruby(ruby, e))
+}
+
+fn template_summaries<'a>(
+    ruby: &Ruby,
+    templates: impl Iterator<Item = &'a tasker_core::template::Template>,
+) -> Result<RArray, Error> {
+    let out = ruby.ary_new();
+    for t in templates {
+        let h = ruby.hash_new();
+        h.aset("namespace", &*t.namespace)?;
+        h.aset("name", &*t.name)?;
+        h.aset("version", &*t.version)?;
+        let handlers = ruby.ary_new();
+        for c in t.handler_classes() {
+            handlers.push(&*c)?;
+        }
+        h.aset("handlers", handlers)?;
+        let steps = ruby.ary_new();
+        for s in &t.steps {
+            steps.push(&*s.name)?;
+        }
+        h.aset("steps", steps)?;
+        out.push(h)?;
+    }
+    Ok(out)
+}
+
+fn validate_templates(ruby: &Ruby, paths: Vec<String>) -> Result<RArray, Error> {
+    let templates = tasker_core::template::load_paths(&paths).map_err(|e| to_ruby(ruby, e))?;
+    template_summaries(ruby, templates.iter())
+}
+
+fn fetch<T: magnus::TryConvert>(config: RHash, key: &str) -> Result<T, Error> {
+    config.fetch::<_, T>(key)
+}
+
+fn start(ruby: &Ruby, config: RHash) -> Result<RArray, Error> {
+    init_tracing();
+    {
+        let mut slot = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
+        match slot.as_ref() {
+            Some(e) if e.is_current_process() => {
+                return Err(error(
+                    ruby,
+                    "ConfigurationError",
+                    "TaskerCore is already started",
+                ))
+            }
+            Some(_) => abandon(slot.take()),
+            None => {}
+        }
+    }
+    let cfg = EngineConfig {
+        database_url: fetch(config, "database_url")?,
+        namespaces: fetch(config, "namespaces")?,
+        template_paths: fetch::<Vec<String>>(config, "template_paths")?
+            .into_iter()
+            .map(PathBuf::from)
+            .collect(),
+        concurrency: fetch(config, "concurrency")?,
+        pool_size: fetch(config, "pool_size")?,
+        poll_interval: Duration::from_millis(fetch(config, "poll_interval_ms")?),
+        worker_id: fetch(config, "worker_id")?,
+    };
+    let engine = nogvl::run(|| Engine::start(cfg))
+        .map_err(|_| panic_error(ruby))?
+        .map_err(|e| to_ruby(ruby, e))?;
+    let summaries = template_summaries(ruby, engine.templates().iter().map(|r| &r.template))?;
+    *ENGINE.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(engine));
+    Ok(summaries)
+}
+
+fn is_running() -> bool {
+    matches!(
+        ENGINE.lock().unwrap_or_else(|e| e.into_inner()).as_ref(),
+        Some(e) if e.is_current_process()
+    )
+}
+
+fn begin_shutdown(ruby: &Ruby) -> Result<(), Error> {
+    if let Ok(engine) = engine(ruby) {
+        engine.begin_shutdown();
+    }
+    Ok(())
+}
+
+/// Stop the engine: wait for handed-back results to be applied, close the pool.
+fn shutdown(ruby: &Ruby, timeout_seconds: f64) -> Result<bool, Error> {
+    let taken = {
+        let mut slot = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
+        match slot.as_ref() {
+            Some(e) if !e.is_current_process() => {
+                abandon(slot.take());
+                return Ok(false);
+            }
+            _ => slot.take(),
+        }
+    };
+    let Some(mut shared) = taken else {
+        return Ok(false);
+    };
+    shared.begin_shutdown();
+    let timeout = Duration::from_secs_f64(timeout_seconds.max(0.0));
+    let deadline = Instant::now() + timeout;
+    // Other Ruby threads may still hold the engine for a moment (a finishing wait_for).
+    let engine = loop {
+        match Arc::try_unwrap(shared) {
+            Ok(e) => break Some(e),
+            Err(again) if Instant::now() < deadline => {
+                shared = again;
+                let _ = nogvl::run(|| std::thread::sleep(Duration::from_millis(5)));
+            }
+            Err(_) => break None,
+        }
+    };
+    match engine {
+        Some(e) => {
+            nogvl::run(|| e.shutdown(deadline.saturating_duration_since(Instant::now())))
+                .map_err(|_| panic_error(ruby))?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
+/// Wait up to `timeout` seconds for a step. Returns a StepEvent, nil on timeout, or false once
+/// the engine is shutting down and nothing is left to run.
+fn next_step(ruby: &Ruby, timeout_seconds: f64) -> Result<Value, Error> {
+    let engine = match engine(ruby) {
+        Ok(e) => e,
+        Err(_) => return Ok(ruby.qfalse().as_value()),
+    };
+    let timeout = Duration::from_secs_f64(timeout_seconds.max(0.0));
+    match nogvl::recv(engine.dispatch_receiver(), Some(timeout)) {
+        Waited::Value(dispatch) => Ok(RbStepEvent::new(dispatch).into_value_with(ruby)),
+        Waited::TimedOut => Ok(ruby.qnil().as_value()),
+        Waited::Closed => Ok(ruby.qfalse().as_value()),
+        Waited::Interrupted => {
+            ruby.thread_check_ints()?;
+            Ok(ruby.qnil().as_value())
+        }
+    }
+}
+
+/// Run a core future on the engine and wait for it with the GVL released. An interrupt raises
+/// in this thread; the operation itself still completes in the background.
+fn call<T, F>(ruby: &Ruby, engine: &Engine, fut: F) -> Result<T, Error>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = tasker_core::Result<T>> + Send + 'static,
+{
+    let rx = engine.spawn_call(fut);
+    loop {
+        match nogvl::recv(&rx, None) {
+            Waited::Value(r) => return r.map_err(|e| to_ruby(ruby, e)),
+            Waited::Interrupted => ruby.thread_check_ints()?,
+            Waited::TimedOut | Waited::Closed => {
+                return Err(error(
+                    ruby,
+                    "NotStartedError",
+                    "the engine stopped during the call",
+                ))
+            }
+        }
+    }
+}
+
+fn parse_uuid(ruby: &Ruby, what: &str, s: &str) -> Result<Uuid, Error> {
+    Uuid::parse_str(s).map_err(|_| {
+        error(
+            ruby,
+            "ValidationError",
+            format!("{what} is not a UUID: {s:?}"),
+        )
+    })
+}
+
+fn optional_uuid(ruby: &Ruby, args: RHash, key: &str) -> Result<Option<Uuid>, Error> {
+    let v: Option<String> = args.fetch(key)?;
+    v.map(|s| parse_uuid(ruby, key, &s)).transpose()
+}
+
+fn create_task(ruby: &Ruby, args: RHash) -> Result<RHash, Error> {
+    let engine = engine(ruby)?;
+    let req = TaskRequest {
+        namespace: args.fetch("namespace")?,
+        name: args.fetch("name")?,
+        version: args.fetch("version")?,
+        context: convert::to_json(ruby, args.fetch("context")?, "context")?,
+        correlation_id: optional_uuid(ruby, args, "correlation_id")?,
+        parent_correlation_id: optional_uuid(ruby, args, "parent_correlation_id")?,
+        idempotency_key: args.fetch("idempotency_key")?,
+        priority: args.fetch("priority")?,
+    };
+    let h = engine.handle();
+    let created = call(ruby, &engine, async move { h.create_task(req).await })?;
+    let out = ruby.hash_new();
+    out.aset("uuid", created.task_uuid.to_string())?;
+    out.aset("correlation_id", created.correlation_id.to_string())?;
+    out.aset(
+        "parent_correlation_id",
+        created.parent_correlation_id.map(|u| u.to_string()),
+    )?;
+    out.aset("status", created.status.as_str())?;
+    out.aset("created", created.created)?;
+    Ok(out)
+}
+
+fn find_task(ruby: &Ruby, uuid: String) -> Result<Value, Error> {
+    let engine = engine(ruby)?;
+    let task_uuid = parse_uuid(ruby, "task uuid", &uuid)?;
+    let h = engine.handle();
+    let view = call(ruby, &engine, async move { h.find_task(task_uuid).await })?;
+    match view {
+        Some(v) => {
+            let json = serde_json::to_value(&v)
+                .map_err(|e| error(ruby, "Error", format!("cannot encode task: {e}")))?;
+            convert::to_ruby(ruby, &json)
+        }
+        None => Ok(ruby.qnil().as_value()),
+    }
+}
+
+/// Block until the task is terminal (woken by its finalization) and return its status;
+/// raise TimeoutError after `timeout_seconds`.
+fn wait_for(ruby: &Ruby, uuid: String, timeout_seconds: f64) -> Result<String, Error> {
+    let engine = engine(ruby)?;
+    let task_uuid = parse_uuid(ruby, "task uuid", &uuid)?;
+    let deadline = Instant::now() + Duration::from_secs_f64(timeout_seconds.max(0.0));
+    let (waiter, rx) = engine.register_waiter(task_uuid);
+    let result = (|| loop {
+        let h = engine.handle();
+        let status = call(ruby, &engine, async move { h.task_status(task_uuid).await })?;
+        let Some(status) = status else {
+            return Err(error(ruby, "NotFoundError", format!("no task {task_uuid}")));
+        };
+        if status.is_terminal() {
+            return Ok(status.as_str().to_owned());
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(error(
+                ruby,
+                "TimeoutError",
+                format!("task {task_uuid} is still {status} after {timeout_seconds}s"),
+            ));
+        }
+        // Woken by the finalization; a periodic re-check guards against a lost notification.
+        match nogvl::recv(&rx, Some(left.min(Duration::from_secs(1)))) {
+            Waited::Interrupted => ruby.thread_check_ints()?,
+            Waited::Value(()) | Waited::TimedOut | Waited::Closed => {}
+        }
+    })();
+    engine.unregister_waiter(task_uuid, waiter);
+    result
+}

@@ -1,0 +1,123 @@
+# frozen_string_literal: true
+
+require "monitor"
+require "pathname"
+require_relative "tasker_core/version"
+require_relative "tasker_core/errors"
+require_relative "tasker_core/native"
+require_relative "tasker_core/configuration"
+require_relative "tasker_core/types/step_handler_call_result"
+require_relative "tasker_core/types/handler_views"
+require_relative "tasker_core/types/task_record"
+require_relative "tasker_core/step_handler/base"
+require_relative "tasker_core/registry"
+require_relative "tasker_core/worker"
+require_relative "tasker_core/client"
+
+# Workflow orchestration with a Rust core: DAGs of Ruby step handlers, persisted in
+# PostgreSQL and dispatched through pgmq. Nothing starts at require time.
+module TaskerCore
+  class << self
+    # @return [Configuration]
+    def configuration
+      @configuration ||= Configuration.new
+    end
+
+    # Change settings. Takes effect at the next {start}.
+    # @yieldparam config [Configuration]
+    # @return [Configuration]
+    def configure
+      yield configuration
+      configuration.validate!
+    end
+
+    # Forget all settings (tests).
+    def reset_configuration!
+      @configuration = nil
+    end
+
+    # Apply the database schema (pgmq and tasker tables). Safe to run again and from several
+    # processes at once.
+    # @param database_url [String]
+    def migrate!(database_url: configuration.database_url)
+      if database_url.nil? || database_url.to_s.empty?
+        raise Errors::ConfigurationError, "TaskerCore configuration: database_url must be set to migrate"
+      end
+
+      Native.migrate(database_url.to_s)
+      true
+    end
+
+    # Connect, register the configured templates, and start the handler threads for the
+    # configured namespaces. Returns at once if already running in this process. A child
+    # process forked after start gets its own engine when it calls start.
+    # @return [self]
+    def start
+      lifecycle.synchronize do
+        forget_parent_engine!
+        return self if Native.running?
+
+        configuration.validate!
+        templates = Native.start(configuration.to_native)
+        @registry = Registry.new(templates)
+        @pid = Process.pid
+        if configuration.namespaces.any?
+          @worker = Worker.new(registry: @registry, concurrency: configuration.concurrency,
+                               logger: configuration.logger).start
+        end
+      end
+      self
+    end
+
+    # Stop claiming steps, let running handlers finish (up to `timeout` seconds), apply their
+    # results and disconnect. Handlers still running at the deadline are killed; their steps
+    # run again elsewhere after their claims expire.
+    # @param timeout [Numeric]
+    # @return [Boolean] false if nothing was running
+    def stop(timeout: configuration.shutdown_timeout)
+      lifecycle.synchronize do
+        forget_parent_engine!
+        return false unless Native.running?
+
+        deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout.to_f
+        Native.begin_shutdown
+        killed = @worker ? @worker.join(deadline) : 0
+        configuration.logger.warn("stopped #{killed} handler thread(s) still busy at shutdown") if killed.positive?
+        @worker = nil
+        left = deadline - Process.clock_gettime(Process::CLOCK_MONOTONIC)
+        Native.shutdown([left, 1.0].max)
+        true
+      end
+    end
+
+    # @return [Boolean] whether the engine runs in this process
+    def running?
+      @pid == Process.pid && Native.running?
+    end
+
+    # @return [Registry, nil] handlers registered by the loaded templates
+    def registry
+      running? ? @registry : nil
+    end
+
+    # @return [Integer] live handler threads in this process
+    def worker_threads
+      running? && @worker ? @worker.alive_count : 0
+    end
+
+    private
+
+    def lifecycle
+      @lifecycle ||= Monitor.new
+    end
+
+    # After fork, the parent's handler threads do not exist in this process.
+    def forget_parent_engine!
+      return if @pid.nil? || @pid == Process.pid
+
+      @worker = nil
+      @registry = nil
+      @pid = nil
+    end
+  end
+end

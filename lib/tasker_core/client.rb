@@ -1,0 +1,74 @@
+# frozen_string_literal: true
+
+module TaskerCore
+  # Create and read tasks. Works in any process where TaskerCore is started, including one
+  # that serves no namespaces (a web process).
+  module Client
+    PRIORITIES = { low: -10, normal: 0, high: 10, critical: 20 }.freeze
+
+    module_function
+
+    # Create a task from a registered template; its root steps are queued in the same
+    # transaction.
+    #
+    # @param namespace [String]
+    # @param name [String]
+    # @param version [String]
+    # @param context [Hash] the task's input (must be JSON-representable)
+    # @param correlation_id [String, nil] a UUID to trace the task by (default: a new UUIDv7)
+    # @param parent_correlation_id [String, nil] correlation id of the workflow that started this one
+    # @param idempotency_key [String, nil] same key (for the same template) → the existing task
+    # @param priority [Symbol, Integer] :low, :normal, :high, :critical or an Integer
+    # @return [Types::TaskRecord] with uuid, status and correlation_id
+    # @raise [Errors::TemplateNotFoundError, Errors::ValidationError, Errors::NotStartedError]
+    def create_task(namespace:, name:, version:, context:, correlation_id: nil,
+                    parent_correlation_id: nil, idempotency_key: nil, priority: :normal)
+      unless context.is_a?(Hash)
+        raise Errors::ValidationError, "context must be a Hash (a JSON object), got #{context.class}"
+      end
+
+      created = Native.create_task(
+        "namespace" => namespace.to_s, "name" => name.to_s, "version" => version.to_s,
+        "context" => context,
+        "correlation_id" => correlation_id&.to_s,
+        "parent_correlation_id" => parent_correlation_id&.to_s,
+        "idempotency_key" => idempotency_key&.to_s,
+        "priority" => priority_value(priority)
+      )
+      Types::TaskRecord.new(created)
+    end
+
+    # @param uuid [String]
+    # @return [Types::TaskRecord, nil] the task with its steps and histories
+    def find_task(uuid)
+      found = Native.find_task(uuid.to_s)
+      found && Types::TaskRecord.new(found)
+    end
+
+    # Wait until the task is complete, error or cancelled (woken by its finalization).
+    # @param uuid [String]
+    # @param timeout [Numeric] seconds
+    # @return [Types::TaskRecord]
+    # @raise [Errors::TimeoutError] if the task is still running after `timeout`
+    def wait_for(uuid, timeout: 30)
+      Native.wait_for(uuid.to_s, timeout.to_f)
+      find_task(uuid)
+    end
+
+    def priority_value(priority)
+      case priority
+      when Integer
+        return priority if priority.between?(-100, 100)
+
+        raise Errors::ValidationError, "priority must be between -100 and 100"
+      when Symbol, String
+        PRIORITIES.fetch(priority.to_sym) do
+          raise Errors::ValidationError, "priority must be one of #{PRIORITIES.keys.join(', ')} or an Integer"
+        end
+      else
+        raise Errors::ValidationError, "priority must be a Symbol or an Integer"
+      end
+    end
+    private_class_method :priority_value
+  end
+end

@@ -1,0 +1,104 @@
+# frozen_string_literal: true
+
+module TaskerCore
+  # Settings of the engine in this process. Set them in a `TaskerCore.configure` block.
+  #
+  # @example
+  #   TaskerCore.configure do |c|
+  #     c.database_url = ENV.fetch("DATABASE_URL")
+  #     c.template_paths = ["config/tasker/templates"]
+  #     c.namespaces = ["billing"]
+  #     c.concurrency = 4
+  #   end
+  class Configuration
+    NAMESPACE_FORMAT = /\A[a-z][a-z0-9_]{0,29}\z/
+
+    # @return [String] PostgreSQL URL (default: TASKER_DATABASE_URL, then DATABASE_URL)
+    attr_accessor :database_url
+    # @return [Array<String>] files or directories of task templates
+    attr_accessor :template_paths
+    # @return [Array<String>] namespaces whose steps this process runs ([]: create/read only)
+    attr_accessor :namespaces
+    # @return [Integer] handler threads (and steps claimed at once)
+    attr_accessor :concurrency
+    # @return [Integer, nil] PostgreSQL connections (default: concurrency + 4)
+    attr_accessor :pool_size
+    # @return [Float] seconds an idle queue poller waits between looks without a wake-up
+    attr_accessor :poll_interval
+    # @return [Float] seconds TaskerCore.stop waits for running handlers by default
+    attr_accessor :shutdown_timeout
+    # @return [String, nil] claim owner recorded on steps (default "host:pid")
+    attr_accessor :worker_id
+    # @return [Logger] where the gem's own messages go
+    attr_accessor :logger
+
+    def initialize
+      @database_url = ENV["TASKER_DATABASE_URL"] || ENV.fetch("DATABASE_URL", nil)
+      @template_paths = []
+      @namespaces = []
+      @concurrency = 4
+      @pool_size = nil
+      @poll_interval = 0.5
+      @shutdown_timeout = 30
+      @worker_id = nil
+      @logger = default_logger
+    end
+
+    # @raise [Errors::ConfigurationError] naming the first invalid setting
+    # @return [self]
+    def validate!
+      unless database_url.is_a?(String) && !database_url.empty?
+        invalid!(:database_url, "must be a PostgreSQL URL (or set DATABASE_URL)")
+      end
+      invalid!(:template_paths, "must be an Array of paths") unless string_array?(template_paths)
+      invalid!(:namespaces, "must be an Array of Strings") unless string_array?(namespaces)
+      namespaces.each do |ns|
+        next if NAMESPACE_FORMAT.match?(ns)
+
+        invalid!(:namespaces, "#{ns.inspect} must be a lowercase letter followed by up to 29 of [a-z0-9_]")
+      end
+      invalid!(:concurrency, "must be an Integer from 1 to 1024") unless int_in?(concurrency, 1..1024)
+      invalid!(:pool_size, "must be an Integer from 2 to 1000") unless pool_size.nil? || int_in?(pool_size, 2..1000)
+      invalid!(:poll_interval, "must be a positive number of seconds") unless positive?(poll_interval)
+      invalid!(:shutdown_timeout, "must be a positive number of seconds") unless positive?(shutdown_timeout)
+      self
+    end
+
+    # The hash handed to the native engine.
+    # @api private
+    def to_native
+      {
+        "database_url" => database_url,
+        "namespaces" => namespaces.map(&:to_s),
+        "template_paths" => template_paths.map(&:to_s),
+        "concurrency" => concurrency,
+        "pool_size" => pool_size || (concurrency + 4),
+        "poll_interval_ms" => (poll_interval * 1000).round,
+        "worker_id" => worker_id
+      }
+    end
+
+    private
+
+    def invalid!(setting, message)
+      raise Errors::ConfigurationError, "TaskerCore configuration: #{setting} #{message}"
+    end
+
+    def string_array?(value)
+      value.is_a?(Array) && value.all? { |v| v.is_a?(String) || v.is_a?(Pathname) }
+    end
+
+    def int_in?(value, range)
+      value.is_a?(Integer) && range.cover?(value)
+    end
+
+    def positive?(value)
+      value.is_a?(Numeric) && value.positive?
+    end
+
+    def default_logger
+      require "logger"
+      Logger.new($stderr, level: Logger::WARN, progname: "tasker_core")
+    end
+  end
+end

@@ -1,0 +1,83 @@
+# frozen_string_literal: true
+
+module TaskerCore
+  # The one error hierarchy of the gem. The native extension raises these classes by name, so
+  # every failure a caller can see is a `TaskerCore::Errors::Error`.
+  module Errors
+    # Base class of every error raised by tasker_core.
+    class Error < StandardError; end
+
+    # Invalid configuration (a setting is missing or out of range).
+    class ConfigurationError < Error; end
+
+    # A task template is malformed; the message names the file and the step.
+    class TemplateError < Error; end
+
+    # No template is registered under the requested namespace, name and version.
+    class TemplateNotFoundError < Error; end
+
+    # A task or step does not exist.
+    class NotFoundError < Error; end
+
+    # An argument was refused (context that is not a Hash, a value with no JSON form, ...).
+    class ValidationError < Error; end
+
+    # A state change that the workflow state machine does not allow.
+    class InvalidTransitionError < Error; end
+
+    # The engine is not running in this process.
+    class NotStartedError < Error; end
+
+    # Waiting took longer than allowed.
+    class TimeoutError < Error; end
+
+    # Applying the database schema failed.
+    class MigrationError < Error; end
+
+    # PostgreSQL reported an error.
+    class DatabaseError < Error; end
+
+    # A step names a handler class that no loaded template registered, or that is not loaded.
+    class HandlerNotFoundError < Error; end
+
+    # A handler returned something that is neither a Hash nor a StepHandlerCallResult.
+    class InvalidResultError < Error; end
+
+    # Base of the errors a step handler raises to say how its step failed.
+    class StepError < Error
+      # @return [Hash] extra data recorded with the failure
+      attr_reader :metadata
+
+      def initialize(message = nil, metadata: {})
+        super(message)
+        @metadata = metadata
+      end
+    end
+
+    # The step failed but may succeed later: it runs again after a backoff while attempts
+    # remain. `retry_after:` (seconds) replaces the computed backoff.
+    class RetryableError < StepError
+      # @return [Numeric, nil] seconds to wait before the next attempt
+      attr_reader :retry_after
+
+      def initialize(message = nil, retry_after: nil, metadata: {})
+        super(message, metadata: metadata)
+        @retry_after = retry_after
+      end
+    end
+
+    # The step failed and must not run again (bad input, a declined payment, ...).
+    class PermanentError < StepError
+      # @return [String, nil] a machine-readable reason
+      attr_reader :error_code
+
+      def initialize(message = nil, error_code: nil, metadata: {})
+        super(message, metadata: metadata)
+        @error_code = error_code
+      end
+    end
+  end
+
+  RetryableError = Errors::RetryableError
+  PermanentError = Errors::PermanentError
+end

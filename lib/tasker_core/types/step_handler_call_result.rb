@@ -1,0 +1,58 @@
+# frozen_string_literal: true
+
+module TaskerCore
+  module Types
+    # What a step handler may return instead of a plain Hash: a success with a result (any
+    # JSON value) and metadata stored beside it, or an error result.
+    class StepHandlerCallResult
+      # @return [Boolean]
+      attr_reader :success
+      # @return [Object] the step's result (any JSON value)
+      attr_reader :result
+      # @return [Hash] stored beside the result, not part of it
+      attr_reader :metadata
+      # @return [Hash, nil] for error results: message, error_type, retryable, retry_after, error_code
+      attr_reader :error
+
+      # @return [StepHandlerCallResult] a success
+      def self.success(result:, metadata: {})
+        new(success: true, result: result, metadata: metadata)
+      end
+
+      # @return [StepHandlerCallResult] a failure; `retryable: false` makes it permanent
+      def self.error(message:, error_type: "StepError", retryable: true, retry_after: nil,
+                     error_code: nil, metadata: {})
+        new(success: false, result: nil, metadata: metadata,
+            error: { message: message, error_type: error_type, retryable: retryable,
+                     retry_after: retry_after, error_code: error_code })
+      end
+
+      # Normalize what a handler returned.
+      # @raise [Errors::InvalidResultError] for anything but a Hash or a StepHandlerCallResult
+      # @api private
+      def self.from_handler_return(value, handler_class)
+        case value
+        when StepHandlerCallResult then value
+        when Hash then success(result: value)
+        else
+          raise Errors::InvalidResultError,
+                "#{handler_class}#call returned #{value.class}; return a Hash or " \
+                "TaskerCore::Types::StepHandlerCallResult.success(result: ...)"
+        end
+      end
+
+      def initialize(success:, result:, metadata:, error: nil)
+        @success = success
+        @result = result
+        @metadata = metadata || {}
+        @error = error
+        freeze
+      end
+
+      # @return [Boolean]
+      def success?
+        @success
+      end
+    end
+  end
+end
