@@ -20,10 +20,9 @@ module TaskerCore
     # Start the handler threads.
     def start
       @threads = Array.new(@concurrency) do |i|
-        Thread.new do
-          Thread.current.name = "tasker-worker-#{i}"
-          Thread.current.report_on_exception = false
-          run
+        Thread.new { run }.tap do |t|
+          t.name = "tasker-worker-#{i}"
+          t.report_on_exception = false
         end
       end
       self

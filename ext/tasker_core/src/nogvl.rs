@@ -1,6 +1,10 @@
 //! Waiting without Ruby's GVL. The waiting thread releases the GVL so other Ruby threads run;
 //! an unblocking function lets `Thread#kill`, `Thread#raise`, `Timeout` and signals interrupt
 //! the wait; panics are caught before they could unwind into C.
+//!
+//! `rb_thread_call_without_gvl2` is used rather than `rb_thread_call_without_gvl`: the latter
+//! checks interrupts itself and may longjmp over our Rust frames (leaking what they own). Here
+//! the caller drops what it holds and then lets Ruby raise with `Ruby::thread_check_ints`.
 
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -67,7 +71,12 @@ pub fn recv<T: Send>(rx: &Receiver<T>, timeout: Option<Duration>) -> Waited<T> {
     let ptr = &mut call as *mut RecvCall<'_, T> as *mut c_void;
     // SAFETY: body and unblock only use `call`, which outlives this call; neither touches Ruby.
     unsafe {
-        rb_sys::rb_thread_call_without_gvl(Some(recv_body::<T>), ptr, Some(recv_unblock::<T>), ptr);
+        rb_sys::rb_thread_call_without_gvl2(
+            Some(recv_body::<T>),
+            ptr,
+            Some(recv_unblock::<T>),
+            ptr,
+        );
     }
     call.out.unwrap_or(Waited::Interrupted)
 }
@@ -99,7 +108,12 @@ where
     let ptr = &mut call as *mut RunCall<F, T> as *mut c_void;
     // SAFETY: the body only uses `call`; the closure must not touch Ruby (callers ensure it).
     unsafe {
-        rb_sys::rb_thread_call_without_gvl(Some(run_body::<F, T>), ptr, None, std::ptr::null_mut());
+        rb_sys::rb_thread_call_without_gvl2(
+            Some(run_body::<F, T>),
+            ptr,
+            None,
+            std::ptr::null_mut(),
+        );
     }
     call.out
         .unwrap_or_else(|| Err(Box::new("operation did not run")))

@@ -1,0 +1,61 @@
+# frozen_string_literal: true
+
+require "tmpdir"
+
+# Start the engine for one example and always stop it.
+module EngineHelpers
+  FIXTURES = File.expand_path("../fixtures", __dir__)
+  EXAMPLES = File.expand_path("../../examples", __dir__)
+
+  def with_engine(namespaces: [], template_paths: [], concurrency: 2)
+    TaskerCore.reset_configuration!
+    TaskerCore.configure do |c|
+      c.database_url = DatabaseSupport.url
+      c.namespaces = namespaces
+      c.template_paths = template_paths
+      c.concurrency = concurrency
+      c.poll_interval = 0.1
+    end
+    TaskerCore.start
+    yield
+  ensure
+    TaskerCore.stop(timeout: 10)
+    TaskerCore.reset_configuration!
+  end
+
+  # Poll until the block returns a truthy value; fail after `timeout` seconds.
+  def eventually(timeout: 10, interval: 0.02)
+    deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout
+    loop do
+      value = yield
+      return value if value
+
+      raise "condition not met within #{timeout}s" if Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
+
+      sleep interval
+    end
+  end
+
+  # Write templates into a fresh directory; yields its path.
+  def with_template_dir(files)
+    Dir.mktmpdir("tasker-templates") do |dir|
+      files.each { |name, body| File.write(File.join(dir, name), body) }
+      yield dir
+    end
+  end
+
+  def linear_template_dir
+    File.join(EXAMPLES, "linear_workflow/templates")
+  end
+
+  def fixture_templates
+    File.join(FIXTURES, "templates")
+  end
+end
+
+RSpec.configure do |config|
+  config.include EngineHelpers
+end
+
+require File.join(EngineHelpers::EXAMPLES, "linear_workflow/handlers/linear_step_handlers")
+require File.join(EngineHelpers::FIXTURES, "handlers/spec_handlers")

@@ -1,0 +1,48 @@
+# frozen_string_literal: true
+
+RSpec.describe TaskerCore::Configuration do
+  subject(:config) do
+    described_class.new.tap { |c| c.database_url = "postgres://localhost/x" }
+  end
+
+  it "has defaults a web process can use" do
+    fresh = described_class.new
+    expect(fresh.namespaces).to eq([])
+    expect(fresh.template_paths).to eq([])
+    expect(fresh.concurrency).to eq(4)
+    expect(config.validate!).to equal(config)
+    expect(config.to_native).to include("concurrency" => 4, "pool_size" => 8, "poll_interval_ms" => 500)
+  end
+
+  it "reads the database from the environment" do
+    old = ENV.to_h.slice("TASKER_DATABASE_URL", "DATABASE_URL")
+    ENV["TASKER_DATABASE_URL"] = "postgres://a/b"
+    ENV["DATABASE_URL"] = "postgres://c/d"
+    expect(described_class.new.database_url).to eq("postgres://a/b")
+    ENV.delete("TASKER_DATABASE_URL")
+    expect(described_class.new.database_url).to eq("postgres://c/d")
+  ensure
+    %w[TASKER_DATABASE_URL DATABASE_URL].each { |k| old.key?(k) ? ENV[k] = old[k] : ENV.delete(k) }
+  end
+
+  {
+    database_url: ["", /database_url/],
+    concurrency: [0, /concurrency/],
+    namespaces: [["Bad-Name"], /namespaces "Bad-Name"/],
+    template_paths: ["templates", /template_paths/],
+    pool_size: [1, /pool_size/],
+    poll_interval: [0, /poll_interval/]
+  }.each do |setting, (value, message)|
+    it "names #{setting} when it is invalid" do
+      config.public_send("#{setting}=", value)
+      expect { config.validate! }.to raise_error(TaskerCore::Errors::ConfigurationError, message)
+    end
+  end
+
+  it "validates inside TaskerCore.configure" do
+    expect { TaskerCore.configure { |c| c.concurrency = -1 } }
+      .to raise_error(TaskerCore::Errors::ConfigurationError, /concurrency/)
+  ensure
+    TaskerCore.reset_configuration!
+  end
+end
