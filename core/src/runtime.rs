@@ -81,6 +81,9 @@ pub enum NextStep {
 
 type Completion = (ClaimTicket, StepOutcome);
 
+/// Callers waiting for a task's finalization: (waiter id, wake-up sender).
+type Waiters = HashMap<Uuid, Vec<(u64, crossbeam_channel::Sender<()>)>>;
+
 /// State shared by the engine's services.
 pub(crate) struct Shared {
     pub pool: PgPool,
@@ -90,7 +93,7 @@ pub(crate) struct Shared {
     /// Wake-up signal per namespace served by this process.
     wakeups: HashMap<String, Arc<Notify>>,
     retry_wakeup: Notify,
-    waiters: Mutex<HashMap<Uuid, Vec<(u64, crossbeam_channel::Sender<()>)>>>,
+    waiters: Mutex<Waiters>,
     next_waiter: AtomicU64,
 }
 

@@ -84,6 +84,8 @@ type StepRow = (
     Option<DateTime<Utc>>,
 );
 
+type StepTransitionRow = (Uuid, Option<String>, String, Value, DateTime<Utc>);
+
 /// Load a task with its steps (in template order) and both histories.
 pub async fn find_task(pool: &PgPool, task_uuid: Uuid) -> Result<Option<TaskView>> {
     let row: Option<TaskRow> = sqlx::query_as(
@@ -114,15 +116,14 @@ pub async fn find_task(pool: &PgPool, task_uuid: Uuid) -> Result<Option<TaskView
     .bind(task_uuid)
     .fetch_all(pool)
     .await?;
-    let step_transitions: Vec<(Uuid, Option<String>, String, Value, DateTime<Utc>)> =
-        sqlx::query_as(
-            "SELECT step_uuid, from_state, to_state, metadata, created_at \
+    let step_transitions: Vec<StepTransitionRow> = sqlx::query_as(
+        "SELECT step_uuid, from_state, to_state, metadata, created_at \
              FROM tasker.workflow_step_transitions WHERE task_uuid = $1 \
              ORDER BY step_uuid, sort_key",
-        )
-        .bind(task_uuid)
-        .fetch_all(pool)
-        .await?;
+    )
+    .bind(task_uuid)
+    .fetch_all(pool)
+    .await?;
     let task_transitions: Vec<(Option<String>, String, Value, DateTime<Utc>)> = sqlx::query_as(
         "SELECT from_state, to_state, metadata, created_at FROM tasker.task_transitions \
          WHERE task_uuid = $1 ORDER BY sort_key",

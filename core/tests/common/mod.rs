@@ -29,7 +29,8 @@ pub fn unique_namespace(prefix: &str) -> String {
 
 /// Write templates into a fresh directory.
 pub fn template_dir(files: &[(&str, String)]) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tasker-tpl-{}", uuid::Uuid::new_v4().simple()));
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("tpl-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     for (name, body) in files {
         std::fs::write(dir.join(name), body).unwrap();
