@@ -248,3 +248,30 @@ fn bad_requests_are_refused_without_writing() {
         .unwrap()
         .shutdown(Duration::from_secs(5));
 }
+
+#[test]
+fn engines_starting_at_once_on_a_new_namespace_all_succeed() {
+    let ns = unique_namespace("race");
+    let dir = template_dir(&[("linear.yaml", linear_template(&ns))]);
+    migrate();
+    let starters: Vec<_> = (0..4)
+        .map(|_| {
+            let (dir, ns) = (dir.clone(), ns.clone());
+            std::thread::spawn(move || {
+                tasker_core::runtime::migrate(&database_url())?;
+                tasker_core::Engine::start(tasker_core::EngineConfig {
+                    database_url: database_url(),
+                    namespaces: vec![ns],
+                    template_paths: vec![dir],
+                    concurrency: 1,
+                    ..tasker_core::EngineConfig::default()
+                })
+            })
+        })
+        .collect();
+    for s in starters {
+        let engine = s.join().unwrap().expect("every concurrent start succeeds");
+        assert_eq!(engine.templates().len(), 1);
+        engine.shutdown(Duration::from_secs(5));
+    }
+}

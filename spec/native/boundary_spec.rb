@@ -49,7 +49,8 @@ RSpec.describe "the native boundary" do
       expect(produced["echo"]).to eq("n" => 2**100, "sym" => ["a", 1.25])
       consumed = done.step("consume")
       expect(consumed.result).to eq(6**64 + 1)
-      expect(consumed.metadata).to eq("saw_classes" => %w[Integer String])
+      expect(consumed.metadata).to eq("saw_classes" => %w[Integer String], "config_frozen" => true,
+                                      "config" => { "mode" => "strict", "limits" => { "max" => 3 } })
     end
 
     it "raises clear errors for wrong types across the boundary" do
