@@ -51,11 +51,15 @@ module EngineHelpers
   def fixture_templates
     File.join(FIXTURES, "templates")
   end
+
+  def examples_dir
+    EXAMPLES
+  end
 end
 
 RSpec.configure do |config|
   config.include EngineHelpers
 end
 
-require File.join(EngineHelpers::EXAMPLES, "linear_workflow/handlers/linear_step_handlers")
+Dir[File.join(EngineHelpers::EXAMPLES, "*/handlers/*.rb")].sort.each { |f| require f }
 require File.join(EngineHelpers::FIXTURES, "handlers/spec_handlers")

@@ -118,13 +118,22 @@ pub(crate) async fn claim(
     let reg = registry.by_id(pool, named_task_id).await?;
     let template = &reg.template;
     let step = template.steps.iter().find(|s| *s.name == *name);
-    let (step_name, handler_class, handler_config) = match step {
+    let (step_name, handler_class, handler_config, parent_names) = match step {
         Some(s) => (
             s.name.clone(),
             s.handler_class.clone(),
             s.initialization.clone(),
+            s.parents
+                .iter()
+                .map(|&p| template.steps[p].name.clone())
+                .collect(),
         ),
-        None => (Arc::from(name.as_str()), Arc::from(""), Arc::new(json!({}))),
+        None => (
+            Arc::from(name.as_str()),
+            Arc::from(""),
+            Arc::new(json!({})),
+            Vec::new(),
+        ),
     };
     Ok(Ok(StepEvent {
         ticket: ClaimTicket {
@@ -146,6 +155,7 @@ pub(crate) async fn claim(
         max_attempts: max_attempts as u32,
         timeout_seconds: timeout_seconds as u32,
         context,
+        parent_names,
         dependency_results,
     }))
 }

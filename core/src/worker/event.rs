@@ -36,6 +36,8 @@ pub struct StepEvent {
     pub max_attempts: u32,
     pub timeout_seconds: u32,
     pub context: Value,
+    /// Names of the step's direct parents, in template order.
+    pub parent_names: Vec<Arc<str>>,
     /// Results of every ancestor step, by step name.
     pub dependency_results: Vec<(String, Value)>,
 }

@@ -79,18 +79,23 @@ fn init_tracing() {
     });
 }
 
-fn panic_error(ruby: &Ruby) -> Error {
+fn panic_error(ruby: &Ruby, payload: Box<dyn std::any::Any + Send>) -> Error {
+    let detail = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into());
     error(
         ruby,
         "Error",
-        "internal error in tasker_core's native extension (a panic was caught)",
+        format!("internal error in tasker_core's native extension (a panic was caught: {detail})"),
     )
 }
 
 fn migrate(ruby: &Ruby, database_url: String) -> Result<(), Error> {
     init_tracing();
     nogvl::run(|| tasker_core::runtime::migrate(&database_url))
-        .map_err(|_| panic_error(ruby))?
+        .map_err(|p| panic_error(ruby, p))?
         .map_err(|e| to_ruby(ruby, e))
 }
 
@@ -157,7 +162,7 @@ fn start(ruby: &Ruby, config: RHash) -> Result<RArray, Error> {
         worker_id: fetch(config, "worker_id")?,
     };
     let engine = nogvl::run(|| Engine::start(cfg))
-        .map_err(|_| panic_error(ruby))?
+        .map_err(|p| panic_error(ruby, p))?
         .map_err(|e| to_ruby(ruby, e))?;
     let summaries = template_summaries(ruby, engine.templates().iter().map(|r| &r.template))?;
     *ENGINE.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(engine));
@@ -210,7 +215,7 @@ fn shutdown(ruby: &Ruby, timeout_seconds: f64) -> Result<bool, Error> {
     match engine {
         Some(e) => {
             nogvl::run(|| e.shutdown(deadline.saturating_duration_since(Instant::now())))
-                .map_err(|_| panic_error(ruby))?;
+                .map_err(|p| panic_error(ruby, p))?;
             Ok(true)
         }
         None => Ok(false),

@@ -48,6 +48,7 @@ pub fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
         "dependency_names",
         method!(RbStepEvent::dependency_names, 0),
     )?;
+    class.define_method("parent_names", method!(RbStepEvent::parent_names, 0))?;
     class.define_method("completed?", method!(RbStepEvent::is_completed, 0))?;
     class.define_method(
         "complete_success",
@@ -162,6 +163,16 @@ impl RbStepEvent {
         rb_self.with(ruby, |e| {
             let out = ruby.ary_new_capa(e.dependency_results.len());
             for (n, _) in &e.dependency_results {
+                out.push(interned(ruby, n))?;
+            }
+            Ok(out)
+        })
+    }
+
+    fn parent_names(ruby: &Ruby, rb_self: &Self) -> Result<RArray, Error> {
+        rb_self.with(ruby, |e| {
+            let out = ruby.ary_new_capa(e.parent_names.len());
+            for n in &e.parent_names {
                 out.push(interned(ruby, n))?;
             }
             Ok(out)

@@ -44,8 +44,16 @@ module TaskerCore
         @results[key] = @event.dependency_result(key)
       end
 
-      # @return [Array<String>] names of the ancestor steps
+      # @return [Array<String>] names of all ancestor steps
       def dependency_names = @event.dependency_names
+
+      # @return [Array<String>] names of the direct parents, in template order
+      def parent_names = @event.parent_names
+
+      # @return [Array<Object>] results of the direct parents, in template order
+      def parent_results
+        parent_names.map { |name| get_results(name) }
+      end
     end
 
     # The step being run.
