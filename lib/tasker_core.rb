@@ -11,6 +11,7 @@ require_relative "tasker_core/types/handler_views"
 require_relative "tasker_core/types/task_record"
 require_relative "tasker_core/step_handler/base"
 require_relative "tasker_core/registry"
+require_relative "tasker_core/step_execution"
 require_relative "tasker_core/worker"
 require_relative "tasker_core/client"
 
@@ -63,7 +64,7 @@ module TaskerCore
         @pid = Process.pid
         if configuration.namespaces.any?
           @worker = Worker.new(registry: @registry, concurrency: configuration.concurrency,
-                               logger: configuration.logger).start
+                               logger: configuration.logger, timeout_grace: configuration.timeout_grace).start
         end
       end
       self

@@ -16,6 +16,6 @@ pub mod worker;
 
 pub use error::{Error, Result};
 pub use orchestration::{CreatedTask, TaskRequest};
-pub use runtime::{Dispatch, Engine, EngineConfig, EngineHandle, NextStep};
+pub use runtime::{Dispatch, Engine, EngineConfig, EngineHandle, NextStep, Slot};
 pub use state::{StepState, TaskState};
-pub use worker::{FailureKind, StepEvent, StepFailure, StepOutcome};
+pub use worker::{ClaimTicket, FailureKind, StepEvent, StepFailure, StepOutcome};

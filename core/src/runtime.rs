@@ -60,12 +60,25 @@ impl Default for EngineConfig {
 #[derive(Debug)]
 pub struct Dispatch {
     pub event: StepEvent,
-    slot: OwnedSemaphorePermit,
+    slot: Slot,
 }
 
+/// A handler slot taken by a dispatched step; dropping it frees the slot.
+#[derive(Debug)]
+pub struct Slot(#[allow(dead_code)] OwnedSemaphorePermit);
+
 impl Dispatch {
-    pub(crate) fn new(event: StepEvent, slot: OwnedSemaphorePermit) -> Self {
-        Dispatch { event, slot }
+    pub(crate) fn new(event: StepEvent, permit: OwnedSemaphorePermit) -> Self {
+        Dispatch {
+            event,
+            slot: Slot(permit),
+        }
+    }
+
+    /// Separate the event (which an executor may keep reading) from the slot (which is
+    /// handed back with the outcome).
+    pub fn into_parts(self) -> (StepEvent, Slot) {
+        (self.event, self.slot)
     }
 }
 
@@ -354,9 +367,19 @@ impl Engine {
     /// Hand back a step's outcome. Never blocks on the database: the result is applied by
     /// the engine's applier. The handler slot is free again when this returns.
     pub fn complete(&self, dispatch: Dispatch, outcome: StepOutcome) -> Result<()> {
-        let Dispatch { event, slot } = dispatch;
+        let (event, slot) = dispatch.into_parts();
+        self.complete_ticket(event.ticket, slot, outcome)
+    }
+
+    /// [`Engine::complete`] for an executor that keeps the event after handing back its slot.
+    pub fn complete_ticket(
+        &self,
+        ticket: ClaimTicket,
+        slot: Slot,
+        outcome: StepOutcome,
+    ) -> Result<()> {
         let sent = match &*self.completion_tx.lock().unwrap_or_else(|e| e.into_inner()) {
-            Some(tx) => tx.send((event.ticket, outcome)).is_ok(),
+            Some(tx) => tx.send((ticket, outcome)).is_ok(),
             None => false,
         };
         drop(slot);

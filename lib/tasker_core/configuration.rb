@@ -27,6 +27,9 @@ module TaskerCore
     attr_accessor :poll_interval
     # @return [Float] seconds TaskerCore.stop waits for running handlers by default
     attr_accessor :shutdown_timeout
+    # @return [Float] seconds a handler interrupted at its step's timeout gets to unwind before
+    #   its thread is retired and replaced
+    attr_accessor :timeout_grace
     # @return [String, nil] claim owner recorded on steps (default "host:pid")
     attr_accessor :worker_id
     # @return [Logger] where the gem's own messages go
@@ -40,6 +43,7 @@ module TaskerCore
       @pool_size = nil
       @poll_interval = 0.5
       @shutdown_timeout = 30
+      @timeout_grace = 5
       @worker_id = nil
       @logger = default_logger
     end
@@ -61,6 +65,7 @@ module TaskerCore
       invalid!(:pool_size, "must be an Integer from 2 to 1000") unless pool_size.nil? || int_in?(pool_size, 2..1000)
       invalid!(:poll_interval, "must be a positive number of seconds") unless positive?(poll_interval)
       invalid!(:shutdown_timeout, "must be a positive number of seconds") unless positive?(shutdown_timeout)
+      invalid!(:timeout_grace, "must be a positive number of seconds") unless positive?(timeout_grace)
       self
     end
 

@@ -43,6 +43,9 @@ module TaskerCore
     # A handler returned something that is neither a Hash nor a StepHandlerCallResult.
     class InvalidResultError < Error; end
 
+    # Recorded on a step whose handler ran longer than the step's `timeout_seconds`.
+    class StepTimeoutError < Error; end
+
     # Base of the errors a step handler raises to say how its step failed.
     class StepError < Error
       # @return [Hash] extra data recorded with the failure

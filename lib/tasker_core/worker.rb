@@ -2,29 +2,43 @@
 
 module TaskerCore
   # The Ruby handler threads. Each thread waits in the native `next_step` with the GVL
-  # released, runs the step's handler, and hands the outcome back without waiting for the
-  # database. Handler errors are recorded on the step, never raised out of the thread.
+  # released, runs the step's handler under the step's timeout, and hands the outcome back
+  # without waiting for the database. Handler errors are recorded on the step, never raised
+  # out of the thread. The pool stays at `concurrency` threads: a thread stuck in a handler
+  # that ignores its timeout is retired and replaced.
   class Worker
     WAIT_SECONDS = 0.5
+
+    # Raised inside a handler thread whose step ran past its timeout. An Exception, not a
+    # StandardError, so a handler's `rescue => e` does not swallow it.
+    class HandlerTimeout < Exception; end # rubocop:disable Lint/InheritException
+
+    # A handler running on one thread.
+    Running = Struct.new(:event, :deadline, :interrupted_at, :abandoned)
 
     # @param registry [Registry]
     # @param concurrency [Integer]
     # @param logger [Logger]
-    def initialize(registry:, concurrency:, logger:)
+    # @param timeout_grace [Numeric] seconds a handler gets to react to its timeout before its
+    #   thread is retired and replaced
+    def initialize(registry:, concurrency:, logger:, timeout_grace: 5)
       @registry = registry
       @concurrency = concurrency
       @logger = logger
+      @timeout_grace = timeout_grace
+      @lock = Mutex.new
+      @running = {}
       @threads = []
+      @serial = 0
+      @stopping = false
     end
 
-    # Start the handler threads.
+    # Start the handler threads and the timeout watchdog.
     def start
-      @threads = Array.new(@concurrency) do |i|
-        Thread.new { run }.tap do |t|
-          t.name = "tasker-worker-#{i}"
-          t.report_on_exception = false
-        end
-      end
+      @lock.synchronize { @concurrency.times { spawn_thread } }
+      @watchdog = Thread.new { watch }
+      @watchdog.name = "tasker-watchdog"
+      @watchdog.report_on_exception = false
       self
     end
 
@@ -33,8 +47,9 @@ module TaskerCore
     # after their claims expire.
     # @return [Integer] threads that had to be killed
     def join(deadline)
+      @lock.synchronize { @stopping = true }
       killed = 0
-      @threads.each do |t|
+      threads.each do |t|
         left = deadline - Process.clock_gettime(Process::CLOCK_MONOTONIC)
         next if t.join([left, 0].max)
 
@@ -42,98 +57,104 @@ module TaskerCore
         t.join(1)
         killed += 1
       end
-      @threads = []
+      @watchdog&.kill&.join(1)
+      @lock.synchronize { @threads = [] }
       killed
     end
 
-    # @return [Integer] live handler threads
+    # @return [Integer] live handler threads that take new steps
     def alive_count
-      @threads.count(&:alive?)
+      threads.count { |t| t.alive? && !t[:tasker_retired] }
     end
-
-    # Run one step event: resolve its handler, call it, hand back the outcome.
-    # @api private
-    def self.execute(event, registry, logger)
-      outcome = run_handler(event, registry)
-      deliver(event, outcome, logger)
-    end
-
-    def self.run_handler(event, registry)
-      klass = registry.resolve(event.handler_class)
-      handler = klass.new(config: Types.deep_freeze(event.handler_config))
-      returned = handler.call(Types::Task.new(event), Types::Sequence.new(event), Types::Step.new(event))
-      Types::StepHandlerCallResult.from_handler_return(returned, klass)
-    rescue Errors::PermanentError => e
-      failure(e, "permanent", error_code: e.error_code)
-    rescue Errors::RetryableError => e
-      failure(e, "retryable", retry_after: e.retry_after)
-    rescue Errors::HandlerNotFoundError, Errors::InvalidResultError, NotImplementedError => e
-      failure(e, "permanent")
-    rescue StandardError, ScriptError => e
-      failure(e, "retryable")
-    end
-
-    def self.failure(error, kind, retry_after: nil, error_code: nil)
-      {
-        "kind" => kind,
-        "error_class" => error.class.name || error.class.inspect,
-        "message" => error.message.to_s,
-        "backtrace" => Array(error.backtrace).first(50),
-        "retry_after" => retry_after&.to_f,
-        "error_code" => error_code&.to_s
-      }
-    end
-
-    def self.deliver(event, outcome, logger)
-      case outcome
-      when Hash
-        event.complete_failure(outcome)
-      when Types::StepHandlerCallResult
-        if outcome.success?
-          begin
-            event.complete_success(outcome.result, outcome.metadata)
-          rescue Errors::ValidationError => e
-            event.complete_failure(failure(Errors::InvalidResultError.new("step result cannot be stored: #{e.message}"), "permanent"))
-          end
-        else
-          err = outcome.error
-          event.complete_failure(
-            "kind" => err[:retryable] ? "retryable" : "permanent",
-            "error_class" => err[:error_type].to_s, "message" => err[:message].to_s, "backtrace" => [],
-            "retry_after" => err[:retry_after]&.to_f, "error_code" => err[:error_code]&.to_s
-          )
-        end
-      end
-    rescue Errors::Error => e
-      logger.error("could not hand back step #{event.step_uuid}: #{e.class}: #{e.message}")
-    end
-    private_class_method :run_handler, :failure, :deliver
 
     private
 
-    def run
-      loop do
-        event = Native.next_step(WAIT_SECONDS)
-        break if event == false
-        next if event.nil?
+    def threads
+      @lock.synchronize { @threads.dup }
+    end
 
-        self.class.execute(event, @registry, @logger)
+    # Caller holds @lock.
+    def spawn_thread
+      @serial += 1
+      thread = Thread.new { run }
+      thread.name = "tasker-worker-#{@serial}"
+      thread.report_on_exception = false
+      @threads << thread
+    end
+
+    def run
+      Thread.handle_interrupt(HandlerTimeout => :never) do
+        until Thread.current[:tasker_retired]
+          event = Native.next_step(WAIT_SECONDS)
+          break if event == false
+          next if event.nil?
+
+          outcome = guarded(event)
+          StepExecution.deliver(event, outcome, @logger) unless outcome.nil?
+        end
       end
     rescue Exception => e # rubocop:disable Lint/RescueException
       @logger.error("tasker worker thread stopped: #{e.class}: #{e.message}") unless e.is_a?(Interrupt)
       raise
     end
-  end
 
-  module Types
-    # Deep-freeze a JSON-like structure (handler configuration).
-    # @api private
-    def self.deep_freeze(value)
-      case value
-      when Hash then value.each_value { |v| deep_freeze(v) }
-      when Array then value.each { |v| deep_freeze(v) }
+    # Run the handler; the watchdog may interrupt it with HandlerTimeout. Returns nil when the
+    # watchdog already reported the step (the thread was retired).
+    def guarded(event)
+      running = Running.new(event, monotonic + event.timeout_seconds)
+      @lock.synchronize { @running[Thread.current] = running }
+      outcome = begin
+        Thread.handle_interrupt(HandlerTimeout => :immediate) { StepExecution.run_handler(event, @registry) }
+      rescue HandlerTimeout
+        StepExecution.timeout_failure(event)
       end
-      value.freeze
+      interrupted = @lock.synchronize do
+        @running.delete(Thread.current)
+        running.interrupted_at
+      end
+      # The watchdog may have raised just after the handler returned: discard that interrupt.
+      drain_timeout if interrupted && outcome.is_a?(Types::StepHandlerCallResult)
+      running.abandoned ? nil : outcome
+    end
+
+    def drain_timeout
+      Thread.handle_interrupt(HandlerTimeout => :immediate) { Thread.pass }
+    rescue HandlerTimeout
+      nil
+    end
+
+    def watch
+      loop do
+        sleep 0.05
+        now = monotonic
+        @lock.synchronize do
+          @running.each do |thread, running|
+            next if running.abandoned || now < running.deadline
+
+            if running.interrupted_at.nil?
+              running.interrupted_at = now
+              thread.raise(HandlerTimeout)
+            elsif now - running.interrupted_at > @timeout_grace
+              abandon(thread, running)
+            end
+          end
+        end
+      end
+    end
+
+    # The handler ignored its timeout: report the step, retire the thread, start another.
+    # Caller holds @lock.
+    def abandon(thread, running)
+      running.abandoned = true
+      thread[:tasker_retired] = true
+      @logger.error("handler for step #{running.event.step_uuid} ignored its timeout; replacing its thread")
+      StepExecution.deliver(running.event, StepExecution.timeout_failure(running.event), @logger)
+      @threads.delete(thread)
+      spawn_thread unless @stopping
+    end
+
+    def monotonic
+      Process.clock_gettime(Process::CLOCK_MONOTONIC)
     end
   end
 end

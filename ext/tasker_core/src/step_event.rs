@@ -9,7 +9,7 @@ use magnus::{
     method, prelude::*, rb_sys::FromRawValue, value::ReprValue, Error, RArray, RModule, RString,
     Ruby, Value,
 };
-use tasker_core::{Dispatch, FailureKind, StepEvent, StepFailure, StepOutcome};
+use tasker_core::{Dispatch, FailureKind, Slot, StepEvent, StepFailure, StepOutcome};
 
 use crate::convert;
 use crate::errors::error;
@@ -17,7 +17,9 @@ use crate::native::engine;
 
 #[magnus::wrap(class = "TaskerCore::Native::StepEvent", free_immediately, size)]
 pub struct RbStepEvent {
-    dispatch: Mutex<Option<Dispatch>>,
+    event: StepEvent,
+    /// Taken when the outcome is handed back; the event stays readable afterwards.
+    slot: Mutex<Option<Slot>>,
 }
 
 pub fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
@@ -78,21 +80,21 @@ fn interned(ruby: &Ruby, s: &str) -> Value {
 
 impl RbStepEvent {
     pub fn new(dispatch: Dispatch) -> Self {
+        let (event, slot) = dispatch.into_parts();
         RbStepEvent {
-            dispatch: Mutex::new(Some(dispatch)),
+            event,
+            slot: Mutex::new(Some(slot)),
         }
     }
 
+    /// Read the event; it stays readable after the outcome was handed back (a handler that
+    /// outlived its timeout may still look at its step).
     fn with<T>(
         &self,
-        ruby: &Ruby,
+        _ruby: &Ruby,
         f: impl FnOnce(&StepEvent) -> Result<T, Error>,
     ) -> Result<T, Error> {
-        let guard = self.dispatch.lock().unwrap_or_else(|e| e.into_inner());
-        match guard.as_ref() {
-            Some(d) => f(&d.event),
-            None => Err(error(ruby, "Error", "this step was already completed")),
-        }
+        f(&self.event)
     }
 
     fn task_uuid(ruby: &Ruby, rb_self: &Self) -> Result<String, Error> {
@@ -180,22 +182,22 @@ impl RbStepEvent {
     }
 
     fn is_completed(&self) -> bool {
-        self.dispatch
+        self.slot
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .is_none()
     }
 
     fn finish(ruby: &Ruby, rb_self: &Self, outcome: StepOutcome) -> Result<bool, Error> {
-        let dispatch = rb_self
-            .dispatch
+        let slot = rb_self
+            .slot
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take()
             .ok_or_else(|| error(ruby, "Error", "this step was already completed"))?;
         match engine(ruby) {
             Ok(engine) => engine
-                .complete(dispatch, outcome)
+                .complete_ticket(rb_self.event.ticket.clone(), slot, outcome)
                 .map(|_| true)
                 .map_err(|e| crate::errors::to_ruby(ruby, e)),
             // Not running (stopped or forked): the claim expires and the step is redelivered.
