@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::error::{Error, Result};
 use crate::messaging::{self, queue::QueueName};
 use crate::orchestration::registry::{RegisteredTemplate, Registry};
-use crate::orchestration::{self, ApplyReport, CreatedTask, TaskRequest};
+use crate::orchestration::{self, ApplyReport, CreatedTask, Intervention, TaskRequest};
 use crate::state::TaskState;
 use crate::store::snapshot::{self, TaskView};
 use crate::worker::claim::CLAIM_GRACE_SECONDS;
@@ -117,6 +117,12 @@ impl Shared {
         }
     }
 
+    fn wake_all(&self) {
+        for n in self.wakeups.values() {
+            n.notify_one();
+        }
+    }
+
     fn task_finished(&self, task_uuid: Uuid) {
         let senders = self
             .waiters
@@ -144,6 +150,57 @@ impl EngineHandle {
         let created = orchestration::create::create_task(&self.0.pool, &reg, &req).await?;
         self.0.wake_namespace(&reg.template.namespace);
         Ok(created)
+    }
+
+    /// Cancel a task (see the state table in the operations guide).
+    pub async fn cancel_task(&self, task_uuid: Uuid, who: Intervention) -> Result<TaskState> {
+        let state = orchestration::controls::cancel_task(&self.0.pool, task_uuid, &who).await?;
+        self.0.task_finished(task_uuid);
+        Ok(state)
+    }
+
+    /// Run a step in `error` again.
+    pub async fn retry_step(
+        &self,
+        task_uuid: Uuid,
+        step_name: String,
+        who: Intervention,
+    ) -> Result<TaskState> {
+        let state = orchestration::controls::retry_step(
+            &self.0.pool,
+            &self.0.registry,
+            task_uuid,
+            &step_name,
+            &who,
+        )
+        .await?;
+        self.0.wake_all();
+        Ok(state)
+    }
+
+    /// Resolve a step in `error` with the given result; its children may then run.
+    pub async fn resolve_step_manually(
+        &self,
+        task_uuid: Uuid,
+        step_name: String,
+        result: serde_json::Value,
+        who: Intervention,
+    ) -> Result<TaskState> {
+        let (state, released) = orchestration::controls::resolve_step_manually(
+            &self.0.pool,
+            task_uuid,
+            &step_name,
+            &result,
+            &who,
+        )
+        .await?;
+        if released > 0 {
+            self.0.wake_all();
+        }
+        if state.is_terminal() {
+            self.0.task_finished(task_uuid);
+        }
+        Ok(state)
     }
 
     /// A task with steps and history.

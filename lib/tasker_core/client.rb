@@ -55,6 +55,42 @@ module TaskerCore
       find_task(uuid)
     end
 
+    # Cancel a task: no further step starts; steps waiting to run become `cancelled`; a step
+    # already running finishes and its result is recorded, but its children do not start.
+    # @param uuid [String]
+    # @param reason [String, nil] recorded in the transition history
+    # @param actor [String, nil] who asked (default: the OS user)
+    # @return [Types::TaskRecord]
+    # @raise [Errors::InvalidTransitionError] if the task is already complete or cancelled
+    def cancel_task(uuid, reason: nil, actor: nil)
+      Native.cancel_task(uuid.to_s, intervention(actor, reason))
+      find_task(uuid)
+    end
+
+    # Run a step that is in `error` again, with a fresh attempt budget. The task re-opens.
+    # @param task_uuid [String]
+    # @param step_name [String]
+    # @return [Types::TaskRecord]
+    # @raise [Errors::InvalidTransitionError] if the step is not in `error`
+    def retry_step(task_uuid, step_name, reason: nil, actor: nil)
+      Native.retry_step(task_uuid.to_s, step_name.to_s, intervention(actor, reason))
+      find_task(task_uuid)
+    end
+
+    # Mark a step that is in `error` as resolved, with `result` as its result; the steps that
+    # depend on it then run, and the task re-opens.
+    # @param result [Object] any JSON value, seen by children through `sequence.get_results`
+    # @return [Types::TaskRecord]
+    # @raise [Errors::InvalidTransitionError] if the step is not in `error`
+    def resolve_step_manually(task_uuid, step_name, result:, reason: nil, actor: nil)
+      Native.resolve_step_manually(task_uuid.to_s, step_name.to_s, result, intervention(actor, reason))
+      find_task(task_uuid)
+    end
+
+    def intervention(actor, reason)
+      { "actor" => (actor || ENV["USER"] || "unknown").to_s, "reason" => reason&.to_s }
+    end
+
     def priority_value(priority)
       case priority
       when Integer
@@ -69,6 +105,6 @@ module TaskerCore
         raise Errors::ValidationError, "priority must be a Symbol or an Integer"
       end
     end
-    private_class_method :priority_value
+    private_class_method :priority_value, :intervention
   end
 end

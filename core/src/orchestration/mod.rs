@@ -2,11 +2,13 @@
 //! a workflow happens here, each in one transaction.
 
 pub mod backoff;
+pub(crate) mod controls;
 pub(crate) mod create;
 pub(crate) mod registry;
 pub(crate) mod results;
 pub(crate) mod retry;
 
+pub use controls::Intervention;
 pub use create::{CreatedTask, TaskRequest};
 pub use registry::RegisteredTemplate;
 pub use results::ApplyReport;

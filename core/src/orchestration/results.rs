@@ -3,6 +3,7 @@
 //! task when nothing is left. The task row is locked first, so sibling completions of one task
 //! apply one after another: a join is released exactly once and finalization sees every step.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -11,7 +12,7 @@ use uuid::Uuid;
 
 use super::backoff;
 use crate::error::Result;
-use crate::messaging::{self, StepMessage};
+use crate::messaging::{self, queue::QueueName, StepMessage};
 use crate::state::{StepState, TaskState};
 use crate::store::transitions::{self, StepTransition};
 use crate::worker::{ClaimTicket, FailureKind, StepFailure, StepOutcome};
@@ -88,7 +89,8 @@ pub(crate) async fn apply(
             )
             .await?;
             if task_status != TaskState::Cancelled {
-                enqueued_children = release_children(&mut tx, ticket).await?;
+                enqueued_children =
+                    release_children(&mut tx, &TaskRoute::of(ticket), ticket.step_uuid).await?;
             }
             StepState::Complete
         }
@@ -183,8 +185,31 @@ fn failure_json(f: &StepFailure, attempt: i32) -> Value {
     v
 }
 
+/// Where a task's steps are sent.
+pub(crate) struct TaskRoute {
+    pub task_uuid: Uuid,
+    pub correlation_id: Uuid,
+    pub queue: QueueName,
+    pub namespace: Arc<str>,
+}
+
+impl TaskRoute {
+    pub(crate) fn of(ticket: &ClaimTicket) -> Self {
+        TaskRoute {
+            task_uuid: ticket.task_uuid,
+            correlation_id: ticket.correlation_id,
+            queue: ticket.queue.clone(),
+            namespace: ticket.namespace.clone(),
+        }
+    }
+}
+
 /// Decrement each child's count of unfinished parents; enqueue and send those that reach zero.
-async fn release_children(conn: &mut PgConnection, ticket: &ClaimTicket) -> Result<usize> {
+pub(crate) async fn release_children(
+    conn: &mut PgConnection,
+    route: &TaskRoute,
+    step_uuid: Uuid,
+) -> Result<usize> {
     let ready: Vec<Uuid> = sqlx::query_scalar(
         "WITH dec AS ( \
            UPDATE tasker.workflow_steps c SET pending_parents = c.pending_parents - 1, updated_at = now() \
@@ -193,24 +218,27 @@ async fn release_children(conn: &mut PgConnection, ticket: &ClaimTicket) -> Resu
            RETURNING c.step_uuid, c.pending_parents, c.state) \
          SELECT step_uuid FROM dec WHERE pending_parents = 0 AND state = 'pending' ORDER BY step_uuid",
     )
-    .bind(ticket.step_uuid)
+    .bind(step_uuid)
     .fetch_all(&mut *conn)
     .await?;
-    enqueue_steps(conn, ticket, &ready).await?;
+    enqueue_steps(conn, route, &ready, StepState::Pending, json!({})).await?;
     Ok(ready.len())
 }
 
-/// pending → enqueued for `steps` (all of `ticket`'s task), with their messages.
+/// `from` → enqueued for `steps` (all of the route's task), with their messages.
 pub(crate) async fn enqueue_steps(
     conn: &mut PgConnection,
-    ticket: &ClaimTicket,
+    route: &TaskRoute,
     steps: &[Uuid],
+    from: StepState,
+    metadata: Value,
 ) -> Result<()> {
     if steps.is_empty() {
         return Ok(());
     }
+    from.check_transition(StepState::Enqueued)?;
     sqlx::query(
-        "UPDATE tasker.workflow_steps SET state = 'enqueued', updated_at = now() \
+        "UPDATE tasker.workflow_steps SET state = 'enqueued', next_retry_at = NULL, updated_at = now() \
          WHERE step_uuid = ANY($1)",
     )
     .bind(steps)
@@ -220,23 +248,23 @@ pub(crate) async fn enqueue_steps(
         .iter()
         .map(|&step_uuid| StepTransition {
             step_uuid,
-            task_uuid: ticket.task_uuid,
-            from: Some(StepState::Pending),
+            task_uuid: route.task_uuid,
+            from: Some(from),
             to: StepState::Enqueued,
-            metadata: json!({}),
+            metadata: metadata.clone(),
         })
         .collect();
     transitions::record_steps(conn, &items).await?;
     let messages: Vec<StepMessage> = steps
         .iter()
         .map(|&step_uuid| StepMessage {
-            task_uuid: ticket.task_uuid,
+            task_uuid: route.task_uuid,
             step_uuid,
-            correlation_id: ticket.correlation_id,
+            correlation_id: route.correlation_id,
         })
         .collect();
-    messaging::send_batch(conn, &ticket.queue, &messages, 0).await?;
-    messaging::notify_wakeup(conn, &ticket.namespace).await?;
+    messaging::send_batch(conn, &route.queue, &messages, 0).await?;
+    messaging::notify_wakeup(conn, &route.namespace).await?;
     Ok(())
 }
 

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use magnus::{
     function, prelude::*, value::ReprValue, Error, IntoValue, RArray, RHash, RModule, Ruby, Value,
 };
+use tasker_core::orchestration::Intervention;
 use tasker_core::{Engine, EngineConfig, TaskRequest};
 use uuid::Uuid;
 
@@ -33,6 +34,9 @@ pub fn init(ruby: &Ruby) -> Result<RModule, Error> {
     native.define_singleton_method("create_task", function!(create_task, 1))?;
     native.define_singleton_method("find_task", function!(find_task, 1))?;
     native.define_singleton_method("wait_for", function!(wait_for, 2))?;
+    native.define_singleton_method("cancel_task", function!(cancel_task, 2))?;
+    native.define_singleton_method("retry_step", function!(retry_step, 3))?;
+    native.define_singleton_method("resolve_step_manually", function!(resolve_step_manually, 4))?;
     Ok(native)
 }
 
@@ -352,4 +356,53 @@ fn wait_for(ruby: &Ruby, uuid: String, timeout_seconds: f64) -> Result<String, E
     })();
     engine.unregister_waiter(task_uuid, waiter);
     result
+}
+
+fn intervention(who: RHash) -> Result<Intervention, Error> {
+    Ok(Intervention {
+        actor: who.fetch("actor")?,
+        reason: who.fetch("reason")?,
+    })
+}
+
+fn cancel_task(ruby: &Ruby, uuid: String, who: RHash) -> Result<String, Error> {
+    let engine = engine(ruby)?;
+    let task_uuid = parse_uuid(ruby, "task uuid", &uuid)?;
+    let who = intervention(who)?;
+    let h = engine.handle();
+    let state = call(
+        ruby,
+        &engine,
+        async move { h.cancel_task(task_uuid, who).await },
+    )?;
+    Ok(state.as_str().to_owned())
+}
+
+fn retry_step(ruby: &Ruby, uuid: String, step: String, who: RHash) -> Result<String, Error> {
+    let engine = engine(ruby)?;
+    let task_uuid = parse_uuid(ruby, "task uuid", &uuid)?;
+    let who = intervention(who)?;
+    let h = engine.handle();
+    let state = call(ruby, &engine, async move {
+        h.retry_step(task_uuid, step, who).await
+    })?;
+    Ok(state.as_str().to_owned())
+}
+
+fn resolve_step_manually(
+    ruby: &Ruby,
+    uuid: String,
+    step: String,
+    result: Value,
+    who: RHash,
+) -> Result<String, Error> {
+    let engine = engine(ruby)?;
+    let task_uuid = parse_uuid(ruby, "task uuid", &uuid)?;
+    let result = convert::to_json(ruby, result, "result")?;
+    let who = intervention(who)?;
+    let h = engine.handle();
+    let state = call(ruby, &engine, async move {
+        h.resolve_step_manually(task_uuid, step, result, who).await
+    })?;
+    Ok(state.as_str().to_owned())
 }
