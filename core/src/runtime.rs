@@ -342,6 +342,7 @@ impl Engine {
             let poller = Poller {
                 shared: shared.clone(),
                 namespace,
+                read_sql: messaging::read_sql(&queue),
                 queue,
                 visibility_timeout,
                 wake,

@@ -22,6 +22,9 @@ pub struct StepMessage {
     pub task_uuid: Uuid,
     pub step_uuid: Uuid,
     pub correlation_id: Uuid,
+    /// The task's priority: higher is read first.
+    #[serde(default)]
+    pub priority: i16,
 }
 
 /// Send messages to a queue inside the caller's transaction.
@@ -55,23 +58,37 @@ pub struct ReadMessage {
     pub payload: serde_json::Value,
 }
 
-/// Read up to `qty` messages, hiding them for `vt_seconds`.
+/// The statement that reads a queue: like `pgmq.read`, but highest priority first, then FIFO.
+/// Fixed SQL per queue (built once from the validated name) instead of pgmq's dynamic SQL.
+pub(crate) fn read_sql(queue: &QueueName) -> String {
+    format!(
+        "WITH next AS ( \
+           SELECT msg_id FROM pgmq.q_{q} WHERE vt <= clock_timestamp() \
+           ORDER BY coalesce((message->>'priority')::int, 0) DESC, msg_id \
+           LIMIT $2 FOR UPDATE SKIP LOCKED) \
+         UPDATE pgmq.q_{q} m SET vt = clock_timestamp() + make_interval(secs => $1), \
+           read_ct = read_ct + 1 \
+         FROM next WHERE m.msg_id = next.msg_id \
+         RETURNING m.msg_id, m.read_ct, m.message",
+        q = queue.as_str()
+    )
+}
+
+/// Read up to `qty` messages with a statement from [`read_sql`], hiding them for `vt_seconds`.
 pub(crate) async fn read<'e, E>(
     executor: E,
-    queue: &QueueName,
+    sql: &str,
     vt_seconds: i32,
     qty: i32,
 ) -> Result<Vec<ReadMessage>>
 where
     E: sqlx::PgExecutor<'e>,
 {
-    let rows: Vec<(i64, i32, serde_json::Value)> =
-        sqlx::query_as("SELECT msg_id, read_ct, message FROM pgmq.read($1, $2, $3)")
-            .bind(queue.as_str())
-            .bind(vt_seconds)
-            .bind(qty)
-            .fetch_all(executor)
-            .await?;
+    let rows: Vec<(i64, i32, serde_json::Value)> = sqlx::query_as(sql)
+        .bind(vt_seconds as f64)
+        .bind(qty)
+        .fetch_all(executor)
+        .await?;
     Ok(rows
         .into_iter()
         .map(|(msg_id, read_ct, payload)| ReadMessage {
@@ -159,6 +176,14 @@ pub(crate) async fn ensure_queue(pool: &sqlx::PgPool, queue: &QueueName) -> Resu
             .execute(&mut *tx)
             .await?;
     }
+    // Serves read_sql's ordering (also added to queues made before it existed).
+    sqlx::query(&format!(
+        "CREATE INDEX IF NOT EXISTS q_{q}_priority ON pgmq.q_{q} \
+         ((coalesce((message->>'priority')::int, 0)) DESC, msg_id)",
+        q = queue.as_str()
+    ))
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(())
 }

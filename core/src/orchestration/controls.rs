@@ -38,14 +38,14 @@ struct LockedTask {
 }
 
 async fn lock_task(conn: &mut PgConnection, task_uuid: Uuid) -> Result<LockedTask> {
-    let row: Option<(String, String, Uuid, i64)> = sqlx::query_as(
-        "SELECT status, namespace, correlation_id, named_task_id FROM tasker.tasks \
+    let row: Option<(String, String, Uuid, i64, i16)> = sqlx::query_as(
+        "SELECT status, namespace, correlation_id, named_task_id, priority FROM tasker.tasks \
          WHERE task_uuid = $1 FOR UPDATE",
     )
     .bind(task_uuid)
     .fetch_optional(&mut *conn)
     .await?;
-    let (status, namespace, correlation_id, named_task_id) =
+    let (status, namespace, correlation_id, named_task_id, priority) =
         row.ok_or_else(|| Error::NotFound(format!("no task {task_uuid}")))?;
     Ok(LockedTask {
         status: status.parse()?,
@@ -54,6 +54,7 @@ async fn lock_task(conn: &mut PgConnection, task_uuid: Uuid) -> Result<LockedTas
             correlation_id,
             queue: QueueName::for_namespace(&namespace)?,
             namespace: Arc::from(namespace),
+            priority,
         },
         named_task_id,
     })

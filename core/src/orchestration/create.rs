@@ -238,6 +238,7 @@ pub(crate) async fn create_task(
             task_uuid,
             step_uuid,
             correlation_id,
+            priority: req.priority,
         })
         .collect();
     messaging::send_batch(&mut tx, &reg.queue, &messages, 0).await?;

@@ -191,6 +191,7 @@ pub(crate) struct TaskRoute {
     pub correlation_id: Uuid,
     pub queue: QueueName,
     pub namespace: Arc<str>,
+    pub priority: i16,
 }
 
 impl TaskRoute {
@@ -200,6 +201,7 @@ impl TaskRoute {
             correlation_id: ticket.correlation_id,
             queue: ticket.queue.clone(),
             namespace: ticket.namespace.clone(),
+            priority: ticket.priority,
         }
     }
 }
@@ -261,6 +263,7 @@ pub(crate) async fn enqueue_steps(
             task_uuid: route.task_uuid,
             step_uuid,
             correlation_id: route.correlation_id,
+            priority: route.priority,
         })
         .collect();
     messaging::send_batch(conn, &route.queue, &messages, 0).await?;

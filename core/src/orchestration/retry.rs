@@ -18,7 +18,7 @@ const BATCH: i64 = 200;
 /// step is due (None when nothing waits).
 pub(crate) async fn release_due(pool: &PgPool) -> Result<(BTreeSet<String>, Option<Duration>)> {
     let mut tx = pool.begin().await?;
-    let due: Vec<(Uuid, Uuid, String, Uuid)> = sqlx::query_as(
+    let due: Vec<(Uuid, Uuid, String, Uuid, i16)> = sqlx::query_as(
         "WITH due AS ( \
            SELECT step_uuid FROM tasker.workflow_steps \
            WHERE state = 'waiting_for_retry' AND next_retry_at <= now() \
@@ -26,7 +26,7 @@ pub(crate) async fn release_due(pool: &PgPool) -> Result<(BTreeSet<String>, Opti
          UPDATE tasker.workflow_steps s SET state = 'enqueued', next_retry_at = NULL, updated_at = now() \
          FROM due, tasker.tasks t \
          WHERE s.step_uuid = due.step_uuid AND t.task_uuid = s.task_uuid \
-         RETURNING s.step_uuid, s.task_uuid, t.namespace, t.correlation_id",
+         RETURNING s.step_uuid, s.task_uuid, t.namespace, t.correlation_id, t.priority",
     )
     .bind(BATCH)
     .fetch_all(&mut *tx)
@@ -35,7 +35,7 @@ pub(crate) async fn release_due(pool: &PgPool) -> Result<(BTreeSet<String>, Opti
     if !due.is_empty() {
         let items: Vec<StepTransition> = due
             .iter()
-            .map(|(step_uuid, task_uuid, _, _)| StepTransition {
+            .map(|(step_uuid, task_uuid, _, _, _)| StepTransition {
                 step_uuid: *step_uuid,
                 task_uuid: *task_uuid,
                 from: Some(StepState::WaitingForRetry),
@@ -44,7 +44,7 @@ pub(crate) async fn release_due(pool: &PgPool) -> Result<(BTreeSet<String>, Opti
             })
             .collect();
         transitions::record_steps(&mut tx, &items).await?;
-        for (_, _, ns, _) in &due {
+        for (_, _, ns, _, _) in &due {
             namespaces.insert(ns.clone());
         }
         for ns in &namespaces {
@@ -52,11 +52,14 @@ pub(crate) async fn release_due(pool: &PgPool) -> Result<(BTreeSet<String>, Opti
             let messages: Vec<StepMessage> = due
                 .iter()
                 .filter(|d| &d.2 == ns)
-                .map(|(step_uuid, task_uuid, _, correlation_id)| StepMessage {
-                    task_uuid: *task_uuid,
-                    step_uuid: *step_uuid,
-                    correlation_id: *correlation_id,
-                })
+                .map(
+                    |(step_uuid, task_uuid, _, correlation_id, priority)| StepMessage {
+                        task_uuid: *task_uuid,
+                        step_uuid: *step_uuid,
+                        correlation_id: *correlation_id,
+                        priority: *priority,
+                    },
+                )
                 .collect();
             messaging::send_batch(&mut tx, &queue, &messages, 0).await?;
             messaging::notify_wakeup(&mut tx, ns).await?;

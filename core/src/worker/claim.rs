@@ -144,6 +144,7 @@ pub(crate) async fn claim(
             queue: queue.clone(),
             namespace: template.namespace.clone(),
             correlation_id,
+            priority: msg.priority,
         },
         parent_correlation_id,
         task_name: template.name.clone(),

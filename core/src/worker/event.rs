@@ -18,6 +18,7 @@ pub struct ClaimTicket {
     pub queue: QueueName,
     pub namespace: Arc<str>,
     pub correlation_id: Uuid,
+    pub priority: i16,
 }
 
 /// A claimed step, ready to run. Names are shared `Arc<str>` from the template registry.

@@ -16,6 +16,8 @@ pub(crate) struct Poller {
     pub namespace: String,
     pub queue: QueueName,
     pub visibility_timeout: i32,
+    /// [`messaging::read_sql`] for this queue, built once.
+    pub read_sql: String,
     pub wake: Arc<Notify>,
     pub slots: Arc<Semaphore>,
     pub out: crossbeam_channel::Sender<Dispatch>,
@@ -33,8 +35,13 @@ impl Poller {
             if *self.stop.borrow() {
                 break;
             }
-            let read =
-                messaging::read(&self.shared.pool, &self.queue, self.visibility_timeout, 1).await;
+            let read = messaging::read(
+                &self.shared.pool,
+                &self.read_sql,
+                self.visibility_timeout,
+                1,
+            )
+            .await;
             match read {
                 Ok(mut msgs) if !msgs.is_empty() => {
                     error_backoff = Duration::from_millis(50);
