@@ -208,6 +208,21 @@ impl EngineHandle {
         snapshot::find_task(&self.0.pool, task_uuid).await
     }
 
+    /// Queue a task request for any worker process to turn into a task; returns its message id.
+    pub async fn request_task(&self, request: serde_json::Value) -> Result<i64> {
+        orchestration::requests::send_request(&self.0.pool, &request).await
+    }
+
+    /// Tasks by correlation id and/or parent correlation id.
+    pub async fn find_tasks(
+        &self,
+        correlation_id: Option<Uuid>,
+        parent_correlation_id: Option<Uuid>,
+        limit: i64,
+    ) -> Result<Vec<snapshot::TaskSummary>> {
+        snapshot::find_tasks(&self.0.pool, correlation_id, parent_correlation_id, limit).await
+    }
+
     /// A task's current status.
     pub async fn task_status(&self, task_uuid: Uuid) -> Result<Option<TaskState>> {
         snapshot::task_status(&self.0.pool, task_uuid).await
@@ -333,6 +348,10 @@ impl Engine {
         services.push(tokio::spawn(listen(shared.clone(), stop_rx.clone())));
         if !queues.is_empty() {
             services.push(tokio::spawn(release_retries(
+                shared.clone(),
+                stop_rx.clone(),
+            )));
+            services.push(tokio::spawn(consume_task_requests(
                 shared.clone(),
                 stop_rx.clone(),
             )));
@@ -636,6 +655,44 @@ async fn release_retries(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         tokio::select! {
             _ = shared.retry_wakeup.notified() => {}
             _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => break,
+        }
+    }
+}
+
+/// Turn requests from the `tasker_task_requests` queue into tasks.
+async fn consume_task_requests(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let read_sql = messaging::read_sql(&orchestration::requests::queue());
+    loop {
+        let busy = match orchestration::requests::process_batch(
+            &shared.pool,
+            &shared.registry,
+            &read_sql,
+            20,
+        )
+        .await
+        {
+            Ok(outcomes) => {
+                for (outcome, namespace) in &outcomes {
+                    if let orchestration::requests::RequestOutcome::Archived(reason) = outcome {
+                        tracing::warn!(reason = %reason, "archived a task request");
+                    }
+                    if let Some(ns) = namespace {
+                        shared.wake_namespace(ns);
+                    }
+                }
+                !outcomes.is_empty()
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading task requests failed");
+                false
+            }
+        };
+        if busy {
+            continue;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(shared.poll_interval) => {}
             _ = stop.changed() => break,
         }
     }

@@ -45,6 +45,33 @@ module TaskerCore
       found && Types::TaskRecord.new(found)
     end
 
+    # Tasks by correlation id and/or parent correlation id (a chain of workflows), oldest
+    # first, without their steps.
+    # @return [Array<Types::TaskRecord>]
+    def find_tasks(correlation_id: nil, parent_correlation_id: nil, limit: 100)
+      Native.find_tasks("correlation_id" => correlation_id&.to_s,
+                        "parent_correlation_id" => parent_correlation_id&.to_s,
+                        "limit" => Integer(limit)).map { |h| Types::TaskRecord.new(h) }
+    end
+
+    # Send a task request to the `tasker_task_requests` queue instead of creating the task
+    # here: a worker process turns it into a task. Producers without this gem can do the
+    # same with plain SQL: `SELECT pgmq.send('tasker_task_requests', '{...}'::jsonb)`.
+    # @return [Integer] the request's message id
+    def request_task(namespace:, name:, version:, context:, correlation_id: nil,
+                     parent_correlation_id: nil, idempotency_key: nil, priority: :normal)
+      unless context.is_a?(Hash)
+        raise Errors::ValidationError, "context must be a Hash (a JSON object), got #{context.class}"
+      end
+
+      Native.request_task(
+        "namespace" => namespace.to_s, "name" => name.to_s, "version" => version.to_s,
+        "context" => context, "correlation_id" => correlation_id&.to_s,
+        "parent_correlation_id" => parent_correlation_id&.to_s,
+        "idempotency_key" => idempotency_key&.to_s, "priority" => priority_value(priority)
+      )
+    end
+
     # Wait until the task is complete, error or cancelled (woken by its finalization).
     # @param uuid [String]
     # @param timeout [Numeric] seconds

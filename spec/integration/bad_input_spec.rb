@@ -97,3 +97,42 @@ RSpec.describe "a handler class not registered by any loaded template" do
     end
   end
 end
+
+RSpec.describe "poison queue messages" do
+  around { |ex| with_engine(namespaces: ["spec_boundary"], template_paths: [fixture_templates]) { ex.run } }
+
+  def send_poison(payload)
+    psql("SELECT pgmq.send('tasker_ns_spec_boundary', '#{payload}'::jsonb)").to_i
+  end
+
+  def archived_reason(msg_id)
+    eventually(timeout: 15) do
+      psql("SELECT headers->>'tasker_archive_reason' FROM pgmq.a_tasker_ns_spec_boundary WHERE msg_id = #{msg_id}")
+        .then { |r| r.empty? ? nil : r }
+    end
+  end
+
+  it "archives each with a reason and keeps the namespace running" do
+    done = TaskerCore::Client.wait_for(
+      TaskerCore::Client.create_task(namespace: "spec_boundary", name: "big_numbers", version: "1.0.0", context: {}).uuid,
+      timeout: 15
+    )
+    finished_step = done.step("produce").uuid
+    unknown = "01a2aaaa-0000-7000-8000-000000000001"
+    poison = {
+      '"a string, not a step message"' => /not a step message/,
+      '{"task_uuid": 12}' => /not a step message/,
+      %({"task_uuid": "#{done.uuid}", "step_uuid": "#{unknown}", "correlation_id": "#{unknown}"}) => /unknown step/,
+      %({"task_uuid": "#{done.uuid}", "step_uuid": "#{finished_step}", "correlation_id": "#{unknown}"}) =>
+        /step is complete; nothing to run/,
+      %({"task_uuid": "#{done.uuid}", "step_uuid": "#{finished_step}", "correlation_id": "#{unknown}",
+         "priority": "asap"}) => /not a step message: invalid type: string "asap"/
+    }
+    ids = poison.keys.map { |payload| send_poison(payload) }
+    ids.zip(poison.values).each { |id, reason| expect(archived_reason(id)).to match(reason) }
+
+    after = TaskerCore::Client.create_task(namespace: "spec_boundary", name: "big_numbers", version: "1.0.0", context: {})
+    expect(TaskerCore::Client.wait_for(after.uuid, timeout: 15).status).to eq("complete")
+    expect(TaskerCore.worker_threads).to eq(2)
+  end
+end

@@ -58,16 +58,21 @@ pub struct ReadMessage {
     pub payload: serde_json::Value,
 }
 
+/// A message's priority for ordering. Total over any JSON a producer may send: a message
+/// whose `priority` is missing, not a number, or huge must never make the read fail.
+const PRIORITY_EXPR: &str = "(CASE WHEN jsonb_typeof(message->'priority') = 'number' \
+     THEN least(greatest((message->>'priority')::numeric, -32768), 32767) ELSE 0 END)";
+
 /// The statement that reads a queue: like `pgmq.read`, but highest priority first, then FIFO.
 /// Fixed SQL per queue (built once from the validated name) instead of pgmq's dynamic SQL.
 pub(crate) fn read_sql(queue: &QueueName) -> String {
     format!(
         "WITH next AS ( \
            SELECT msg_id FROM pgmq.q_{q} WHERE vt <= clock_timestamp() \
-           ORDER BY coalesce((message->>'priority')::int, 0) DESC, msg_id \
+           ORDER BY {PRIORITY_EXPR} DESC, msg_id \
            LIMIT $2 FOR UPDATE SKIP LOCKED) \
          UPDATE pgmq.q_{q} m SET vt = clock_timestamp() + make_interval(secs => $1), \
-           read_ct = read_ct + 1 \
+           read_ct = read_ct + 1, last_read_at = clock_timestamp() \
          FROM next WHERE m.msg_id = next.msg_id \
          RETURNING m.msg_id, m.read_ct, m.message",
         q = queue.as_str()
@@ -112,7 +117,8 @@ where
     Ok(())
 }
 
-/// Move a message that cannot be processed to the queue's archive, recording why.
+/// Move a message that cannot be processed to the queue's archive, with the reason in its
+/// `tasker_archive_reason` header. One statement: delete from the queue, insert into the archive.
 pub(crate) async fn archive_poison<'e, E>(
     executor: E,
     queue: &QueueName,
@@ -122,16 +128,17 @@ pub(crate) async fn archive_poison<'e, E>(
 where
     E: sqlx::PgExecutor<'e>,
 {
-    // pgmq's archive copies the message row; the reason goes to the log (the caller's) and,
-    // for traceability, into the archived message's headers.
     let sql = format!(
-        "WITH a AS (SELECT pgmq.archive($1, $2::bigint) AS ok) \
-         UPDATE pgmq.{} SET headers = coalesce(headers, '{{}}'::jsonb) || jsonb_build_object('tasker_archive_reason', $3::text) \
-         WHERE msg_id = $2 AND (SELECT ok FROM a)",
-        queue.archive_table()
+        "WITH moved AS ( \
+           DELETE FROM pgmq.q_{q} WHERE msg_id = $1 \
+           RETURNING msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers) \
+         INSERT INTO pgmq.a_{q} (msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers) \
+         SELECT msg_id, read_ct, enqueued_at, last_read_at, vt, message, \
+                coalesce(headers, '{{}}'::jsonb) || jsonb_build_object('tasker_archive_reason', $2::text) \
+         FROM moved",
+        q = queue.as_str()
     );
     sqlx::query(&sql)
-        .bind(queue.as_str())
         .bind(msg_id)
         .bind(reason)
         .execute(executor)
@@ -178,8 +185,7 @@ pub(crate) async fn ensure_queue(pool: &sqlx::PgPool, queue: &QueueName) -> Resu
     }
     // Serves read_sql's ordering (also added to queues made before it existed).
     sqlx::query(&format!(
-        "CREATE INDEX IF NOT EXISTS q_{q}_priority ON pgmq.q_{q} \
-         ((coalesce((message->>'priority')::int, 0)) DESC, msg_id)",
+        "CREATE INDEX IF NOT EXISTS q_{q}_by_priority ON pgmq.q_{q} ({PRIORITY_EXPR} DESC, msg_id)",
         q = queue.as_str()
     ))
     .execute(&mut *tx)

@@ -41,14 +41,15 @@ impl QueueName {
         ))))
     }
 
+    /// A fixed queue name of the engine itself (checked by a test).
+    pub(crate) fn from_static(name: &'static str) -> Self {
+        QueueName(Arc::from(name))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
-    /// pgmq's archive table for this queue (safe: the name was validated).
-    pub(crate) fn archive_table(&self) -> String {
-        format!("a_{}", self.0)
-    }
 }
 
 impl fmt::Debug for QueueName {
@@ -100,6 +101,12 @@ mod tests {
             assert!(validate_namespace(ns).is_err(), "{ns:?}");
             assert!(QueueName::for_namespace(ns).is_err(), "{ns:?}");
         }
+    }
+
+    #[test]
+    fn fixed_queue_names_are_valid_identifiers() {
+        let name = crate::orchestration::requests::TASK_REQUESTS_QUEUE;
+        assert!(name.len() < 48 && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
     }
 
     #[test]

@@ -5,10 +5,12 @@ pub mod backoff;
 pub(crate) mod controls;
 pub(crate) mod create;
 pub(crate) mod registry;
+pub(crate) mod requests;
 pub(crate) mod results;
 pub(crate) mod retry;
 
 pub use controls::Intervention;
 pub use create::{CreatedTask, TaskRequest};
 pub use registry::RegisteredTemplate;
+pub use requests::TASK_REQUESTS_QUEUE;
 pub use results::ApplyReport;

@@ -199,3 +199,74 @@ pub async fn task_status(pool: &PgPool, task_uuid: Uuid) -> Result<Option<TaskSt
             .await?;
     status.map(|s| s.parse()).transpose()
 }
+
+/// A task without its steps, for listings.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskSummary {
+    pub uuid: Uuid,
+    pub namespace: String,
+    pub name: String,
+    pub version: String,
+    pub status: String,
+    pub correlation_id: Uuid,
+    pub parent_correlation_id: Option<Uuid>,
+    pub priority: i16,
+    pub created_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+type SummaryRow = (
+    Uuid,
+    String,
+    String,
+    String,
+    String,
+    Uuid,
+    Option<Uuid>,
+    i16,
+    DateTime<Utc>,
+    Option<DateTime<Utc>>,
+);
+
+/// Tasks sharing a correlation id and/or a parent correlation id (a chain of workflows),
+/// oldest first.
+pub async fn find_tasks(
+    pool: &PgPool,
+    correlation_id: Option<Uuid>,
+    parent_correlation_id: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<TaskSummary>> {
+    if correlation_id.is_none() && parent_correlation_id.is_none() {
+        return Err(crate::Error::InvalidInput(
+            "give a correlation_id and/or a parent_correlation_id".into(),
+        ));
+    }
+    let rows: Vec<SummaryRow> = sqlx::query_as(
+        "SELECT t.task_uuid, t.namespace, n.name, n.version, t.status, t.correlation_id, \
+                t.parent_correlation_id, t.priority, t.created_at, t.completed_at \
+         FROM tasker.tasks t JOIN tasker.named_tasks n USING (named_task_id) \
+         WHERE ($1::uuid IS NULL OR t.correlation_id = $1) \
+           AND ($2::uuid IS NULL OR t.parent_correlation_id = $2) \
+         ORDER BY t.created_at, t.task_uuid LIMIT $3",
+    )
+    .bind(correlation_id)
+    .bind(parent_correlation_id)
+    .bind(limit.clamp(1, 10_000))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| TaskSummary {
+            uuid: r.0,
+            namespace: r.1,
+            name: r.2,
+            version: r.3,
+            status: r.4,
+            correlation_id: r.5,
+            parent_correlation_id: r.6,
+            priority: r.7,
+            created_at: r.8,
+            completed_at: r.9,
+        })
+        .collect())
+}

@@ -33,6 +33,8 @@ pub fn init(ruby: &Ruby) -> Result<RModule, Error> {
     native.define_singleton_method("next_step", function!(next_step, 1))?;
     native.define_singleton_method("create_task", function!(create_task, 1))?;
     native.define_singleton_method("find_task", function!(find_task, 1))?;
+    native.define_singleton_method("find_tasks", function!(find_tasks, 1))?;
+    native.define_singleton_method("request_task", function!(request_task, 1))?;
     native.define_singleton_method("wait_for", function!(wait_for, 2))?;
     native.define_singleton_method("cancel_task", function!(cancel_task, 2))?;
     native.define_singleton_method("retry_step", function!(retry_step, 3))?;
@@ -322,6 +324,31 @@ fn find_task(ruby: &Ruby, uuid: String) -> Result<Value, Error> {
         }
         None => Ok(ruby.qnil().as_value()),
     }
+}
+
+fn request_task(ruby: &Ruby, args: RHash) -> Result<i64, Error> {
+    let engine = engine(ruby)?;
+    let mut request = convert::to_json(ruby, args.as_value(), "request")?;
+    if let Some(map) = request.as_object_mut() {
+        map.retain(|_, v| !v.is_null());
+    }
+    let h = engine.handle();
+    call(ruby, &engine, async move { h.request_task(request).await })
+}
+
+fn find_tasks(ruby: &Ruby, args: RHash) -> Result<Value, Error> {
+    let engine = engine(ruby)?;
+    let correlation_id = optional_uuid(ruby, args, "correlation_id")?;
+    let parent_correlation_id = optional_uuid(ruby, args, "parent_correlation_id")?;
+    let limit: i64 = args.fetch("limit")?;
+    let h = engine.handle();
+    let tasks = call(ruby, &engine, async move {
+        h.find_tasks(correlation_id, parent_correlation_id, limit)
+            .await
+    })?;
+    let json = serde_json::to_value(&tasks)
+        .map_err(|e| error(ruby, "Error", format!("cannot encode tasks: {e}")))?;
+    convert::to_ruby(ruby, &json)
 }
 
 /// Block until the task is terminal (woken by its finalization) and return its status;

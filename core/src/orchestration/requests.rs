@@ -1,0 +1,175 @@
+//! Asynchronous task creation through the `tasker_task_requests` queue. A request becomes a
+//! task exactly once: a redelivered request carries the same idempotency key (its own, or one
+//! derived from its message id). A request that can never succeed is archived with the reason.
+
+use serde::Deserialize;
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::create::{create_task, TaskRequest};
+use super::registry::Registry;
+use crate::error::{Error, Result};
+use crate::messaging::{self, queue::QueueName};
+
+/// The queue producers send task requests to.
+pub const TASK_REQUESTS_QUEUE: &str = "tasker_task_requests";
+
+/// After this many failed deliveries (database errors) a request is archived.
+const MAX_DELIVERIES: i32 = 5;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestMessage {
+    namespace: String,
+    name: String,
+    version: String,
+    #[serde(default = "empty_object")]
+    context: Value,
+    correlation_id: Option<Uuid>,
+    parent_correlation_id: Option<Uuid>,
+    idempotency_key: Option<String>,
+    #[serde(default)]
+    priority: Option<Value>,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Default::default())
+}
+
+fn priority(value: Option<Value>) -> std::result::Result<i16, String> {
+    match value {
+        None | Some(Value::Null) => Ok(0),
+        Some(Value::String(s)) => match s.as_str() {
+            "low" => Ok(-10),
+            "normal" => Ok(0),
+            "high" => Ok(10),
+            "critical" => Ok(20),
+            other => Err(format!("unknown priority {other:?}")),
+        },
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .filter(|p| (-100..=100).contains(p))
+            .map(|p| p as i16)
+            .ok_or_else(|| format!("priority {n} is not an integer from -100 to 100")),
+        Some(other) => Err(format!(
+            "priority must be a name or an integer, got {other}"
+        )),
+    }
+}
+
+/// Queue a task request (the same JSON any producer may send with plain SQL).
+pub(crate) async fn send_request(pool: &PgPool, request: &Value) -> Result<i64> {
+    if !request.is_object() {
+        return Err(Error::InvalidInput(
+            "a task request must be a JSON object".into(),
+        ));
+    }
+    let id: i64 = sqlx::query_scalar("SELECT * FROM pgmq.send($1, $2)")
+        .bind(TASK_REQUESTS_QUEUE)
+        .bind(request)
+        .fetch_one(pool)
+        .await?;
+    Ok(id)
+}
+
+/// What happened to one request.
+#[derive(Debug, PartialEq)]
+pub(crate) enum RequestOutcome {
+    Created(Uuid),
+    Archived(String),
+    /// A transient failure: the request comes back after its visibility timeout.
+    Deferred,
+}
+
+pub(crate) fn queue() -> QueueName {
+    QueueName::from_static(TASK_REQUESTS_QUEUE)
+}
+
+/// Take up to `batch` requests and turn each into a task. Returns the outcomes and the
+/// namespaces that received work.
+pub(crate) async fn process_batch(
+    pool: &PgPool,
+    registry: &Registry,
+    read_sql: &str,
+    batch: i32,
+) -> Result<Vec<(RequestOutcome, Option<String>)>> {
+    let queue = queue();
+    let messages = messaging::read(pool, read_sql, 30, batch).await?;
+    let mut outcomes = Vec::with_capacity(messages.len());
+    for m in messages {
+        let parsed: std::result::Result<RequestMessage, _> = serde_json::from_value(m.payload);
+        let request = match parsed {
+            Ok(r) => r,
+            Err(e) => {
+                let reason = format!("malformed task request: {e}");
+                messaging::archive_poison(pool, &queue, m.msg_id, &reason).await?;
+                outcomes.push((RequestOutcome::Archived(reason), None));
+                continue;
+            }
+        };
+        let namespace = request.namespace.clone();
+        let priority = match priority(request.priority) {
+            Ok(p) => p,
+            Err(reason) => {
+                messaging::archive_poison(pool, &queue, m.msg_id, &reason).await?;
+                outcomes.push((RequestOutcome::Archived(reason), None));
+                continue;
+            }
+        };
+        let req = TaskRequest {
+            namespace: request.namespace,
+            name: request.name,
+            version: request.version,
+            context: request.context,
+            correlation_id: request.correlation_id,
+            parent_correlation_id: request.parent_correlation_id,
+            idempotency_key: Some(
+                request
+                    .idempotency_key
+                    .unwrap_or_else(|| format!("task-request:{}", m.msg_id)),
+            ),
+            priority,
+        };
+        let created = match registry
+            .lookup(pool, &req.namespace, &req.name, &req.version)
+            .await
+        {
+            Ok(reg) => create_task(pool, &reg, &req).await,
+            Err(e) => Err(e),
+        };
+        let outcome = match created {
+            Ok(task) => {
+                messaging::delete(pool, &queue, m.msg_id).await?;
+                RequestOutcome::Created(task.task_uuid)
+            }
+            Err(e @ (Error::Database(_) | Error::Migration(_))) if m.read_ct < MAX_DELIVERIES => {
+                tracing::warn!(msg_id = m.msg_id, error = %e, "task request failed; it will be retried");
+                RequestOutcome::Deferred
+            }
+            Err(e) => {
+                let reason = format!("task request refused: {e}");
+                messaging::archive_poison(pool, &queue, m.msg_id, &reason).await?;
+                RequestOutcome::Archived(reason)
+            }
+        };
+        outcomes.push((outcome, Some(namespace)));
+    }
+    Ok(outcomes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::priority;
+    use serde_json::json;
+
+    #[test]
+    fn priorities_by_name_or_number() {
+        assert_eq!(priority(None), Ok(0));
+        assert_eq!(priority(Some(json!("high"))), Ok(10));
+        assert_eq!(priority(Some(json!(-5))), Ok(-5));
+        assert!(priority(Some(json!("urgent"))).is_err());
+        assert!(priority(Some(json!(1000))).is_err());
+        assert!(priority(Some(json!(1.5))).is_err());
+    }
+}
