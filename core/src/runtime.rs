@@ -22,7 +22,6 @@ use crate::orchestration::registry::{RegisteredTemplate, Registry};
 use crate::orchestration::{self, ApplyReport, CreatedTask, Intervention, TaskRequest};
 use crate::state::TaskState;
 use crate::store::snapshot::{self, TaskView};
-use crate::worker::claim::CLAIM_GRACE_SECONDS;
 use crate::worker::poller::Poller;
 use crate::worker::{ClaimTicket, StepEvent, StepOutcome};
 
@@ -40,6 +39,9 @@ pub struct EngineConfig {
     pub poll_interval: Duration,
     /// Recorded as the claim owner; defaults to `host:pid`.
     pub worker_id: Option<String>,
+    /// How long a claim outlives its step's timeout before another process may take the step
+    /// over (a process that died mid-step is detected after timeout + grace).
+    pub claim_grace: Duration,
 }
 
 impl Default for EngineConfig {
@@ -52,6 +54,7 @@ impl Default for EngineConfig {
             pool_size: 10,
             poll_interval: Duration::from_millis(500),
             worker_id: None,
+            claim_grace: Duration::from_secs(30),
         }
     }
 }
@@ -103,6 +106,7 @@ pub(crate) struct Shared {
     pub registry: Registry,
     pub worker_id: String,
     pub poll_interval: Duration,
+    pub claim_grace_seconds: i32,
     /// Wake-up signal per namespace served by this process.
     wakeups: HashMap<String, Arc<Notify>>,
     retry_wakeup: Notify,
@@ -299,6 +303,7 @@ impl Engine {
             registry: Registry::default(),
             worker_id,
             poll_interval: config.poll_interval,
+            claim_grace_seconds: config.claim_grace.as_secs().clamp(1, 86_400) as i32,
             wakeups,
             retry_wakeup: Notify::new(),
             waiters: Mutex::new(HashMap::new()),
@@ -312,17 +317,7 @@ impl Engine {
         for ns in &config.namespaces {
             let queue = QueueName::for_namespace(ns)?;
             messaging::ensure_queue(&shared.pool, &queue).await?;
-            let max_timeout = registered
-                .iter()
-                .filter(|r| &*r.template.namespace == ns.as_str())
-                .map(|r| r.template.max_timeout_seconds())
-                .max()
-                .unwrap_or(300);
-            queues.push((
-                ns.clone(),
-                queue,
-                max_timeout as i32 + CLAIM_GRACE_SECONDS + 5,
-            ));
+            queues.push((ns.clone(), queue));
         }
         Ok(Boot {
             shared,
@@ -356,14 +351,14 @@ impl Engine {
                 stop_rx.clone(),
             )));
         }
-        for (namespace, queue, visibility_timeout) in queues {
+        for (namespace, queue) in queues {
             let wake = shared.wakeups[&namespace].clone();
             let poller = Poller {
                 shared: shared.clone(),
                 namespace,
                 read_sql: messaging::read_sql(&queue),
+                hide_until_sql: messaging::hide_until_sql(&queue),
                 queue,
-                visibility_timeout,
                 wake,
                 slots: slots.clone(),
                 out: dispatch_tx.clone(),
@@ -554,7 +549,7 @@ impl Engine {
 struct Boot {
     shared: Arc<Shared>,
     registered: Vec<Arc<RegisteredTemplate>>,
-    queues: Vec<(String, QueueName, i32)>,
+    queues: Vec<(String, QueueName)>,
     concurrency: usize,
 }
 

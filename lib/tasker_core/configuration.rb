@@ -32,6 +32,9 @@ module TaskerCore
     attr_accessor :timeout_grace
     # @return [String, nil] claim owner recorded on steps (default "host:pid")
     attr_accessor :worker_id
+    # @return [Integer] seconds a claim outlives its step's timeout: a process that died in the
+    #   middle of a step is replaced after timeout_seconds + claim_grace
+    attr_accessor :claim_grace
     # @return [Logger] where the gem's own messages go
     attr_accessor :logger
 
@@ -45,6 +48,7 @@ module TaskerCore
       @shutdown_timeout = 30
       @timeout_grace = 5
       @worker_id = nil
+      @claim_grace = 30
       @logger = default_logger
     end
 
@@ -66,6 +70,7 @@ module TaskerCore
       invalid!(:poll_interval, "must be a positive number of seconds") unless positive?(poll_interval)
       invalid!(:shutdown_timeout, "must be a positive number of seconds") unless positive?(shutdown_timeout)
       invalid!(:timeout_grace, "must be a positive number of seconds") unless positive?(timeout_grace)
+      invalid!(:claim_grace, "must be an Integer from 1 to 86400 (seconds)") unless int_in?(claim_grace, 1..86_400)
       self
     end
 
@@ -79,7 +84,8 @@ module TaskerCore
         "concurrency" => concurrency,
         "pool_size" => pool_size || (concurrency + 4),
         "poll_interval_ms" => (poll_interval * 1000).round,
-        "worker_id" => worker_id
+        "worker_id" => worker_id,
+        "claim_grace_seconds" => claim_grace
       }
     end
 

@@ -49,7 +49,6 @@ impl QueueName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-
 }
 
 impl fmt::Debug for QueueName {

@@ -3,19 +3,16 @@
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use serde_json::json;
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::event::{ClaimTicket, StepEvent};
 use crate::error::Result;
 use crate::messaging::{queue::QueueName, StepMessage};
-use crate::orchestration::registry::Registry;
+use crate::runtime::Shared;
 use crate::state::StepState;
 use crate::store::transitions::{self, StepTransition};
-
-/// Extra time on a claim beyond the step timeout before another worker may take it over.
-pub(crate) const CLAIM_GRACE_SECONDS: i32 = 30;
 
 /// Why a message did not produce a claim.
 #[derive(Debug)]
@@ -28,14 +25,21 @@ pub(crate) enum ClaimRefusal {
     Busy(i32),
 }
 
+/// Where a claim happens: the engine's shared state and the queue the message came from.
+pub(crate) struct ClaimSite<'a> {
+    pub shared: &'a Shared,
+    pub queue: &'a QueueName,
+    /// [`crate::messaging::hide_until_sql`] for the queue.
+    pub hide_until_sql: &'a str,
+}
+
 pub(crate) async fn claim(
-    pool: &PgPool,
-    registry: &Registry,
-    queue: &QueueName,
+    site: &ClaimSite<'_>,
     msg_id: i64,
     msg: &StepMessage,
-    worker_id: &str,
 ) -> Result<std::result::Result<StepEvent, ClaimRefusal>> {
+    let (pool, registry, queue) = (&site.shared.pool, &site.shared.registry, site.queue);
+    let worker_id = site.shared.worker_id.as_str();
     let mut tx = pool.begin().await?;
     let row: Option<(String, Option<f64>, Uuid)> = sqlx::query_as(
         "SELECT state, extract(epoch FROM claim_expires_at - now())::float8, task_uuid \
@@ -61,19 +65,27 @@ pub(crate) async fn claim(
     }
 
     let token = Uuid::now_v7();
-    let (attempts, max_attempts, timeout_seconds, name): (i32, i32, i32, String) = sqlx::query_as(
+    type Claimed = (i32, i32, i32, String, DateTime<Utc>);
+    let (attempts, max_attempts, timeout_seconds, name, expires): Claimed = sqlx::query_as(
         "UPDATE tasker.workflow_steps SET state = 'in_progress', attempts = attempts + 1, \
            claim_token = $2, claimed_by = $3, updated_at = now(), \
            claim_expires_at = now() + make_interval(secs => timeout_seconds + $4) \
          WHERE step_uuid = $1 \
-         RETURNING attempts, max_attempts, timeout_seconds, name",
+         RETURNING attempts, max_attempts, timeout_seconds, name, claim_expires_at",
     )
     .bind(msg.step_uuid)
     .bind(token)
     .bind(worker_id)
-    .bind(CLAIM_GRACE_SECONDS)
+    .bind(site.shared.claim_grace_seconds)
     .fetch_one(&mut *tx)
     .await?;
+    // The message reappears exactly when this claim expires: if this process dies, another
+    // one takes the step over after the step's own timeout (plus grace), not a queue-wide one.
+    sqlx::query(site.hide_until_sql)
+        .bind(msg_id)
+        .bind(expires)
+        .execute(&mut *tx)
+        .await?;
     let mut metadata = json!({ "attempt": attempts, "worker": worker_id });
     if state == StepState::InProgress {
         metadata["reclaimed"] = json!(true);

@@ -11,13 +11,17 @@ use super::claim::{self, ClaimRefusal};
 use crate::messaging::{self, queue::QueueName, ReadMessage, StepMessage};
 use crate::runtime::{Dispatch, Shared};
 
+/// How long a read message stays hidden before its claim sets the real deadline (the claim's
+/// expiry); only a process dying between read and claim makes this matter.
+const READ_VISIBILITY_SECONDS: i32 = 30;
+
 pub(crate) struct Poller {
     pub shared: Arc<Shared>,
     pub namespace: String,
     pub queue: QueueName,
-    pub visibility_timeout: i32,
-    /// [`messaging::read_sql`] for this queue, built once.
+    /// [`messaging::read_sql`] and [`messaging::hide_until_sql`] for this queue, built once.
     pub read_sql: String,
+    pub hide_until_sql: String,
     pub wake: Arc<Notify>,
     pub slots: Arc<Semaphore>,
     pub out: crossbeam_channel::Sender<Dispatch>,
@@ -38,7 +42,7 @@ impl Poller {
             let read = messaging::read(
                 &self.shared.pool,
                 &self.read_sql,
-                self.visibility_timeout,
+                READ_VISIBILITY_SECONDS,
                 1,
             )
             .await;
@@ -86,15 +90,12 @@ impl Poller {
                 return None;
             }
         };
-        let claimed = claim::claim(
-            pool,
-            &self.shared.registry,
-            &self.queue,
-            msg.msg_id,
-            &step_msg,
-            &self.shared.worker_id,
-        )
-        .await;
+        let site = claim::ClaimSite {
+            shared: &self.shared,
+            queue: &self.queue,
+            hide_until_sql: &self.hide_until_sql,
+        };
+        let claimed = claim::claim(&site, msg.msg_id, &step_msg).await;
         match claimed {
             Ok(Ok(event)) => Some(event),
             Ok(Err(ClaimRefusal::Missing)) => {

@@ -166,6 +166,7 @@ fn start(ruby: &Ruby, config: RHash) -> Result<RArray, Error> {
         pool_size: fetch(config, "pool_size")?,
         poll_interval: Duration::from_millis(fetch(config, "poll_interval_ms")?),
         worker_id: fetch(config, "worker_id")?,
+        claim_grace: Duration::from_secs(fetch(config, "claim_grace_seconds")?),
     };
     let engine = nogvl::run(|| Engine::start(cfg))
         .map_err(|p| panic_error(ruby, p))?
