@@ -275,3 +275,73 @@ fn engines_starting_at_once_on_a_new_namespace_all_succeed() {
         engine.shutdown(Duration::from_secs(5));
     }
 }
+
+#[test]
+fn a_result_from_an_expired_claim_is_discarded() {
+    let ns = unique_namespace("late");
+    let tpl = format!(
+        "name: one\nnamespace: {ns}\nversion: \"1.0.0\"\nsteps:\n  - name: only\n    handler: {{ callable: One }}\n"
+    );
+    let engine = start(vec![ns.clone()], template_dir(&[("one.yaml", tpl)]), 2);
+    let h = engine.handle();
+    let mut req = request(&ns, json!({}));
+    req.name = "one".into();
+    let created = engine
+        .block_on({
+            let h = h.clone();
+            async move { h.create_task(req).await }
+        })
+        .unwrap()
+        .unwrap();
+    let next = |engine: &tasker_core::Engine| match engine.next_step(Duration::from_secs(10)) {
+        tasker_core::NextStep::Step(d) => *d,
+        other => panic!("expected a step, got {other:?}"),
+    };
+    let first = next(&engine);
+    assert_eq!(first.event.attempts, 1);
+
+    // The first claim lapses (as if its process had died) and the message comes back.
+    let queue_table = format!("pgmq.q_tasker_ns_{ns}");
+    let step_uuid = first.event.ticket.step_uuid;
+    engine
+        .block_on({
+            let pool = h.pool().clone();
+            async move {
+                sqlx::query("UPDATE tasker.workflow_steps SET claim_expires_at = now() - interval '1 second' WHERE step_uuid = $1")
+                    .bind(step_uuid)
+                    .execute(&pool)
+                    .await?;
+                sqlx::query(&format!("UPDATE {queue_table} SET vt = now()"))
+                    .execute(&pool)
+                    .await
+            }
+        })
+        .unwrap()
+        .unwrap();
+    let second = next(&engine);
+    assert_eq!(second.event.attempts, 2);
+    assert_eq!(second.event.ticket.step_uuid, step_uuid);
+
+    engine.complete(first, success(json!("late"))).unwrap();
+    engine.complete(second, success(json!("fresh"))).unwrap();
+    let view = eventually(Duration::from_secs(10), || {
+        let h = h.clone();
+        let v = engine
+            .block_on(async move { h.find_task(created.task_uuid).await })
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        (v.status == "complete").then_some(v)
+    });
+    let step = &view.steps[0];
+    assert_eq!(step.result, Some(json!("fresh")));
+    let completions = step
+        .transitions
+        .iter()
+        .filter(|t| t.to_state == "complete")
+        .count();
+    assert_eq!(completions, 1);
+    Arc::into_inner(engine)
+        .unwrap()
+        .shutdown(Duration::from_secs(5));
+}
