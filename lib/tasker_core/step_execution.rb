@@ -16,7 +16,8 @@ module TaskerCore
       failure(e, "permanent", error_code: e.error_code)
     rescue Errors::RetryableError => e
       failure(e, "retryable", retry_after: e.retry_after)
-    rescue Errors::HandlerNotFoundError, Errors::InvalidResultError, NotImplementedError => e
+    rescue Errors::HandlerNotFoundError, Errors::InvalidResultError, Errors::ConfigurationError,
+           NotImplementedError => e
       failure(e, "permanent")
     rescue StandardError, ScriptError => e
       failure(e, "retryable")
