@@ -1,5 +1,6 @@
 # frozen_string_literal: true
 
+require "json"
 require "optparse"
 
 module TaskerCore
@@ -11,6 +12,11 @@ module TaskerCore
       Commands:
         migrate                    apply the database schema (pgmq + tasker tables)
         templates validate PATH..  check task template files or directories
+        task create NAMESPACE/NAME@VERSION --context JSON [--priority P] [--idempotency-key K]
+        task status UUID           the task and its steps
+        task cancel UUID [--reason TEXT]
+        task retry-step UUID STEP [--reason TEXT]
+        task resolve-step UUID STEP --result JSON [--reason TEXT]
         demo [--number N]          run the linear demo workflow and print each step
         version                    print the version
 
@@ -32,6 +38,7 @@ module TaskerCore
       when "migrate" then migrate(argv)
       when "templates" then templates(argv)
       when "demo" then demo(argv)
+      when "task" then task(argv)
       when "version", "--version", "-v" then @out.puts(VERSION) || 0
       when nil, "help", "--help", "-h" then @out.puts(USAGE) || 0
       else fail_with("unknown command #{command.inspect} (see tasker_core --help)")
@@ -73,6 +80,90 @@ module TaskerCore
         @out.puts("ok  #{t['namespace']}/#{t['name']}@#{t['version']}  (#{t['steps'].size} steps)")
       end
       0
+    end
+
+    def task(argv)
+      sub = argv.shift
+      options = database_options(argv, "Usage: tasker_core task #{sub} ...") do |o, opts|
+        o.on("--context JSON", "task input (a JSON object)") { |v| opts[:context] = parse_json(v, "--context") }
+        o.on("--result JSON", "the step's result (any JSON value)") { |v| opts[:result] = parse_json(v, "--result") }
+        o.on("--priority P", "low, normal, high, critical or an integer") { |v| opts[:priority] = v }
+        o.on("--idempotency-key K", "return the existing task for this key") { |v| opts[:idempotency_key] = v }
+        o.on("--reason TEXT", "recorded in the history") { |v| opts[:reason] = v }
+      end
+      with_client(options[:database_url]) do
+        case sub
+        when "create" then task_create(argv, options)
+        when "status" then print_task(Client.find_task(one_arg(argv, "UUID")) || raise(Errors::NotFoundError, "no such task"))
+        when "cancel" then print_task(Client.cancel_task(one_arg(argv, "UUID"), reason: options[:reason]))
+        when "retry-step"
+          uuid, step = two_args(argv, "UUID STEP")
+          print_task(Client.retry_step(uuid, step, reason: options[:reason]))
+        when "resolve-step"
+          uuid, step = two_args(argv, "UUID STEP")
+          raise OptionParser::MissingArgument, "--result" unless options.key?(:result)
+
+          print_task(Client.resolve_step_manually(uuid, step, result: options[:result], reason: options[:reason]))
+        else return fail_with("usage: tasker_core task create|status|cancel|retry-step|resolve-step ...")
+        end
+      end
+      0
+    end
+
+    def task_create(argv, options)
+      ref = one_arg(argv, "NAMESPACE/NAME@VERSION")
+      match = %r{\A([^/]+)/([^@]+)@(.+)\z}.match(ref) or
+        raise Errors::ValidationError, "expected NAMESPACE/NAME@VERSION, got #{ref.inspect}"
+      priority = options.fetch(:priority, "normal")
+      priority = priority.match?(/\A-?\d+\z/) ? Integer(priority) : priority.to_sym
+      record = Client.create_task(namespace: match[1], name: match[2], version: match[3],
+                                  context: options.fetch(:context, {}), priority: priority,
+                                  idempotency_key: options[:idempotency_key])
+      @out.puts("#{record.created? ? 'created' : 'existing'} task #{record.uuid} " \
+                "(correlation #{record.correlation_id}): #{record.status}")
+    end
+
+    def print_task(record)
+      @out.puts("task #{record.uuid}  #{record.namespace}/#{record.name}@#{record.version}  #{record.status}")
+      @out.puts("correlation #{record.correlation_id}")
+      rows = record.steps.map do |s|
+        [s.name, s.state, "#{s.attempts}/#{s.max_attempts}", (s.error ? s.error["message"] : s.result.to_json).to_s]
+      end
+      widths = [4, 5, 8].each_with_index.map { |min, i| ([min] + rows.map { |r| r[i].size }).max }
+      @out.puts(format("  %-#{widths[0]}s  %-#{widths[1]}s  %-#{widths[2]}s  %s", "step", "state", "attempts",
+                       "result / error"))
+      rows.each do |r|
+        @out.puts(format("  %-#{widths[0]}s  %-#{widths[1]}s  %-#{widths[2]}s  %s", r[0], r[1], r[2], r[3][0, 80]))
+      end
+    end
+
+    def with_client(database_url)
+      TaskerCore.configure do |c|
+        c.database_url = database_url
+        c.namespaces = []
+      end
+      TaskerCore.start
+      yield
+    ensure
+      TaskerCore.stop(timeout: 5)
+    end
+
+    def parse_json(text, flag)
+      JSON.parse(text)
+    rescue JSON::ParserError => e
+      raise Errors::ValidationError, "#{flag} is not JSON: #{e.message}"
+    end
+
+    def one_arg(argv, name)
+      raise OptionParser::MissingArgument, name unless argv.size == 1
+
+      argv.first
+    end
+
+    def two_args(argv, names)
+      raise OptionParser::MissingArgument, names unless argv.size == 2
+
+      argv
     end
 
     def demo(argv)
