@@ -103,17 +103,20 @@ module TaskerCore
     def guarded(event)
       running = Running.new(event, monotonic + event.timeout_seconds)
       @lock.synchronize { @running[Thread.current] = running }
+      timed_out = false
       outcome = begin
         Thread.handle_interrupt(HandlerTimeout => :immediate) { StepExecution.run_handler(event, @registry) }
       rescue HandlerTimeout
+        timed_out = true
         StepExecution.timeout_failure(event)
       end
       interrupted = @lock.synchronize do
         @running.delete(Thread.current)
         running.interrupted_at
       end
-      # The watchdog may have raised just after the handler returned: discard that interrupt.
-      drain_timeout if interrupted && outcome.is_a?(Types::StepHandlerCallResult)
+      # The watchdog may have raised just after the handler returned: discard that interrupt
+      # so it cannot hit the next step.
+      drain_timeout if interrupted && !timed_out
       running.abandoned ? nil : outcome
     end
 

@@ -100,7 +100,7 @@ fn panic_error(ruby: &Ruby, payload: Box<dyn std::any::Any + Send>) -> Error {
 
 fn migrate(ruby: &Ruby, database_url: String) -> Result<(), Error> {
     init_tracing();
-    nogvl::run(|| tasker_core::runtime::migrate(&database_url))
+    nogvl::run(ruby, || tasker_core::runtime::migrate(&database_url))?
         .map_err(|p| panic_error(ruby, p))?
         .map_err(|e| to_ruby(ruby, e))
 }
@@ -168,7 +168,7 @@ fn start(ruby: &Ruby, config: RHash) -> Result<RArray, Error> {
         worker_id: fetch(config, "worker_id")?,
         claim_grace: Duration::from_secs(fetch(config, "claim_grace_seconds")?),
     };
-    let engine = nogvl::run(|| Engine::start(cfg))
+    let engine = nogvl::run(ruby, || Engine::start(cfg))?
         .map_err(|p| panic_error(ruby, p))?
         .map_err(|e| to_ruby(ruby, e))?;
     let summaries = template_summaries(ruby, engine.templates().iter().map(|r| &r.template))?;
@@ -214,15 +214,17 @@ fn shutdown(ruby: &Ruby, timeout_seconds: f64) -> Result<bool, Error> {
             Ok(e) => break Some(e),
             Err(again) if Instant::now() < deadline => {
                 shared = again;
-                let _ = nogvl::run(|| std::thread::sleep(Duration::from_millis(5)));
+                let _ = nogvl::run(ruby, || std::thread::sleep(Duration::from_millis(5)));
             }
             Err(_) => break None,
         }
     };
     match engine {
         Some(e) => {
-            nogvl::run(|| e.shutdown(deadline.saturating_duration_since(Instant::now())))
-                .map_err(|p| panic_error(ruby, p))?;
+            nogvl::run(ruby, || {
+                e.shutdown(deadline.saturating_duration_since(Instant::now()))
+            })?
+            .map_err(|p| panic_error(ruby, p))?;
             Ok(true)
         }
         None => Ok(false),

@@ -11,6 +11,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
 use crossbeam_channel::{bounded, select, Receiver, Sender};
+use magnus::{Error, Ruby};
 
 /// How a wait ended.
 pub enum Waited<T> {
@@ -97,7 +98,12 @@ unsafe extern "C" fn run_body<F: FnOnce() -> T, T>(data: *mut c_void) -> *mut c_
 
 /// Run a bounded blocking operation (connecting, shutting down) with the GVL released. It
 /// cannot be interrupted; use [`recv`] for waits of unbounded length.
-pub fn run<F, T>(f: F) -> std::thread::Result<T>
+///
+/// `rb_thread_call_without_gvl2` does not run the function at all while an interrupt is
+/// pending: Ruby then gets to handle it (which may raise), and the call is tried again. An
+/// interrupt that stays pending (masked by `Thread.handle_interrupt`) makes the operation run
+/// with the GVL held rather than not at all.
+pub fn run<F, T>(ruby: &Ruby, f: F) -> Result<std::thread::Result<T>, Error>
 where
     F: FnOnce() -> T,
 {
@@ -105,16 +111,24 @@ where
         f: Some(f),
         out: None,
     };
-    let ptr = &mut call as *mut RunCall<F, T> as *mut c_void;
-    // SAFETY: the body only uses `call`; the closure must not touch Ruby (callers ensure it).
-    unsafe {
-        rb_sys::rb_thread_call_without_gvl2(
-            Some(run_body::<F, T>),
-            ptr,
-            None,
-            std::ptr::null_mut(),
-        );
+    for _ in 0..3 {
+        let ptr = &mut call as *mut RunCall<F, T> as *mut c_void;
+        // SAFETY: the body only uses `call`; the closure must not touch Ruby (callers ensure it).
+        unsafe {
+            rb_sys::rb_thread_call_without_gvl2(
+                Some(run_body::<F, T>),
+                ptr,
+                None,
+                std::ptr::null_mut(),
+            );
+        }
+        if let Some(out) = call.out.take() {
+            return Ok(out);
+        }
+        ruby.thread_check_ints()?;
     }
-    call.out
-        .unwrap_or_else(|| Err(Box::new("operation did not run")))
+    match call.f.take() {
+        Some(f) => Ok(catch_unwind(AssertUnwindSafe(f))),
+        None => Ok(Err(Box::new("operation did not run"))),
+    }
 }
