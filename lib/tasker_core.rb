@@ -97,6 +97,15 @@ module TaskerCore
       @pid == Process.pid && Native.running?
     end
 
+    # Memory and queue figures of the engine in this process, for development and monitoring:
+    # the string cache (size, capacity, hits, misses, evictions), steps waiting for a handler
+    # thread, outcomes not yet applied, templates held, and handler threads.
+    # @return [Hash, nil] nil when not running
+    def memory_stats
+      stats = running? ? Native.memory_stats : nil
+      stats&.merge("handler_threads" => worker_threads)
+    end
+
     # @return [Registry, nil] handlers registered by the loaded templates
     def registry
       running? ? @registry : nil

@@ -11,6 +11,7 @@ pub mod orchestration;
 pub mod runtime;
 pub mod state;
 pub mod store;
+pub mod strings;
 pub mod template;
 pub mod worker;
 

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,6 +22,7 @@ use crate::orchestration::registry::{RegisteredTemplate, Registry};
 use crate::orchestration::{self, ApplyReport, CreatedTask, Intervention, TaskRequest};
 use crate::state::TaskState;
 use crate::store::snapshot::{self, TaskView};
+use crate::strings::StringCache;
 use crate::worker::poller::Poller;
 use crate::worker::{ClaimTicket, StepEvent, StepOutcome};
 
@@ -42,6 +43,8 @@ pub struct EngineConfig {
     /// How long a claim outlives its step's timeout before another process may take the step
     /// over (a process that died mid-step is detected after timeout + grace).
     pub claim_grace: Duration,
+    /// Distinct names the string cache keeps (LRU beyond that).
+    pub string_cache_capacity: usize,
 }
 
 impl Default for EngineConfig {
@@ -55,6 +58,7 @@ impl Default for EngineConfig {
             poll_interval: Duration::from_millis(500),
             worker_id: None,
             claim_grace: Duration::from_secs(30),
+            string_cache_capacity: crate::strings::DEFAULT_CAPACITY,
         }
     }
 }
@@ -68,13 +72,21 @@ pub struct Dispatch {
 
 /// A handler slot taken by a dispatched step; dropping it frees the slot.
 #[derive(Debug)]
-pub struct Slot(#[allow(dead_code)] OwnedSemaphorePermit);
+pub struct Slot(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
 
 impl Dispatch {
     pub(crate) fn new(event: StepEvent, permit: OwnedSemaphorePermit) -> Self {
         Dispatch {
             event,
-            slot: Slot(permit),
+            slot: Slot(Some(permit)),
+        }
+    }
+
+    /// An event that occupies no engine slot (benchmarks and tests of the boundary).
+    pub fn detached(event: StepEvent) -> Self {
+        Dispatch {
+            event,
+            slot: Slot(None),
         }
     }
 
@@ -83,6 +95,18 @@ impl Dispatch {
     pub fn into_parts(self) -> (StepEvent, Slot) {
         (self.event, self.slot)
     }
+}
+
+/// See [`Engine::memory_stats`].
+#[derive(Debug, Clone, Copy)]
+pub struct MemoryStats {
+    pub string_cache: crate::strings::CacheStats,
+    /// Claimed steps waiting for a handler thread.
+    pub dispatch_queue_depth: usize,
+    /// Outcomes handed back and not yet applied.
+    pub completions_pending: usize,
+    /// Templates held in memory (each is kept for the engine's lifetime).
+    pub templates: usize,
 }
 
 /// Result of waiting for the next step.
@@ -107,6 +131,10 @@ pub(crate) struct Shared {
     pub worker_id: String,
     pub poll_interval: Duration,
     pub claim_grace_seconds: i32,
+    /// Interned names read from the database (dependency step names).
+    pub names: StringCache,
+    /// Outcomes handed back and not yet applied.
+    completions_pending: AtomicUsize,
     /// Wake-up signal per namespace served by this process.
     wakeups: HashMap<String, Arc<Notify>>,
     retry_wakeup: Notify,
@@ -304,6 +332,8 @@ impl Engine {
             worker_id,
             poll_interval: config.poll_interval,
             claim_grace_seconds: config.claim_grace.as_secs().clamp(1, 86_400) as i32,
+            names: StringCache::new(config.string_cache_capacity),
+            completions_pending: AtomicUsize::new(0),
             wakeups,
             retry_wakeup: Notify::new(),
             waiters: Mutex::new(HashMap::new()),
@@ -454,6 +484,11 @@ impl Engine {
             Some(tx) => tx.send((ticket, outcome)).is_ok(),
             None => false,
         };
+        if sent {
+            self.shared
+                .completions_pending
+                .fetch_add(1, Ordering::Relaxed);
+        }
         drop(slot);
         if sent {
             Ok(())
@@ -493,6 +528,16 @@ impl Engine {
             if list.is_empty() {
                 waiters.remove(&task_uuid);
             }
+        }
+    }
+
+    /// Memory and queue figures of this engine (for `TaskerCore.memory_stats`).
+    pub fn memory_stats(&self) -> MemoryStats {
+        MemoryStats {
+            string_cache: self.shared.names.stats(),
+            dispatch_queue_depth: self.dispatch_rx.len(),
+            completions_pending: self.shared.completions_pending.load(Ordering::Relaxed),
+            templates: self.shared.registry.len(),
         }
     }
 
@@ -597,7 +642,12 @@ async fn apply_results(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Comp
     }
 }
 
-async fn apply_one(shared: Arc<Shared>, (ticket, outcome): Completion) {
+async fn apply_one(shared: Arc<Shared>, completion: Completion) {
+    apply_with_retries(&shared, completion).await;
+    shared.completions_pending.fetch_sub(1, Ordering::Relaxed);
+}
+
+async fn apply_with_retries(shared: &Shared, (ticket, outcome): Completion) {
     let mut delay = Duration::from_millis(100);
     for attempt in 1..=8 {
         match orchestration::results::apply(&shared.pool, &ticket, &outcome).await {

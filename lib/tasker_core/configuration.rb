@@ -35,6 +35,8 @@ module TaskerCore
     # @return [Integer] seconds a claim outlives its step's timeout: a process that died in the
     #   middle of a step is replaced after timeout_seconds + claim_grace
     attr_accessor :claim_grace
+    # @return [Integer] distinct names (step, namespace, ...) the engine's string cache keeps
+    attr_accessor :string_cache_capacity
     # @return [Logger] where the gem's own messages go
     attr_accessor :logger
 
@@ -49,6 +51,7 @@ module TaskerCore
       @timeout_grace = 5
       @worker_id = nil
       @claim_grace = 30
+      @string_cache_capacity = 10_000
       @logger = default_logger
     end
 
@@ -71,6 +74,9 @@ module TaskerCore
       invalid!(:shutdown_timeout, "must be a positive number of seconds") unless positive?(shutdown_timeout)
       invalid!(:timeout_grace, "must be a positive number of seconds") unless positive?(timeout_grace)
       invalid!(:claim_grace, "must be an Integer from 1 to 86400 (seconds)") unless int_in?(claim_grace, 1..86_400)
+      unless int_in?(string_cache_capacity, 1..10_000_000)
+        invalid!(:string_cache_capacity, "must be an Integer from 1 to 10000000")
+      end
       self
     end
 
@@ -85,7 +91,8 @@ module TaskerCore
         "pool_size" => pool_size || (concurrency + 4),
         "poll_interval_ms" => (poll_interval * 1000).round,
         "worker_id" => worker_id,
-        "claim_grace_seconds" => claim_grace
+        "claim_grace_seconds" => claim_grace,
+        "string_cache_capacity" => string_cache_capacity
       }
     end
 

@@ -11,7 +11,12 @@ module TaskerCore
     # @param templates [Array<Hash>] summaries returned by the native engine
     def initialize(templates)
       @templates = templates.map(&:freeze).freeze
-      @handlers = templates.flat_map { |t| t["handlers"] }.to_h { |name| [name, true] }.freeze
+      # Each registered name, split once into constant names (Symbols): resolving then
+      # allocates nothing, yet always finds the class currently bound to the name.
+      @handlers = templates.flat_map { |t| t["handlers"] }.uniq
+                           .to_h { |name| [name, name.split("::").map(&:to_sym).freeze] }.freeze
+      @configs = {}
+      @configs_lock = Mutex.new
     end
 
     # @return [Boolean]
@@ -34,7 +39,14 @@ module TaskerCore
               "handler #{class_name.inspect} is not registered by any template loaded in this process"
       end
       klass = begin
-        Object.const_get(class_name)
+        path = @handlers.fetch(class_name)
+        scope = Object
+        i = 0
+        while i < path.size
+          scope = scope.const_get(path[i], false)
+          i += 1
+        end
+        scope
       rescue NameError
         raise Errors::HandlerNotFoundError,
               "handler #{class_name} is named by a template but is not defined (is its file loaded?)"
@@ -44,6 +56,13 @@ module TaskerCore
       end
 
       klass
+    end
+
+    # The step's handler configuration as a deep-frozen Hash, converted once per template step.
+    # @api private
+    def config_for(event)
+      id = event.handler_config_id
+      @configs[id] || @configs_lock.synchronize { @configs[id] ||= Types.deep_freeze(event.handler_config) }
     end
   end
 end

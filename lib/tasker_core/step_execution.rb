@@ -9,7 +9,7 @@ module TaskerCore
     # @return [Types::StepHandlerCallResult, Hash] a result, or a failure Hash for the engine
     def run_handler(event, registry)
       klass = registry.resolve(event.handler_class)
-      handler = klass.new(config: Types.deep_freeze(event.handler_config))
+      handler = klass.new(config: registry.config_for(event))
       returned = handler.call(Types::Task.new(event), Types::Sequence.new(event), Types::Step.new(event))
       Types::StepHandlerCallResult.from_handler_return(returned, klass)
     rescue Errors::PermanentError => e

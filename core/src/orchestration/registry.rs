@@ -26,19 +26,30 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
+    /// Keep a template for the engine's lifetime. The first copy of an id wins and is never
+    /// replaced or dropped, so everything derived from it (shared names, the address of its
+    /// handler configuration, which the Ruby side caches by) stays valid and unique.
     fn remember(&self, reg: RegisteredTemplate) -> Arc<RegisteredTemplate> {
-        let reg = Arc::new(reg);
+        let reg = self
+            .by_id
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(reg.named_task_id)
+            .or_insert_with(|| Arc::new(reg))
+            .clone();
         let (ns, name, version) = reg.template.key();
         let key = (ns.to_owned(), name.to_owned(), version.to_owned());
         self.by_key
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(key, reg.clone());
-        self.by_id
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(reg.named_task_id, reg.clone());
+            .entry(key)
+            .or_insert_with(|| reg.clone());
         reg
+    }
+
+    /// Templates held.
+    pub fn len(&self) -> usize {
+        self.by_id.read().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     /// Store (or update) a template and make sure its namespace queue exists.

@@ -54,7 +54,10 @@ impl StringCache {
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         let name: Arc<str> = Arc::from(s);
-        if names.push(name.clone(), ()).is_some_and(|(old, ())| *old != *name) {
+        if names
+            .push(name.clone(), ())
+            .is_some_and(|(old, ())| *old != *name)
+        {
             self.evictions.fetch_add(1, Ordering::Relaxed);
         }
         name
@@ -90,7 +93,9 @@ impl Default for StringCache {
 
 impl std::fmt::Debug for StringCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StringCache").field("stats", &self.stats()).finish()
+        f.debug_struct("StringCache")
+            .field("stats", &self.stats())
+            .finish()
     }
 }
 

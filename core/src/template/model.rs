@@ -1,5 +1,6 @@
 //! Serde shapes of a template document and the compiled template.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -129,6 +130,8 @@ pub struct StepTemplate {
     pub handler_class: Arc<str>,
     pub initialization: Arc<serde_json::Value>,
     pub parents: Vec<usize>,
+    /// Names of the parents, shared by every event of this step.
+    pub parent_names: Arc<[Arc<str>]>,
     pub retry: RetryPolicy,
     pub timeout_seconds: u32,
 }
@@ -143,9 +146,16 @@ pub struct Template {
     pub steps: Vec<StepTemplate>,
     /// The document this was compiled from (stored in `named_tasks.template`).
     pub doc: TemplateDoc,
+    /// Position of each step in `steps`, by name.
+    pub step_index: HashMap<Arc<str>, usize>,
 }
 
 impl Template {
+    /// The step with this name.
+    pub fn step(&self, name: &str) -> Option<&StepTemplate> {
+        self.step_index.get(name).map(|&i| &self.steps[i])
+    }
+
     /// `(namespace, name, version)`.
     pub fn key(&self) -> (&str, &str, &str) {
         (&self.namespace, &self.name, &self.version)

@@ -94,19 +94,30 @@ pub(crate) fn compile(doc: TemplateDoc) -> Result<Template> {
     for (new, &old) in order.iter().enumerate() {
         new_index[old] = new;
     }
-    let steps = order
+    let names: Vec<Arc<str>> = doc
+        .steps
+        .iter()
+        .map(|s| Arc::from(s.name.as_str()))
+        .collect();
+    let steps: Vec<StepTemplate> = order
         .iter()
         .map(|&old| {
             let s = &doc.steps[old];
             StepTemplate {
-                name: Arc::from(s.name.as_str()),
+                name: names[old].clone(),
                 handler_class: Arc::from(s.handler.callable.as_str()),
                 initialization: Arc::new(s.handler.initialization.clone()),
                 parents: parents[old].iter().map(|&p| new_index[p]).collect(),
+                parent_names: parents[old].iter().map(|&p| names[p].clone()).collect(),
                 retry: s.retry.clone(),
                 timeout_seconds: s.timeout_seconds,
             }
         })
+        .collect();
+    let step_index = steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.clone(), i))
         .collect();
 
     Ok(Template {
@@ -116,6 +127,7 @@ pub(crate) fn compile(doc: TemplateDoc) -> Result<Template> {
         description: doc.description.clone(),
         steps,
         doc,
+        step_index,
     })
 }
 

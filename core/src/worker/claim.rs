@@ -1,13 +1,11 @@
 //! Claiming a delivered message: enqueued → in_progress (or re-claiming an expired claim),
 //! then loading what the handler needs.
 
-use std::sync::Arc;
-
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::event::{ClaimTicket, StepEvent};
+use super::event::{build_event, ClaimedRow, StepEvent};
 use crate::error::Result;
 use crate::messaging::{queue::QueueName, StepMessage};
 use crate::runtime::Shared;
@@ -128,47 +126,20 @@ pub(crate) async fn claim(
     tx.commit().await?;
 
     let reg = registry.by_id(pool, named_task_id).await?;
-    let template = &reg.template;
-    let step = template.steps.iter().find(|s| *s.name == *name);
-    let (step_name, handler_class, handler_config, parent_names) = match step {
-        Some(s) => (
-            s.name.clone(),
-            s.handler_class.clone(),
-            s.initialization.clone(),
-            s.parents
-                .iter()
-                .map(|&p| template.steps[p].name.clone())
-                .collect(),
-        ),
-        None => (
-            Arc::from(name.as_str()),
-            Arc::from(""),
-            Arc::new(json!({})),
-            Vec::new(),
-        ),
-    };
-    Ok(Ok(StepEvent {
-        ticket: ClaimTicket {
-            task_uuid,
-            step_uuid: msg.step_uuid,
-            token,
-            msg_id,
-            queue: queue.clone(),
-            namespace: template.namespace.clone(),
-            correlation_id,
-            priority: msg.priority,
-        },
+    let row = ClaimedRow {
+        task_uuid,
+        step_uuid: msg.step_uuid,
+        token,
+        msg_id,
+        correlation_id,
         parent_correlation_id,
-        task_name: template.name.clone(),
-        task_version: template.version.clone(),
-        step_name,
-        handler_class,
-        handler_config,
+        priority: msg.priority,
+        step_name: name,
         attempts: attempts as u32,
         max_attempts: max_attempts as u32,
         timeout_seconds: timeout_seconds as u32,
         context,
-        parent_names,
         dependency_results,
-    }))
+    };
+    Ok(Ok(build_event(Some(&site.shared.names), &reg, queue, row)))
 }

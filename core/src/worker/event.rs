@@ -7,6 +7,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::messaging::queue::QueueName;
+use crate::orchestration::RegisteredTemplate;
+use crate::strings::StringCache;
 
 /// Proof of a claim: a result is accepted only with the step's current token.
 #[derive(Debug, Clone)]
@@ -37,10 +39,10 @@ pub struct StepEvent {
     pub max_attempts: u32,
     pub timeout_seconds: u32,
     pub context: Value,
-    /// Names of the step's direct parents, in template order.
-    pub parent_names: Vec<Arc<str>>,
+    /// Names of the step's direct parents, in template order (shared with the template).
+    pub parent_names: Arc<[Arc<str>]>,
     /// Results of every ancestor step, by step name.
-    pub dependency_results: Vec<(String, Value)>,
+    pub dependency_results: Vec<(Arc<str>, Value)>,
 }
 
 impl StepEvent {
@@ -48,7 +50,7 @@ impl StepEvent {
     pub fn dependency_result(&self, name: &str) -> Option<&Value> {
         self.dependency_results
             .iter()
-            .find(|(n, _)| n == name)
+            .find(|(n, _)| &**n == name)
             .map(|(_, v)| v)
     }
 }
@@ -79,4 +81,93 @@ pub struct StepFailure {
 pub enum StepOutcome {
     Success { result: Value, metadata: Value },
     Failure(StepFailure),
+}
+
+/// A claimed step as read from the database, before it becomes a [`StepEvent`].
+#[derive(Debug, Clone)]
+pub struct ClaimedRow {
+    pub task_uuid: Uuid,
+    pub step_uuid: Uuid,
+    pub token: Uuid,
+    pub msg_id: i64,
+    pub correlation_id: Uuid,
+    pub parent_correlation_id: Option<Uuid>,
+    pub priority: i16,
+    pub step_name: String,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub timeout_seconds: u32,
+    pub context: Value,
+    pub dependency_results: Vec<(String, Value)>,
+}
+
+/// Turn a claimed row into the event handed to an executor. Names come from the template
+/// (shared `Arc<str>`s) or, for names read from the database, from `names`; with `names` set
+/// to None every name is copied afresh (the naive baseline the benchmarks compare against).
+pub fn build_event(
+    names: Option<&StringCache>,
+    reg: &RegisteredTemplate,
+    queue: &QueueName,
+    row: ClaimedRow,
+) -> StepEvent {
+    let template = &reg.template;
+    let share = |s: &Arc<str>| -> Arc<str> {
+        match names {
+            Some(_) => s.clone(),
+            None => Arc::from(&**s),
+        }
+    };
+    let intern = |s: &str| -> Arc<str> {
+        match names {
+            Some(cache) => cache.intern(s),
+            None => Arc::from(s),
+        }
+    };
+    let (step_name, handler_class, handler_config, parent_names) =
+        match template.step(&row.step_name) {
+            Some(s) => (
+                share(&s.name),
+                share(&s.handler_class),
+                s.initialization.clone(),
+                match names {
+                    Some(_) => s.parent_names.clone(),
+                    None => s.parent_names.iter().map(share).collect(),
+                },
+            ),
+            // A step renamed since the task was created: no handler will match it.
+            None => (
+                intern(&row.step_name),
+                Arc::from(""),
+                Arc::new(Value::Object(Default::default())),
+                Arc::from([]),
+            ),
+        };
+    StepEvent {
+        ticket: ClaimTicket {
+            task_uuid: row.task_uuid,
+            step_uuid: row.step_uuid,
+            token: row.token,
+            msg_id: row.msg_id,
+            queue: queue.clone(),
+            namespace: share(&template.namespace),
+            correlation_id: row.correlation_id,
+            priority: row.priority,
+        },
+        parent_correlation_id: row.parent_correlation_id,
+        task_name: share(&template.name),
+        task_version: share(&template.version),
+        step_name,
+        handler_class,
+        handler_config,
+        attempts: row.attempts,
+        max_attempts: row.max_attempts,
+        timeout_seconds: row.timeout_seconds,
+        context: row.context,
+        parent_names,
+        dependency_results: row
+            .dependency_results
+            .into_iter()
+            .map(|(name, value)| (intern(&name), value))
+            .collect(),
+    }
 }

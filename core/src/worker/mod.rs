@@ -5,4 +5,6 @@ pub(crate) mod claim;
 mod event;
 pub(crate) mod poller;
 
-pub use event::{ClaimTicket, FailureKind, StepEvent, StepFailure, StepOutcome};
+pub use event::{
+    build_event, ClaimTicket, ClaimedRow, FailureKind, StepEvent, StepFailure, StepOutcome,
+};

@@ -10,18 +10,49 @@ use serde_json::{Map, Number, Value as Json};
 
 const MAX_DEPTH: usize = 128;
 
+/// Where a value sits inside the converted object, kept on the stack and only formatted for
+/// an error message: converting allocates nothing for paths.
+#[derive(Clone, Copy)]
+enum Seg<'a> {
+    Root(&'a str),
+    Key(&'a str),
+    Index(usize),
+}
+
+#[derive(Clone, Copy)]
+struct Path<'a> {
+    seg: Seg<'a>,
+    parent: Option<&'a Path<'a>>,
+}
+
+impl std::fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(p) = self.parent {
+            write!(f, "{p}")?;
+        }
+        match self.seg {
+            Seg::Root(s) => f.write_str(s),
+            Seg::Key(k) => write!(f, "[{k:?}]"),
+            Seg::Index(i) => write!(f, "[{i}]"),
+        }
+    }
+}
+
 /// Convert a Ruby value to JSON. Errors are `TaskerCore::Errors::ValidationError` naming the
 /// path of the offending element (e.g. `result["items"][2]`).
 pub fn to_json(ruby: &Ruby, value: Value, what: &str) -> Result<Json, Error> {
-    let mut path = String::from(what);
-    convert(ruby, value, &mut path, 0)
+    let root = Path {
+        seg: Seg::Root(what),
+        parent: None,
+    };
+    convert(ruby, value, &root, 0)
 }
 
-fn invalid(ruby: &Ruby, path: &str, why: String) -> Error {
+fn invalid(ruby: &Ruby, path: &Path<'_>, why: String) -> Error {
     crate::errors::error(ruby, "ValidationError", format!("{path}: {why}"))
 }
 
-fn convert(ruby: &Ruby, value: Value, path: &mut String, depth: usize) -> Result<Json, Error> {
+fn convert(ruby: &Ruby, value: Value, path: &Path<'_>, depth: usize) -> Result<Json, Error> {
     if depth > MAX_DEPTH {
         return Err(invalid(
             ruby,
@@ -66,10 +97,11 @@ fn convert(ruby: &Ruby, value: Value, path: &mut String, depth: usize) -> Result
     if let Some(arr) = RArray::from_value(value) {
         let mut out = Vec::with_capacity(arr.len());
         for (i, item) in arr.into_iter().enumerate() {
-            let len = path.len();
-            path.push_str(&format!("[{i}]"));
-            out.push(convert(ruby, item, path, depth + 1)?);
-            path.truncate(len);
+            let here = Path {
+                seg: Seg::Index(i),
+                parent: Some(path),
+            };
+            out.push(convert(ruby, item, &here, depth + 1)?);
         }
         return Ok(Json::Array(out));
     }
@@ -99,19 +131,20 @@ fn convert(ruby: &Ruby, value: Value, path: &mut String, depth: usize) -> Result
                     return Ok(ForEach::Stop);
                 }
             };
-            let len = path.len();
-            path.push_str(&format!("[{key:?}]"));
-            match convert(ruby, v, path, depth + 1) {
+            let here = Path {
+                seg: Seg::Key(&key),
+                parent: Some(path),
+            };
+            match convert(ruby, v, &here, depth + 1) {
                 Ok(j) => {
                     out.insert(key, j);
+                    Ok(ForEach::Continue)
                 }
                 Err(e) => {
                     failure = Some(e);
-                    return Ok(ForEach::Stop);
+                    Ok(ForEach::Stop)
                 }
             }
-            path.truncate(len);
-            Ok(ForEach::Continue)
         })?;
         return match failure {
             Some(e) => Err(e),

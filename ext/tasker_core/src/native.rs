@@ -28,6 +28,7 @@ pub fn init(ruby: &Ruby) -> Result<RModule, Error> {
     native.define_singleton_method("validate_templates", function!(validate_templates, 1))?;
     native.define_singleton_method("start", function!(start, 1))?;
     native.define_singleton_method("running?", function!(is_running, 0))?;
+    native.define_singleton_method("memory_stats", function!(memory_stats, 0))?;
     native.define_singleton_method("begin_shutdown", function!(begin_shutdown, 0))?;
     native.define_singleton_method("shutdown", function!(shutdown, 1))?;
     native.define_singleton_method("next_step", function!(next_step, 1))?;
@@ -40,6 +41,14 @@ pub fn init(ruby: &Ruby) -> Result<RModule, Error> {
     native.define_singleton_method("retry_step", function!(retry_step, 3))?;
     native.define_singleton_method("resolve_step_manually", function!(resolve_step_manually, 4))?;
     Ok(native)
+}
+
+/// The running engine of this process, if any (no error value is built when there is none).
+pub fn running_engine() -> Option<Arc<Engine>> {
+    match ENGINE.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        Some(e) if e.is_current_process() => Some(e.clone()),
+        _ => None,
+    }
 }
 
 /// The running engine of this process. A child forked after start abandons the parent's
@@ -167,6 +176,7 @@ fn start(ruby: &Ruby, config: RHash) -> Result<RArray, Error> {
         poll_interval: Duration::from_millis(fetch(config, "poll_interval_ms")?),
         worker_id: fetch(config, "worker_id")?,
         claim_grace: Duration::from_secs(fetch(config, "claim_grace_seconds")?),
+        string_cache_capacity: fetch(config, "string_cache_capacity")?,
     };
     let engine = nogvl::run(ruby, || Engine::start(cfg))?
         .map_err(|p| panic_error(ruby, p))?
@@ -174,6 +184,25 @@ fn start(ruby: &Ruby, config: RHash) -> Result<RArray, Error> {
     let summaries = template_summaries(ruby, engine.templates().iter().map(|r| &r.template))?;
     *ENGINE.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(engine));
     Ok(summaries)
+}
+
+fn memory_stats(ruby: &Ruby) -> Result<Option<RHash>, Error> {
+    let Some(engine) = running_engine() else {
+        return Ok(None);
+    };
+    let m = engine.memory_stats();
+    let cache = ruby.hash_new();
+    cache.aset("size", m.string_cache.size)?;
+    cache.aset("capacity", m.string_cache.capacity)?;
+    cache.aset("hits", m.string_cache.hits)?;
+    cache.aset("misses", m.string_cache.misses)?;
+    cache.aset("evictions", m.string_cache.evictions)?;
+    let out = ruby.hash_new();
+    out.aset("string_cache", cache)?;
+    out.aset("dispatch_queue_depth", m.dispatch_queue_depth)?;
+    out.aset("completions_pending", m.completions_pending)?;
+    out.aset("templates", m.templates)?;
+    Ok(Some(out))
 }
 
 fn is_running() -> bool {

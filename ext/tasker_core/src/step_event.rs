@@ -10,14 +10,17 @@ use magnus::{
     Ruby, Value,
 };
 use tasker_core::{Dispatch, FailureKind, Slot, StepEvent, StepFailure, StepOutcome};
+use uuid::Uuid;
 
 use crate::convert;
 use crate::errors::error;
-use crate::native::engine;
+use crate::native::running_engine;
 
 #[magnus::wrap(class = "TaskerCore::Native::StepEvent", free_immediately, size)]
 pub struct RbStepEvent {
     event: StepEvent,
+    /// The naive baseline of the benchmarks: fresh Ruby strings instead of interned ones.
+    naive: bool,
     /// Taken when the outcome is handed back; the event stays readable afterwards.
     slot: Mutex<Option<Slot>>,
 }
@@ -42,6 +45,10 @@ pub fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     class.define_method("timeout_seconds", method!(RbStepEvent::timeout_seconds, 0))?;
     class.define_method("context", method!(RbStepEvent::context, 0))?;
     class.define_method("handler_config", method!(RbStepEvent::handler_config, 0))?;
+    class.define_method(
+        "handler_config_id",
+        method!(RbStepEvent::handler_config_id, 0),
+    )?;
     class.define_method(
         "dependency_result",
         method!(RbStepEvent::dependency_result, 1),
@@ -80,11 +87,33 @@ fn interned(ruby: &Ruby, s: &str) -> Value {
 
 impl RbStepEvent {
     pub fn new(dispatch: Dispatch) -> Self {
+        Self::with_mode(dispatch, false)
+    }
+
+    pub fn with_mode(dispatch: Dispatch, naive: bool) -> Self {
         let (event, slot) = dispatch.into_parts();
         RbStepEvent {
             event,
+            naive,
             slot: Mutex::new(Some(slot)),
         }
+    }
+
+    fn name(&self, ruby: &Ruby, s: &str) -> Value {
+        if self.naive {
+            ruby.str_new(s).as_value()
+        } else {
+            interned(ruby, s)
+        }
+    }
+
+    /// A UUID as a Ruby string, formatted on the stack (no Rust heap allocation).
+    fn uuid(&self, ruby: &Ruby, u: &Uuid) -> RString {
+        if self.naive {
+            return ruby.str_new(&u.to_string());
+        }
+        let mut buf = Uuid::encode_buffer();
+        ruby.str_new(u.hyphenated().encode_lower(&mut buf))
     }
 
     /// Read the event; it stays readable after the outcome was handed back (a handler that
@@ -97,40 +126,44 @@ impl RbStepEvent {
         f(&self.event)
     }
 
-    fn task_uuid(ruby: &Ruby, rb_self: &Self) -> Result<String, Error> {
-        rb_self.with(ruby, |e| Ok(e.ticket.task_uuid.to_string()))
+    fn task_uuid(ruby: &Ruby, rb_self: &Self) -> RString {
+        rb_self.uuid(ruby, &rb_self.event.ticket.task_uuid)
     }
 
-    fn step_uuid(ruby: &Ruby, rb_self: &Self) -> Result<String, Error> {
-        rb_self.with(ruby, |e| Ok(e.ticket.step_uuid.to_string()))
+    fn step_uuid(ruby: &Ruby, rb_self: &Self) -> RString {
+        rb_self.uuid(ruby, &rb_self.event.ticket.step_uuid)
     }
 
-    fn correlation_id(ruby: &Ruby, rb_self: &Self) -> Result<String, Error> {
-        rb_self.with(ruby, |e| Ok(e.ticket.correlation_id.to_string()))
+    fn correlation_id(ruby: &Ruby, rb_self: &Self) -> RString {
+        rb_self.uuid(ruby, &rb_self.event.ticket.correlation_id)
     }
 
-    fn parent_correlation_id(ruby: &Ruby, rb_self: &Self) -> Result<Option<String>, Error> {
-        rb_self.with(ruby, |e| Ok(e.parent_correlation_id.map(|u| u.to_string())))
+    fn parent_correlation_id(ruby: &Ruby, rb_self: &Self) -> Option<RString> {
+        rb_self
+            .event
+            .parent_correlation_id
+            .as_ref()
+            .map(|u| rb_self.uuid(ruby, u))
     }
 
     fn namespace(ruby: &Ruby, rb_self: &Self) -> Result<Value, Error> {
-        rb_self.with(ruby, |e| Ok(interned(ruby, &e.ticket.namespace)))
+        rb_self.with(ruby, |e| Ok(rb_self.name(ruby, &e.ticket.namespace)))
     }
 
     fn task_name(ruby: &Ruby, rb_self: &Self) -> Result<Value, Error> {
-        rb_self.with(ruby, |e| Ok(interned(ruby, &e.task_name)))
+        rb_self.with(ruby, |e| Ok(rb_self.name(ruby, &e.task_name)))
     }
 
     fn task_version(ruby: &Ruby, rb_self: &Self) -> Result<Value, Error> {
-        rb_self.with(ruby, |e| Ok(interned(ruby, &e.task_version)))
+        rb_self.with(ruby, |e| Ok(rb_self.name(ruby, &e.task_version)))
     }
 
     fn step_name(ruby: &Ruby, rb_self: &Self) -> Result<Value, Error> {
-        rb_self.with(ruby, |e| Ok(interned(ruby, &e.step_name)))
+        rb_self.with(ruby, |e| Ok(rb_self.name(ruby, &e.step_name)))
     }
 
     fn handler_class(ruby: &Ruby, rb_self: &Self) -> Result<Value, Error> {
-        rb_self.with(ruby, |e| Ok(interned(ruby, &e.handler_class)))
+        rb_self.with(ruby, |e| Ok(rb_self.name(ruby, &e.handler_class)))
     }
 
     fn attempts(ruby: &Ruby, rb_self: &Self) -> Result<u32, Error> {
@@ -165,17 +198,23 @@ impl RbStepEvent {
         rb_self.with(ruby, |e| {
             let out = ruby.ary_new_capa(e.dependency_results.len());
             for (n, _) in &e.dependency_results {
-                out.push(interned(ruby, n))?;
+                out.push(rb_self.name(ruby, n))?;
             }
             Ok(out)
         })
     }
 
+    /// Identifies the step's configuration for the engine's lifetime (templates are never
+    /// dropped while it runs), so Ruby converts and freezes each configuration once.
+    fn handler_config_id(&self) -> usize {
+        std::sync::Arc::as_ptr(&self.event.handler_config) as usize
+    }
+
     fn parent_names(ruby: &Ruby, rb_self: &Self) -> Result<RArray, Error> {
         rb_self.with(ruby, |e| {
             let out = ruby.ary_new_capa(e.parent_names.len());
-            for n in &e.parent_names {
-                out.push(interned(ruby, n))?;
+            for n in e.parent_names.iter() {
+                out.push(rb_self.name(ruby, n))?;
             }
             Ok(out)
         })
@@ -195,13 +234,13 @@ impl RbStepEvent {
             .unwrap_or_else(|e| e.into_inner())
             .take()
             .ok_or_else(|| error(ruby, "Error", "this step was already completed"))?;
-        match engine(ruby) {
-            Ok(engine) => engine
+        match running_engine() {
+            Some(engine) => engine
                 .complete_ticket(rb_self.event.ticket.clone(), slot, outcome)
                 .map(|_| true)
                 .map_err(|e| crate::errors::to_ruby(ruby, e)),
             // Not running (stopped or forked): the claim expires and the step is redelivered.
-            Err(_) => Ok(false),
+            None => Ok(false),
         }
     }
 

@@ -32,16 +32,16 @@ module TaskerCore
     class Sequence
       def initialize(event)
         @event = event
-        @results = {}
       end
 
       # @param step_name [String, Symbol]
       # @return [Object, nil] that ancestor's stored result, unchanged; nil if it is not one
       def get_results(step_name)
         key = step_name.to_s
-        return @results[key] if @results.key?(key)
+        results = (@results ||= {})
+        return results[key] if results.key?(key)
 
-        @results[key] = @event.dependency_result(key)
+        results[key] = @event.dependency_result(key)
       end
 
       # @return [Array<String>] names of all ancestor steps

@@ -14,17 +14,19 @@ module TaskerCore
       # @return [Hash, nil] for error results: message, error_type, retryable, retry_after, error_code
       attr_reader :error
 
+      EMPTY = {}.freeze
+      private_constant :EMPTY
+
       # @return [StepHandlerCallResult] a success
-      def self.success(result:, metadata: {})
-        new(success: true, result: result, metadata: metadata)
+      def self.success(result:, metadata: EMPTY)
+        new(true, result, metadata, nil)
       end
 
       # @return [StepHandlerCallResult] a failure; `retryable: false` makes it permanent
       def self.error(message:, error_type: "StepError", retryable: true, retry_after: nil,
                      error_code: nil, metadata: {})
-        new(success: false, result: nil, metadata: metadata,
-            error: { message: message, error_type: error_type, retryable: retryable,
-                     retry_after: retry_after, error_code: error_code })
+        new(false, nil, metadata, { message: message, error_type: error_type, retryable: retryable,
+                                    retry_after: retry_after, error_code: error_code })
       end
 
       # Normalize what a handler returned.
@@ -41,10 +43,12 @@ module TaskerCore
         end
       end
 
-      def initialize(success:, result:, metadata:, error: nil)
+      # Use {.success} or {.error}.
+      # @api private
+      def initialize(success, result, metadata, error)
         @success = success
         @result = result
-        @metadata = metadata || {}
+        @metadata = metadata || EMPTY
         @error = error
         freeze
       end
