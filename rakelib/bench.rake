@@ -27,3 +27,28 @@ namespace :bench do
          "--dhat", File.join(dhat_dir, "tasker_core_rb.so")
   end
 end
+
+namespace :bench do
+  root = File.expand_path("..", __dir__)
+
+  desc "End-to-end latency (p50/p95/p99) and steps/s, Ruby and Rust-native handlers (release build; " \
+       "DATABASE_URL or a private PostgreSQL). ITERATIONS=300 TASKS=5000"
+  task :e2e do
+    target = ENV.fetch("CARGO_TARGET_DIR", File.join(root, "target"))
+    iterations = ENV.fetch("ITERATIONS", "300")
+    tasks = ENV.fetch("TASKS", "5000")
+    sh "cargo", "build", "--quiet", "--locked", "--release", "-p", "tasker-core-rb", "-p", "tasker-core-benches",
+       "--target-dir", target, verbose: false
+    release = File.join(root, "tmp/bench/release")
+    FileUtils.mkdir_p(release)
+    FileUtils.cp(File.join(target, "release/libtasker_core_rb.so"), File.join(release, "tasker_core_rb.so"))
+    script = <<~SH
+      set -euo pipefail
+      if [[ -z ${DATABASE_URL:-} ]]; then source bin/lib/pg_cluster.sh; pg_cluster_start tasker_bench; fi
+      echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB"
+      #{File.join(target, 'release/e2e')} #{iterations} #{tasks}
+      TASKER_CORE_NATIVE=#{release}/tasker_core_rb.so ruby benches/ruby/e2e.rb #{iterations} #{tasks}
+    SH
+    Dir.chdir(root) { sh "bash", "-c", script, verbose: false }
+  end
+end

@@ -3,13 +3,12 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tasker_core::{Engine, EngineConfig, NextStep, StepEvent, StepOutcome};
+use tasker_core::worker::{HandlerMap, RustExecutor};
+use tasker_core::{Engine, EngineConfig, StepEvent, StepOutcome};
 
 pub fn database_url() -> String {
     std::env::var("DATABASE_URL").expect(
@@ -54,45 +53,14 @@ pub fn start(namespaces: Vec<String>, dir: PathBuf, concurrency: usize) -> Arc<E
 }
 
 /// Executor threads that run `handler` for every dispatched step until stopped.
-pub struct Executor {
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
-}
+pub struct Executor;
 
 impl Executor {
-    pub fn spawn<F>(engine: &Arc<Engine>, threads: usize, handler: F) -> Executor
+    pub fn spawn<F>(engine: &Arc<Engine>, threads: usize, handler: F) -> RustExecutor
     where
         F: Fn(&StepEvent) -> StepOutcome + Send + Sync + 'static,
     {
-        let stop = Arc::new(AtomicBool::new(false));
-        let handler = Arc::new(handler);
-        let threads = (0..threads)
-            .map(|_| {
-                let engine = engine.clone();
-                let stop = stop.clone();
-                let handler = handler.clone();
-                std::thread::spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        match engine.next_step(Duration::from_millis(50)) {
-                            NextStep::Step(d) => {
-                                let outcome = handler(&d.event);
-                                engine.complete(*d, outcome).expect("complete");
-                            }
-                            NextStep::Timeout => {}
-                            NextStep::Closed => break,
-                        }
-                    }
-                })
-            })
-            .collect();
-        Executor { stop, threads }
-    }
-
-    pub fn stop(self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
-            t.join().unwrap();
-        }
+        RustExecutor::spawn(engine, threads, HandlerMap::new().fallback(handler))
     }
 }
 

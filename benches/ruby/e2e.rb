@@ -1,0 +1,88 @@
+# frozen_string_literal: true
+
+# End-to-end latency and throughput with Ruby handlers (the counterpart of the Rust-native
+# benches/src/bin/e2e.rs): create → complete (until wait_for returns) for the 4-step linear and
+# diamond example workflows, and steps/s with no-op handlers for 1-step tasks.
+#
+#   DATABASE_URL=... ruby benches/ruby/e2e.rb [ITERATIONS] [TASKS]
+
+$LOAD_PATH.unshift(File.expand_path("../../lib", __dir__))
+require "tasker_core"
+root = File.expand_path("../..", __dir__)
+Dir[File.join(root, "examples/*/handlers/*.rb")].sort.each { |f| require f }
+
+module TaskerCore
+  module Bench
+    # The no-op handler of the throughput runs.
+    class NoopHandler < TaskerCore::StepHandler::Base
+      RESULT = {}.freeze
+      def call(_task, _sequence, _step) = RESULT
+    end
+  end
+end
+
+iterations = Integer(ARGV[0] || 300)
+tasks = Integer(ARGV[1] || 5000)
+concurrency = 4
+database_url = ENV.fetch("DATABASE_URL") { abort "e2e.rb: set DATABASE_URL (rake bench:e2e starts a private PostgreSQL)" }
+
+def percentile(sorted, p)
+  sorted[[(p / 100.0 * sorted.size).ceil, 1].max - 1]
+end
+
+def configure(url, namespaces, root, concurrency)
+  TaskerCore.reset_configuration!
+  TaskerCore.configure do |c|
+    c.database_url = url
+    c.namespaces = namespaces
+    c.template_paths = [File.join(root, "examples"), File.join(root, "benches/templates")]
+    c.concurrency = concurrency
+    c.pool_size = 16
+  end
+end
+
+def create(namespace, name)
+  TaskerCore::Client.create_task(namespace: namespace, name: name, version: "1.0.0", context: { "even_number" => 2 })
+end
+
+TaskerCore.migrate!(database_url: database_url)
+settings = `psql "#{database_url}" -XAtc "select current_setting('fsync') || ',' || current_setting('synchronous_commit')"`.strip
+fsync, sync = settings.split(",")
+configure(database_url, %w[linear_workflow diamond_workflow bench_noop], root, concurrency)
+TaskerCore.start
+native = File.basename(ENV.fetch("TASKER_CORE_NATIVE", "lib/tasker_core/tasker_core_rb.so"))
+puts "Ruby handlers; #{concurrency} handler threads; Ruby #{RUBY_VERSION}; extension #{native}; " \
+     "PostgreSQL fsync=#{fsync}, synchronous_commit=#{sync}"
+
+[%w[linear_workflow mathematical_sequence], %w[diamond_workflow parallel_computation]].each do |namespace, name|
+  20.times { TaskerCore::Client.wait_for(create(namespace, name).uuid, timeout: 30) }
+  samples = Array.new(iterations) do
+    started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+    done = TaskerCore::Client.wait_for(create(namespace, name).uuid, timeout: 30)
+    raise "#{done.uuid} is #{done.status}" unless done.complete?
+
+    (Process.clock_gettime(Process::CLOCK_MONOTONIC) - started) * 1000
+  end.sort
+  puts format("%-18s 4 steps  create->complete  p50 %.2f ms  p95 %.2f ms  p99 %.2f ms  (%d runs)",
+              namespace, percentile(samples, 50), percentile(samples, 95), percentile(samples, 99), iterations)
+end
+
+started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+created = Array.new(tasks) { create("bench_noop", "noop") }
+created.each { |t| TaskerCore::Client.wait_for(t.uuid, timeout: 120) }
+elapsed = Process.clock_gettime(Process::CLOCK_MONOTONIC) - started
+puts format("1-step no-op tasks, created while running: %d steps in %.2f s = %.0f steps/s", tasks, elapsed, tasks / elapsed)
+TaskerCore.stop
+
+# A backlog created by a client-only engine, then drained by a worker.
+configure(database_url, [], root, concurrency)
+TaskerCore.start
+backlog = Array.new(tasks) { create("bench_noop", "noop") }
+TaskerCore.stop
+configure(database_url, %w[bench_noop], root, concurrency)
+started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+TaskerCore.start
+backlog.each { |t| TaskerCore::Client.wait_for(t.uuid, timeout: 300) }
+elapsed = Process.clock_gettime(Process::CLOCK_MONOTONIC) - started
+puts format("1-step no-op tasks, draining a backlog:    %d steps in %.2f s = %.0f steps/s", tasks, elapsed, tasks / elapsed)
+TaskerCore.stop
