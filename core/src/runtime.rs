@@ -387,7 +387,6 @@ impl Engine {
                 shared: shared.clone(),
                 namespace,
                 read_sql: messaging::read_sql(&queue),
-                hide_until_sql: messaging::hide_until_sql(&queue),
                 queue,
                 wake,
                 slots: slots.clone(),

@@ -79,14 +79,6 @@ pub(crate) fn read_sql(queue: &QueueName) -> String {
     )
 }
 
-/// The statement that hides a message until a given time ($1 msg_id, $2 timestamptz).
-pub(crate) fn hide_until_sql(queue: &QueueName) -> String {
-    format!(
-        "UPDATE pgmq.q_{q} SET vt = $2 WHERE msg_id = $1",
-        q = queue.as_str()
-    )
-}
-
 /// Read up to `qty` messages with a statement from [`read_sql`], hiding them for `vt_seconds`.
 pub(crate) async fn read<'e, E>(
     executor: E,

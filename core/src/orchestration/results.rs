@@ -38,137 +38,59 @@ pub(crate) async fn apply(
     ticket: &ClaimTicket,
     outcome: &StepOutcome,
 ) -> Result<ApplyReport> {
-    let mut tx = pool.begin().await?;
-    let task_status: String =
-        sqlx::query_scalar("SELECT status FROM tasker.tasks WHERE task_uuid = $1 FOR UPDATE")
-            .bind(ticket.task_uuid)
-            .fetch_one(&mut *tx)
-            .await?;
-    let task_status: TaskState = task_status.parse()?;
-    type Row = (String, Option<Uuid>, i32, i32, bool, i32, i32);
-    let row: Option<Row> = sqlx::query_as(
-        "SELECT state, claim_token, attempts, max_attempts, retryable, backoff_base_ms, max_backoff_ms \
-         FROM tasker.workflow_steps WHERE step_uuid = $1 FOR UPDATE",
-    )
-    .bind(ticket.step_uuid)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some((state, token, attempts, max_attempts, retryable, base_ms, max_ms)) = row else {
-        return Ok(ApplyReport::Discarded);
+    let empty = Value::Object(Default::default());
+    let (success, result, metadata, error, retryable, retry_ms) = match outcome {
+        StepOutcome::Success { result, metadata } => (true, result, metadata, None, false, 0.0),
+        StepOutcome::Failure(f) => {
+            let delay = backoff::delay_with_random_jitter(
+                ticket.attempt,
+                ticket.backoff_base_ms,
+                ticket.max_backoff_ms,
+                f.retry_after,
+            );
+            (
+                false,
+                &empty,
+                &empty,
+                Some(failure_json(f, ticket.attempt)),
+                f.kind == FailureKind::Retryable,
+                delay.as_secs_f64() * 1000.0,
+            )
+        }
     };
-    if state != StepState::InProgress.as_str() || token != Some(ticket.token) {
+    let row: (String, Option<String>, i32, Option<String>, Option<f64>) = sqlx::query_as(
+        "SELECT * FROM tasker.apply_step_result($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+    )
+    .bind(ticket.task_uuid)
+    .bind(ticket.step_uuid)
+    .bind(ticket.token)
+    .bind(ticket.queue.as_str())
+    .bind(ticket.msg_id)
+    .bind(&*ticket.namespace)
+    .bind(ticket.correlation_id)
+    .bind(ticket.priority)
+    .bind(success)
+    .bind(success.then_some(result))
+    .bind(success.then_some(metadata))
+    .bind(error)
+    .bind(retryable)
+    .bind(retry_ms)
+    .fetch_one(pool)
+    .await?;
+    if row.0 != "applied" {
         tracing::info!(step_uuid = %ticket.step_uuid, correlation_id = %ticket.correlation_id,
             "discarding a result whose claim is no longer current");
         return Ok(ApplyReport::Discarded);
     }
-
-    let mut enqueued_children = 0;
-    let mut retry_in = None;
-    let step_state = match outcome {
-        StepOutcome::Success { result, metadata } => {
-            sqlx::query(
-                "UPDATE tasker.workflow_steps SET state = 'complete', results = $2, \
-                   result_metadata = $3, last_error = NULL, claim_token = NULL, \
-                   claim_expires_at = NULL, updated_at = now() \
-                 WHERE step_uuid = $1",
-            )
-            .bind(ticket.step_uuid)
-            .bind(result)
-            .bind(metadata)
-            .execute(&mut *tx)
-            .await?;
-            transitions::record_steps(
-                &mut tx,
-                &[StepTransition {
-                    step_uuid: ticket.step_uuid,
-                    task_uuid: ticket.task_uuid,
-                    from: Some(StepState::InProgress),
-                    to: StepState::Complete,
-                    metadata: json!({ "attempt": attempts }),
-                }],
-            )
-            .await?;
-            if task_status != TaskState::Cancelled {
-                enqueued_children =
-                    release_children(&mut tx, &TaskRoute::of(ticket), ticket.step_uuid).await?;
-            }
-            StepState::Complete
-        }
-        StepOutcome::Failure(failure) => {
-            let runs_again = failure.kind == FailureKind::Retryable
-                && retryable
-                && attempts < max_attempts
-                && task_status != TaskState::Cancelled;
-            let error = failure_json(failure, attempts);
-            if runs_again {
-                let delay = backoff::delay_with_random_jitter(
-                    attempts as u32,
-                    base_ms as u64,
-                    max_ms as u64,
-                    failure.retry_after,
-                );
-                retry_in = Some(delay);
-                sqlx::query(
-                    "UPDATE tasker.workflow_steps SET state = 'waiting_for_retry', last_error = $2, \
-                       next_retry_at = now() + make_interval(secs => $3), claim_token = NULL, \
-                       claim_expires_at = NULL, updated_at = now() \
-                     WHERE step_uuid = $1",
-                )
-                .bind(ticket.step_uuid)
-                .bind(&error)
-                .bind(delay.as_secs_f64())
-                .execute(&mut *tx)
-                .await?;
-            } else {
-                sqlx::query(
-                    "UPDATE tasker.workflow_steps SET state = 'error', last_error = $2, \
-                       claim_token = NULL, claim_expires_at = NULL, updated_at = now() \
-                     WHERE step_uuid = $1",
-                )
-                .bind(ticket.step_uuid)
-                .bind(&error)
-                .execute(&mut *tx)
-                .await?;
-            }
-            let to = if runs_again {
-                StepState::WaitingForRetry
-            } else {
-                StepState::Error
-            };
-            let mut meta = json!({
-                "attempt": attempts,
-                "error_class": failure.error_class,
-                "message": failure.message,
-            });
-            if let Some(d) = retry_in {
-                meta["retry_in_ms"] = json!(d.as_millis() as u64);
-            }
-            transitions::record_steps(
-                &mut tx,
-                &[StepTransition {
-                    step_uuid: ticket.step_uuid,
-                    task_uuid: ticket.task_uuid,
-                    from: Some(StepState::InProgress),
-                    to,
-                    metadata: meta,
-                }],
-            )
-            .await?;
-            to
-        }
-    };
-    messaging::delete(&mut *tx, &ticket.queue, ticket.msg_id).await?;
-    let task_state = finalize(&mut tx, ticket.task_uuid, task_status).await?;
-    tx.commit().await?;
     Ok(ApplyReport::Applied {
-        step_state,
-        enqueued_children,
-        task_state,
-        retry_in,
+        step_state: row.1.as_deref().unwrap_or("complete").parse()?,
+        enqueued_children: row.2.max(0) as usize,
+        task_state: row.3.as_deref().map(str::parse).transpose()?,
+        retry_in: row.4.map(|ms| Duration::from_secs_f64(ms / 1000.0)),
     })
 }
 
-fn failure_json(f: &StepFailure, attempt: i32) -> Value {
+fn failure_json(f: &StepFailure, attempt: u32) -> Value {
     let mut v = json!({
         "error_class": f.error_class,
         "message": f.message,
@@ -194,37 +116,24 @@ pub(crate) struct TaskRoute {
     pub priority: i16,
 }
 
-impl TaskRoute {
-    pub(crate) fn of(ticket: &ClaimTicket) -> Self {
-        TaskRoute {
-            task_uuid: ticket.task_uuid,
-            correlation_id: ticket.correlation_id,
-            queue: ticket.queue.clone(),
-            namespace: ticket.namespace.clone(),
-            priority: ticket.priority,
-        }
-    }
-}
 
-/// Decrement each child's count of unfinished parents; enqueue and send those that reach zero.
+/// Decrement each child's count of unfinished parents; enqueue and send those that reach zero
+/// (`tasker.release_children`, shared with result application).
 pub(crate) async fn release_children(
     conn: &mut PgConnection,
     route: &TaskRoute,
     step_uuid: Uuid,
 ) -> Result<usize> {
-    let ready: Vec<Uuid> = sqlx::query_scalar(
-        "WITH dec AS ( \
-           UPDATE tasker.workflow_steps c SET pending_parents = c.pending_parents - 1, updated_at = now() \
-           FROM tasker.workflow_step_edges e \
-           WHERE e.from_step_uuid = $1 AND c.step_uuid = e.to_step_uuid \
-           RETURNING c.step_uuid, c.pending_parents, c.state) \
-         SELECT step_uuid FROM dec WHERE pending_parents = 0 AND state = 'pending' ORDER BY step_uuid",
-    )
-    .bind(step_uuid)
-    .fetch_all(&mut *conn)
-    .await?;
-    enqueue_steps(conn, route, &ready, StepState::Pending, json!({})).await?;
-    Ok(ready.len())
+    let n: i32 = sqlx::query_scalar("SELECT tasker.release_children($1, $2, $3, $4, $5, $6)")
+        .bind(route.task_uuid)
+        .bind(step_uuid)
+        .bind(route.queue.as_str())
+        .bind(&*route.namespace)
+        .bind(route.correlation_id)
+        .bind(route.priority)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(n.max(0) as usize)
 }
 
 /// `from` → enqueued for `steps` (all of the route's task), with their messages.
@@ -271,48 +180,17 @@ pub(crate) async fn enqueue_steps(
     Ok(())
 }
 
-/// Decide the task's state from its steps (the task row is locked by the caller).
+/// Decide the task's state from its steps (`tasker.finalize_task`; the caller holds the task
+/// row lock). Returns the new state when it changed.
 pub(crate) async fn finalize(
     conn: &mut PgConnection,
     task_uuid: Uuid,
     current: TaskState,
 ) -> Result<Option<TaskState>> {
-    if current.is_terminal() && current != TaskState::Error {
-        return Ok(None);
-    }
-    let (unfinished, active, errored): (i64, i64, i64) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE state NOT IN ('complete', 'resolved_manually')), \
-                count(*) FILTER (WHERE state IN ('enqueued', 'in_progress', 'waiting_for_retry')), \
-                count(*) FILTER (WHERE state = 'error') \
-         FROM tasker.workflow_steps WHERE task_uuid = $1",
-    )
-    .bind(task_uuid)
-    .fetch_one(&mut *conn)
-    .await?;
-    let next = if unfinished == 0 {
-        TaskState::Complete
-    } else if active == 0 && errored > 0 {
-        TaskState::Error
-    } else {
-        TaskState::InProgress
-    };
-    if next == current || !current.can_transition_to(next) {
-        return Ok(None);
-    }
-    transitions::record_task(
-        conn,
-        task_uuid,
-        Some(current),
-        next,
-        json!({ "unfinished_steps": unfinished, "failed_steps": errored }),
-    )
-    .await?;
-    if next.is_terminal() {
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(messaging::FINALIZED_CHANNEL)
-            .bind(task_uuid.to_string())
-            .execute(&mut *conn)
-            .await?;
-    }
-    Ok(Some(next))
+    let next: Option<String> = sqlx::query_scalar("SELECT tasker.finalize_task($1, $2)")
+        .bind(task_uuid)
+        .bind(current.as_str())
+        .fetch_one(&mut *conn)
+        .await?;
+    next.as_deref().map(str::parse).transpose()
 }

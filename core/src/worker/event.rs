@@ -21,6 +21,11 @@ pub struct ClaimTicket {
     pub namespace: Arc<str>,
     pub correlation_id: Uuid,
     pub priority: i16,
+    /// This attempt's number and the step's backoff settings (the backoff is computed when
+    /// the outcome is applied).
+    pub attempt: u32,
+    pub backoff_base_ms: u64,
+    pub max_backoff_ms: u64,
 }
 
 /// A claimed step, ready to run. Names are shared `Arc<str>` from the template registry.
@@ -123,25 +128,26 @@ pub fn build_event(
             None => Arc::from(s),
         }
     };
-    let (step_name, handler_class, handler_config, parent_names) =
-        match template.step(&row.step_name) {
-            Some(s) => (
-                share(&s.name),
-                share(&s.handler_class),
-                s.initialization.clone(),
-                match names {
-                    Some(_) => s.parent_names.clone(),
-                    None => s.parent_names.iter().map(share).collect(),
-                },
-            ),
-            // A step renamed since the task was created: no handler will match it.
-            None => (
-                intern(&row.step_name),
-                Arc::from(""),
-                Arc::new(Value::Object(Default::default())),
-                Arc::from([]),
-            ),
-        };
+    let step = template.step(&row.step_name);
+    let (step_name, handler_class, handler_config, parent_names) = match step {
+        Some(s) => (
+            share(&s.name),
+            share(&s.handler_class),
+            s.initialization.clone(),
+            match names {
+                Some(_) => s.parent_names.clone(),
+                None => s.parent_names.iter().map(share).collect(),
+            },
+        ),
+        // A step renamed since the task was created: no handler will match it.
+        None => (
+            intern(&row.step_name),
+            Arc::from(""),
+            Arc::new(Value::Object(Default::default())),
+            Arc::from([]),
+        ),
+    };
+    let retry = step.map(|s| s.retry.clone()).unwrap_or_default();
     StepEvent {
         ticket: ClaimTicket {
             task_uuid: row.task_uuid,
@@ -152,6 +158,9 @@ pub fn build_event(
             namespace: share(&template.namespace),
             correlation_id: row.correlation_id,
             priority: row.priority,
+            attempt: row.attempts,
+            backoff_base_ms: retry.backoff_base_ms,
+            max_backoff_ms: retry.max_backoff_ms,
         },
         parent_correlation_id: row.parent_correlation_id,
         task_name: share(&template.name),

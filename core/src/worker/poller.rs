@@ -19,9 +19,8 @@ pub(crate) struct Poller {
     pub shared: Arc<Shared>,
     pub namespace: String,
     pub queue: QueueName,
-    /// [`messaging::read_sql`] and [`messaging::hide_until_sql`] for this queue, built once.
+    /// [`messaging::read_sql`] for this queue, built once.
     pub read_sql: String,
-    pub hide_until_sql: String,
     pub wake: Arc<Notify>,
     pub slots: Arc<Semaphore>,
     pub out: crossbeam_channel::Sender<Dispatch>,
@@ -93,7 +92,6 @@ impl Poller {
         let site = claim::ClaimSite {
             shared: &self.shared,
             queue: &self.queue,
-            hide_until_sql: &self.hide_until_sql,
         };
         let claimed = claim::claim(&site, msg.msg_id, &step_msg).await;
         match claimed {
