@@ -47,7 +47,9 @@ fn row() -> ClaimedRow {
 fn interning(c: &mut Criterion) {
     let cache = StringCache::new(1024);
     cache.intern("linear_step_1");
-    c.bench_function("intern hit", |b| b.iter(|| cache.intern(black_box("linear_step_1"))));
+    c.bench_function("intern hit", |b| {
+        b.iter(|| cache.intern(black_box("linear_step_1")))
+    });
     let mut i = 0u64;
     let names: Vec<String> = (0..4096).map(|n| format!("name_{n}")).collect();
     let small = StringCache::new(16);
@@ -63,10 +65,18 @@ fn events(c: &mut Criterion) {
     let reg = registered();
     let cache = StringCache::new(1024);
     c.bench_function("build_event optimized", |b| {
-        b.iter_batched(row, |r| build_event(Some(&cache), &reg, &reg.queue, r), criterion::BatchSize::SmallInput)
+        b.iter_batched(
+            row,
+            |r| build_event(Some(&cache), &reg, &reg.queue, r),
+            criterion::BatchSize::SmallInput,
+        )
     });
     c.bench_function("build_event naive", |b| {
-        b.iter_batched(row, |r| build_event(None, &reg, &reg.queue, r), criterion::BatchSize::SmallInput)
+        b.iter_batched(
+            row,
+            |r| build_event(None, &reg, &reg.queue, r),
+            criterion::BatchSize::SmallInput,
+        )
     });
 }
 

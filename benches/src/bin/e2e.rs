@@ -21,7 +21,10 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     let iterations = args.first().copied().unwrap_or(300);
     let tasks = args.get(1).copied().unwrap_or(5000);
     let concurrency = 4;
@@ -33,7 +36,11 @@ fn main() {
     let engine = Arc::new(
         Engine::start(EngineConfig {
             database_url: url,
-            namespaces: vec!["linear_workflow".into(), "diamond_workflow".into(), "bench_noop".into()],
+            namespaces: vec![
+                "linear_workflow".into(),
+                "diamond_workflow".into(),
+                "bench_noop".into(),
+            ],
             template_paths: vec![root.join("examples"), root.join("benches/templates")],
             concurrency,
             pool_size: 16,
@@ -49,7 +56,9 @@ fn main() {
             let pool = engine.handle().pool().clone();
             async move {
                 let f: String = sqlx::query_scalar("SHOW fsync").fetch_one(&pool).await?;
-                let s: String = sqlx::query_scalar("SHOW synchronous_commit").fetch_one(&pool).await?;
+                let s: String = sqlx::query_scalar("SHOW synchronous_commit")
+                    .fetch_one(&pool)
+                    .await?;
                 Ok::<_, sqlx::Error>(format!("fsync={f}, synchronous_commit={s}"))
             }
         })
@@ -82,7 +91,9 @@ fn main() {
 
     // Create while running: first create to last completion.
     let started = Instant::now();
-    let created: Vec<Uuid> = (0..tasks).map(|_| create(&engine, "bench_noop", "noop")).collect();
+    let created: Vec<Uuid> = (0..tasks)
+        .map(|_| create(&engine, "bench_noop", "noop"))
+        .collect();
     wait_all(&engine, &created);
     let elapsed = started.elapsed().as_secs_f64();
     println!(
@@ -92,7 +103,9 @@ fn main() {
     executor.stop();
 
     // Drain a backlog created beforehand.
-    let backlog: Vec<Uuid> = (0..tasks).map(|_| create(&engine, "bench_noop", "noop")).collect();
+    let backlog: Vec<Uuid> = (0..tasks)
+        .map(|_| create(&engine, "bench_noop", "noop"))
+        .collect();
     let started = Instant::now();
     let executor = RustExecutor::spawn(&engine, concurrency, handlers);
     wait_all(&engine, &backlog);
@@ -151,6 +164,9 @@ fn run_one(engine: &Engine, namespace: &str, name: &str) -> Duration {
     let elapsed = started.elapsed();
     let h = engine.handle();
     let status = engine.block_on(async move { h.task_status(task).await });
-    assert!(matches!(status, Some(Ok(Some(TaskState::Complete)))), "task {task} did not complete");
+    assert!(
+        matches!(status, Some(Ok(Some(TaskState::Complete)))),
+        "task {task} did not complete"
+    );
     elapsed
 }

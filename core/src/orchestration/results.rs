@@ -116,7 +116,6 @@ pub(crate) struct TaskRoute {
     pub priority: i16,
 }
 
-
 /// Decrement each child's count of unfinished parents; enqueue and send those that reach zero
 /// (`tasker.release_children`, shared with result application).
 pub(crate) async fn release_children(

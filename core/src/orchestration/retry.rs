@@ -65,12 +65,16 @@ pub(crate) async fn release_due(pool: &PgPool) -> Result<(BTreeSet<String>, Opti
             messaging::notify_wakeup(&mut tx, ns).await?;
         }
     }
+    // NULL when nothing waits (greatest() would turn that NULL into 0: a busy loop).
     let next: Option<f64> = sqlx::query_scalar(
-        "SELECT greatest(extract(epoch FROM min(next_retry_at) - now()), 0)::float8 \
+        "SELECT extract(epoch FROM min(next_retry_at) - now())::float8 \
          FROM tasker.workflow_steps WHERE state = 'waiting_for_retry'",
     )
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok((namespaces, next.map(Duration::from_secs_f64)))
+    Ok((
+        namespaces,
+        next.map(|s| Duration::from_secs_f64(s.max(0.0))),
+    ))
 }

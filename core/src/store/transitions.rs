@@ -64,7 +64,8 @@ pub(crate) async fn record_steps(conn: &mut PgConnection, items: &[StepTransitio
     Ok(())
 }
 
-/// Record one task transition and update the task's current status.
+/// Record one task transition and update the task's current status
+/// (`tasker.record_task_transition`: one definition, one round trip).
 pub(crate) async fn record_task(
     conn: &mut PgConnection,
     task_uuid: Uuid,
@@ -72,33 +73,12 @@ pub(crate) async fn record_task(
     to: TaskState,
     metadata: Value,
 ) -> Result<()> {
-    let prev: Option<i32> = sqlx::query_scalar(
-        "UPDATE tasker.task_transitions SET most_recent = false \
-         WHERE task_uuid = $1 AND most_recent RETURNING sort_key",
-    )
-    .bind(task_uuid)
-    .fetch_optional(&mut *conn)
-    .await?;
-    sqlx::query(
-        "INSERT INTO tasker.task_transitions \
-           (task_uuid, from_state, to_state, metadata, sort_key, most_recent) \
-         VALUES ($1, $2, $3, $4, $5, true)",
-    )
-    .bind(task_uuid)
-    .bind(from.map(TaskState::as_str))
-    .bind(to.as_str())
-    .bind(&metadata)
-    .bind(prev.map_or(1, |k| k + 1))
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
-        "UPDATE tasker.tasks SET status = $2, updated_at = now(), \
-           completed_at = CASE WHEN $2 IN ('complete', 'error', 'cancelled') THEN now() END \
-         WHERE task_uuid = $1",
-    )
-    .bind(task_uuid)
-    .bind(to.as_str())
-    .execute(&mut *conn)
-    .await?;
+    sqlx::query("SELECT tasker.record_task_transition($1, $2, $3, $4)")
+        .bind(task_uuid)
+        .bind(from.map(TaskState::as_str))
+        .bind(to.as_str())
+        .bind(&metadata)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }

@@ -64,7 +64,7 @@ pub(crate) async fn claim(
         "missing" => return Ok(Err(ClaimRefusal::Missing)),
         "busy" => {
             return Ok(Err(ClaimRefusal::Busy(
-                busy.unwrap_or(1.0).ceil().max(1.0) as i32,
+                busy.unwrap_or(1.0).ceil().max(1.0) as i32
             )))
         }
         "stale" => {

@@ -6,7 +6,7 @@ mod event;
 pub(crate) mod poller;
 pub mod rust_handlers;
 
-pub use rust_handlers::{HandlerMap, RustExecutor, StepHandler};
 pub use event::{
     build_event, ClaimTicket, ClaimedRow, FailureKind, StepEvent, StepFailure, StepOutcome,
 };
+pub use rust_handlers::{HandlerMap, RustExecutor, StepHandler};

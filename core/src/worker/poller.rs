@@ -1,11 +1,12 @@
-//! One poller per served namespace: takes a free handler slot, reads one message, claims its
-//! step and hands the event to the executor channel. Poison messages are archived with a
+//! One poller per served namespace: takes the free handler slots, reads as many messages,
+//! claims their steps concurrently and hands the events to the executor channel. Poison messages are archived with a
 //! reason; a message whose step is still claimed elsewhere is hidden until that claim expires.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{watch, Notify, Semaphore};
+use tokio::task::JoinSet;
 
 use super::claim::{self, ClaimRefusal};
 use crate::messaging::{self, queue::QueueName, ReadMessage, StepMessage};
@@ -14,6 +15,9 @@ use crate::runtime::{Dispatch, Shared};
 /// How long a read message stays hidden before its claim sets the real deadline (the claim's
 /// expiry); only a process dying between read and claim makes this matter.
 const READ_VISIBILITY_SECONDS: i32 = 30;
+
+/// Most messages read (and claimed concurrently) at once.
+const MAX_BATCH: usize = 16;
 
 pub(crate) struct Poller {
     pub shared: Arc<Shared>,
@@ -30,33 +34,52 @@ pub(crate) struct Poller {
 impl Poller {
     pub async fn run(mut self) {
         let mut error_backoff = Duration::from_millis(50);
+        let this = Arc::new(PollerCtx {
+            shared: self.shared.clone(),
+            queue: self.queue.clone(),
+            out: self.out.clone(),
+        });
+        let mut claims = JoinSet::new();
         loop {
-            let permit = tokio::select! {
+            // One free handler slot at least, and as many more as are free right now: each
+            // message read is claimed only for a slot that can run it at once.
+            let first = tokio::select! {
                 p = self.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
                 _ = self.stop.changed() => break,
             };
             if *self.stop.borrow() {
                 break;
             }
+            let mut permits = vec![first];
+            while permits.len() < MAX_BATCH {
+                match self.slots.clone().try_acquire_owned() {
+                    Ok(p) => permits.push(p),
+                    Err(_) => break,
+                }
+            }
             let read = messaging::read(
                 &self.shared.pool,
                 &self.read_sql,
                 READ_VISIBILITY_SECONDS,
-                1,
+                permits.len() as i32,
             )
             .await;
             match read {
-                Ok(mut msgs) if !msgs.is_empty() => {
+                Ok(msgs) if !msgs.is_empty() => {
                     error_backoff = Duration::from_millis(50);
-                    let msg = msgs.swap_remove(0);
-                    if let Some(event) = self.handle(msg).await {
-                        if self.out.send(Dispatch::new(event, permit)).is_err() {
-                            break;
-                        }
+                    for (msg, permit) in msgs.into_iter().zip(permits.drain(..)) {
+                        let ctx = this.clone();
+                        claims.spawn(async move {
+                            if let Some(event) = ctx.handle(msg).await {
+                                let _ = ctx.out.send(Dispatch::new(event, permit));
+                            }
+                        });
                     }
+                    drop(permits);
+                    while claims.try_join_next().is_some() {}
                 }
                 Ok(_) => {
-                    drop(permit);
+                    drop(permits);
                     tokio::select! {
                         _ = self.wake.notified() => {}
                         _ = tokio::time::sleep(self.shared.poll_interval) => {}
@@ -64,7 +87,7 @@ impl Poller {
                     }
                 }
                 Err(e) => {
-                    drop(permit);
+                    drop(permits);
                     tracing::warn!(namespace = %self.namespace, error = %e, "reading the queue failed; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(error_backoff) => {}
@@ -74,17 +97,29 @@ impl Poller {
                 }
             }
         }
+        // Claims in flight finish (their events still reach the channel before it closes).
+        while claims.join_next().await.is_some() {}
         tracing::debug!(namespace = %self.namespace, "poller stopped");
     }
+}
 
+/// What a claim needs, shared by the claims a poller runs concurrently.
+struct PollerCtx {
+    shared: Arc<Shared>,
+    queue: QueueName,
+    out: crossbeam_channel::Sender<Dispatch>,
+}
+
+impl PollerCtx {
     /// Claim the message's step, or settle the message when it cannot be claimed.
     async fn handle(&self, msg: ReadMessage) -> Option<crate::worker::StepEvent> {
         let pool = &self.shared.pool;
-        let parsed: Result<StepMessage, _> = serde_json::from_value(msg.payload.clone());
+        let msg_id = msg.msg_id;
+        let parsed: Result<StepMessage, _> = serde_json::from_value(msg.payload);
         let step_msg = match parsed {
             Ok(m) => m,
             Err(e) => {
-                self.archive(msg.msg_id, &format!("not a step message: {e}"))
+                self.archive(msg_id, &format!("not a step message: {e}"))
                     .await;
                 return None;
             }
@@ -93,21 +128,20 @@ impl Poller {
             shared: &self.shared,
             queue: &self.queue,
         };
-        let claimed = claim::claim(&site, msg.msg_id, &step_msg).await;
+        let claimed = claim::claim(&site, msg_id, &step_msg).await;
         match claimed {
             Ok(Ok(event)) => Some(event),
             Ok(Err(ClaimRefusal::Missing)) => {
-                self.archive(msg.msg_id, "unknown step").await;
+                self.archive(msg_id, "unknown step").await;
                 None
             }
             Ok(Err(ClaimRefusal::Stale(state))) => {
-                self.archive(msg.msg_id, &format!("step is {state}; nothing to run"))
+                self.archive(msg_id, &format!("step is {state}; nothing to run"))
                     .await;
                 None
             }
             Ok(Err(ClaimRefusal::Busy(secs))) => {
-                if let Err(e) = messaging::set_vt(pool, &self.queue, msg.msg_id, secs.max(1)).await
-                {
+                if let Err(e) = messaging::set_vt(pool, &self.queue, msg_id, secs.max(1)).await {
                     tracing::warn!(error = %e, "could not postpone a message of a claimed step");
                 }
                 None
