@@ -47,6 +47,8 @@ namespace :bench do
       if [[ -z ${DATABASE_URL:-} ]]; then source bin/lib/pg_cluster.sh; pg_cluster_start tasker_bench; fi
       echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB"
       #{File.join(target, 'release/e2e')} #{iterations} #{tasks}
+      # Let the second run start from the same settled state (no autovacuum catching up).
+      psql "$DATABASE_URL" -Xq -c "VACUUM ANALYZE"
       TASKER_CORE_NATIVE=#{release}/tasker_core_rb.so ruby benches/ruby/e2e.rb #{iterations} #{tasks}
     SH
     Dir.chdir(root) { sh "bash", "-c", script, verbose: false }

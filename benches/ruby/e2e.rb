@@ -23,7 +23,7 @@ end
 
 iterations = Integer(ARGV[0] || 300)
 tasks = Integer(ARGV[1] || 5000)
-concurrency = 4
+concurrency = Integer(ENV.fetch("CONCURRENCY", "4"))
 database_url = ENV.fetch("DATABASE_URL") { abort "e2e.rb: set DATABASE_URL (rake bench:e2e starts a private PostgreSQL)" }
 
 def percentile(sorted, p)
