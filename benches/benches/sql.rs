@@ -21,7 +21,9 @@ fn template_dir() -> PathBuf {
     std::fs::create_dir_all(&dir).expect("template dir");
     let mut t = format!("name: wide\nnamespace: {NAMESPACE}\nversion: \"1.0.0\"\nsteps:\n  - name: root\n    handler: {{ callable: Noop }}\n");
     for i in 1..STEPS {
-        t.push_str(&format!("  - name: leaf_{i}\n    handler: {{ callable: Noop }}\n    dependencies: [root]\n"));
+        t.push_str(&format!(
+            "  - name: leaf_{i}\n    handler: {{ callable: Noop }}\n    dependencies: [root]\n"
+        ));
     }
     std::fs::write(dir.join("wide.yaml"), t).expect("template");
     dir
@@ -49,17 +51,16 @@ async fn claim_next(pool: &sqlx::PgPool) -> Option<Claimed> {
     let task: Uuid = body["task_uuid"].as_str()?.parse().ok()?;
     let step: Uuid = body["step_uuid"].as_str()?.parse().ok()?;
     let token = Uuid::now_v7();
-    let (outcome,): (String,) = sqlx::query_as(
-        "SELECT outcome FROM tasker.claim_step($1, $2, $3, 'bench', 30, $4, $5)",
-    )
-    .bind(step)
-    .bind(task)
-    .bind(token)
-    .bind(format!("tasker_ns_{NAMESPACE}"))
-    .bind(msg_id)
-    .fetch_one(pool)
-    .await
-    .ok()?;
+    let (outcome,): (String,) =
+        sqlx::query_as("SELECT outcome FROM tasker.claim_step($1, $2, $3, 'bench', 30, $4, $5)")
+            .bind(step)
+            .bind(task)
+            .bind(token)
+            .bind(format!("tasker_ns_{NAMESPACE}"))
+            .bind(msg_id)
+            .fetch_one(pool)
+            .await
+            .ok()?;
     (outcome == "claimed").then(|| Claimed {
         task,
         step,
@@ -104,7 +105,10 @@ fn sql(c: &mut Criterion) {
     let next = move |engine: &Engine| -> Claimed {
         loop {
             let pool2 = pool.clone();
-            if let Some(c) = engine.block_on(async move { claim_next(&pool2).await }).flatten() {
+            if let Some(c) = engine
+                .block_on(async move { claim_next(&pool2).await })
+                .flatten()
+            {
                 return c;
             }
             let h = h.clone();

@@ -11,15 +11,7 @@ require "tasker_core"
 root = File.expand_path("../..", __dir__)
 Dir[File.join(root, "examples/*/handlers/*.rb")].sort.each { |f| require f }
 
-module TaskerCore
-  module Bench
-    # The no-op handler of the throughput runs.
-    class NoopHandler < TaskerCore::StepHandler::Base
-      RESULT = {}.freeze
-      def call(_task, _sequence, _step) = RESULT
-    end
-  end
-end
+require_relative "noop_handler"
 
 iterations = Integer(ARGV[0] || 300)
 tasks = Integer(ARGV[1] || 5000)

@@ -16,14 +16,11 @@ require "optparse"
 $LOAD_PATH.unshift(File.expand_path("../../lib", __dir__))
 require "tasker_core"
 
+require_relative "noop_handler"
+
 module TaskerCore
   module Bench
-    # The handler of the harness: returns a constant, allocates nothing.
-    class NoopHandler < TaskerCore::StepHandler::Base
-      RESULT = {}.freeze
-      def call(_task, _sequence, _step) = RESULT
-    end
-
+    # The harness (see the top of this file).
     class Memory
       CHUNK = 10_000
 

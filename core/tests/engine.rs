@@ -164,25 +164,10 @@ fn retryable_failures_back_off_then_exhaust_into_error() {
             error_code: None,
         })
     });
-    let h = engine.handle();
     let mut req = request(&ns, json!({}));
     req.name = "flaky".into();
-    let created = engine
-        .block_on({
-            let h = h.clone();
-            async move { h.create_task(req).await }
-        })
-        .unwrap()
-        .unwrap();
-    let view = eventually(Duration::from_secs(20), || {
-        let h = h.clone();
-        let v = engine
-            .block_on(async move { h.find_task(created.task_uuid).await })
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        (v.status == "error").then_some(v)
-    });
+    let created = create(&engine, req);
+    let view = wait_for_status(&engine, created.task_uuid, "error");
     assert_eq!(runs.load(Ordering::SeqCst), 3);
     let step = &view.steps[0];
     assert_eq!(step.state, "error");
@@ -286,13 +271,7 @@ fn a_result_from_an_expired_claim_is_discarded() {
     let h = engine.handle();
     let mut req = request(&ns, json!({}));
     req.name = "one".into();
-    let created = engine
-        .block_on({
-            let h = h.clone();
-            async move { h.create_task(req).await }
-        })
-        .unwrap()
-        .unwrap();
+    let created = create(&engine, req);
     let next = |engine: &tasker_core::Engine| match engine.next_step(Duration::from_secs(10)) {
         tasker_core::NextStep::Step(d) => *d,
         other => panic!("expected a step, got {other:?}"),
@@ -324,15 +303,7 @@ fn a_result_from_an_expired_claim_is_discarded() {
 
     engine.complete(first, success(json!("late"))).unwrap();
     engine.complete(second, success(json!("fresh"))).unwrap();
-    let view = eventually(Duration::from_secs(10), || {
-        let h = h.clone();
-        let v = engine
-            .block_on(async move { h.find_task(created.task_uuid).await })
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        (v.status == "complete").then_some(v)
-    });
+    let view = wait_for_status(&engine, created.task_uuid, "complete");
     let step = &view.steps[0];
     assert_eq!(step.result, Some(json!("fresh")));
     let completions = step

@@ -85,3 +85,29 @@ pub fn eventually<T>(deadline: Duration, mut f: impl FnMut() -> Option<T>) -> T 
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Create a task and return what create_task returned.
+pub fn create(engine: &Engine, req: tasker_core::TaskRequest) -> tasker_core::CreatedTask {
+    let h = engine.handle();
+    engine
+        .block_on(async move { h.create_task(req).await })
+        .expect("the engine runs")
+        .expect("the task is created")
+}
+
+/// Poll until the task has `status`; returns its view.
+pub fn wait_for_status(
+    engine: &Engine,
+    task: uuid::Uuid,
+    status: &str,
+) -> tasker_core::store::snapshot::TaskView {
+    eventually(Duration::from_secs(20), || {
+        let h = engine.handle();
+        let view = engine
+            .block_on(async move { h.find_task(task).await })
+            .expect("the engine runs")
+            .expect("the task can be read")
+            .expect("the task exists");
+        (view.status == status).then_some(view)
+    })
+}
