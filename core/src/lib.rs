@@ -8,6 +8,7 @@
 pub mod error;
 pub mod messaging;
 pub mod orchestration;
+pub mod resilience;
 pub mod runtime;
 pub mod state;
 pub mod store;
