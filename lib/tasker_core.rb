@@ -15,6 +15,7 @@ require_relative "tasker_core/registry"
 require_relative "tasker_core/step_execution"
 require_relative "tasker_core/worker"
 require_relative "tasker_core/client"
+require_relative "tasker_core/circuit_breaker"
 
 # Workflow orchestration with a Rust core: DAGs of Ruby step handlers, persisted in
 # PostgreSQL and dispatched through pgmq. Nothing starts at require time.

@@ -69,6 +69,10 @@ module TaskerCore
       end
     end
 
+    # A circuit breaker is open: the guarded call was not made. Retryable, with `retry_after`
+    # set to the seconds until the breaker lets a trial call through.
+    class CircuitOpenError < RetryableError; end
+
     # The step failed and must not run again (bad input, a declined payment, ...).
     class PermanentError < StepError
       # @return [String, nil] a machine-readable reason

@@ -4,8 +4,10 @@
 //! (half-open) and closes again after `success_threshold` trial successes.
 
 mod circuit_breaker;
+mod registry;
 
 pub use circuit_breaker::{
     BreakerMetrics, CircuitBreaker, CircuitBreakerConfig, CircuitBreakerError, CircuitState,
     Permit, Transition,
 };
+pub use registry::{registry, BreakerRegistry};

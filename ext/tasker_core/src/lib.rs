@@ -2,6 +2,7 @@
 //! live here; all behaviour is in the `tasker-core` crate. One file per Ruby class.
 
 mod bench;
+mod circuit_breaker;
 mod convert;
 mod errors;
 mod native;
@@ -19,5 +20,6 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     let native = native::init(ruby)?;
     step_event::init(ruby, native)?;
     bench::init(ruby, native)?;
+    circuit_breaker::init(ruby, native)?;
     Ok(())
 }
