@@ -16,6 +16,7 @@ require_relative "tasker_core/step_execution"
 require_relative "tasker_core/worker"
 require_relative "tasker_core/client"
 require_relative "tasker_core/circuit_breaker"
+require_relative "tasker_core/web/health"
 
 # Workflow orchestration with a Rust core: DAGs of Ruby step handlers, persisted in
 # PostgreSQL and dispatched through pgmq. Nothing starts at require time.
@@ -105,6 +106,30 @@ module TaskerCore
     def memory_stats
       stats = running? ? Native.memory_stats : nil
       stats&.merge("handler_threads" => worker_threads)
+    end
+
+    # The health of this process's engine, JSON-able: "status" ("ok", "degraded" when a
+    # circuit breaker is open, "down" when the database is unreachable, "stopped"), the
+    # database (reachable, latency), each served queue's depth and oldest message age, every
+    # circuit breaker's state and counters, and the handler threads (total, busy, idle).
+    # {Web::Health} serves it over Rack.
+    # @return [Hash]
+    def health
+      native = running? ? Native.health : nil
+      breakers = CircuitBreaker.metrics
+      busy = running? && @worker ? @worker.busy_count : 0
+      total = worker_threads
+      status = if native.nil? then "stopped"
+               elsif !native.dig("database", "reachable") then "down"
+               elsif breakers.values.any? { |b| b["state"] != "closed" } then "degraded"
+               else "ok"
+               end
+      {
+        "status" => status, "pid" => Process.pid, "running" => !native.nil?,
+        "database" => native&.fetch("database"), "queues" => native ? native["queues"] : {},
+        "circuit_breakers" => breakers,
+        "handler_threads" => { "total" => total, "busy" => busy, "idle" => [total - busy, 0].max }
+      }
     end
 
     # @return [Registry, nil] handlers registered by the loaded templates

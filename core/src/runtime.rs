@@ -97,6 +97,24 @@ impl Dispatch {
     }
 }
 
+/// What [`EngineHandle::health`] found.
+#[derive(Debug, Clone)]
+pub struct HealthReport {
+    /// None when `SELECT 1` succeeded.
+    pub database_error: Option<String>,
+    pub database_latency: Duration,
+    pub queues: Vec<QueueHealth>,
+}
+
+/// One served queue.
+#[derive(Debug, Clone)]
+pub struct QueueHealth {
+    pub namespace: String,
+    /// Messages in the queue (None when it could not be read).
+    pub depth: Option<i64>,
+    pub oldest_message_age_seconds: Option<i32>,
+}
+
 /// See [`Engine::memory_stats`].
 #[derive(Debug, Clone, Copy)]
 pub struct MemoryStats {
@@ -243,6 +261,40 @@ impl EngineHandle {
     /// Queue a task request for any worker process to turn into a task; returns its message id.
     pub async fn request_task(&self, request: serde_json::Value) -> Result<i64> {
         orchestration::requests::send_request(&self.0.pool, &request).await
+    }
+
+    /// Database reachability and the depth of each served queue (`TaskerCore.health`).
+    pub async fn health(&self) -> HealthReport {
+        let started = std::time::Instant::now();
+        let ping: std::result::Result<i32, sqlx::Error> =
+            sqlx::query_scalar("SELECT 1").fetch_one(&self.0.pool).await;
+        let database_latency = started.elapsed();
+        let database_error = ping.err().map(|e| e.to_string());
+        let mut queues = Vec::new();
+        if database_error.is_none() {
+            let mut namespaces: Vec<&String> = self.0.wakeups.keys().collect();
+            namespaces.sort();
+            for ns in namespaces {
+                let Ok(queue) = QueueName::for_namespace(ns) else {
+                    continue;
+                };
+                let row: std::result::Result<(i64, Option<i32>), sqlx::Error> =
+                    sqlx::query_as("SELECT queue_length, oldest_msg_age_sec FROM pgmq.metrics($1)")
+                        .bind(queue.as_str())
+                        .fetch_one(&self.0.pool)
+                        .await;
+                queues.push(QueueHealth {
+                    namespace: ns.clone(),
+                    depth: row.as_ref().ok().map(|r| r.0),
+                    oldest_message_age_seconds: row.ok().and_then(|r| r.1),
+                });
+            }
+        }
+        HealthReport {
+            database_error,
+            database_latency,
+            queues,
+        }
     }
 
     /// Tasks by correlation id and/or parent correlation id.

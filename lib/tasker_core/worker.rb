@@ -62,6 +62,11 @@ module TaskerCore
       killed
     end
 
+    # @return [Integer] handler threads running a step now
+    def busy_count
+      @lock.synchronize { @running.size }
+    end
+
     # @return [Integer] live handler threads that take new steps
     def alive_count
       threads.count { |t| t.alive? && !t[:tasker_retired] }

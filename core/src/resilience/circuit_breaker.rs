@@ -203,16 +203,21 @@ impl CircuitBreaker {
     pub fn state(&self) -> CircuitState {
         let state = CircuitState::from_u8(self.state.load(Ordering::Acquire));
         if state == CircuitState::Open {
-            let inner = self.lock();
-            if !inner.forced
-                && inner
-                    .opened_at
-                    .is_some_and(|t| t.elapsed() >= inner.config.open_timeout)
-            {
-                return CircuitState::HalfOpen;
-            }
+            return Self::effective(state, &self.lock());
         }
         state
+    }
+
+    /// An open breaker whose timeout elapsed admits a trial: it is half-open in effect.
+    fn effective(state: CircuitState, inner: &Inner) -> CircuitState {
+        let elapsed = inner
+            .opened_at
+            .is_some_and(|t| t.elapsed() >= inner.config.open_timeout);
+        if state == CircuitState::Open && !inner.forced && elapsed {
+            CircuitState::HalfOpen
+        } else {
+            state
+        }
     }
 
     /// Ask to run a call. Closed: always. Open: rejected until the timeout elapses, then the
@@ -365,7 +370,10 @@ impl CircuitBreaker {
         let inner = self.lock();
         BreakerMetrics {
             name: self.name.clone(),
-            state: CircuitState::from_u8(self.state.load(Ordering::Acquire)),
+            state: Self::effective(
+                CircuitState::from_u8(self.state.load(Ordering::Acquire)),
+                &inner,
+            ),
             calls: self.calls.load(Ordering::Relaxed),
             successes: self.successes.load(Ordering::Relaxed),
             failures: self.failures.load(Ordering::Relaxed),

@@ -29,6 +29,7 @@ pub fn init(ruby: &Ruby) -> Result<RModule, Error> {
     native.define_singleton_method("start", function!(start, 1))?;
     native.define_singleton_method("running?", function!(is_running, 0))?;
     native.define_singleton_method("memory_stats", function!(memory_stats, 0))?;
+    native.define_singleton_method("health", function!(health, 0))?;
     native.define_singleton_method("begin_shutdown", function!(begin_shutdown, 0))?;
     native.define_singleton_method("shutdown", function!(shutdown, 1))?;
     native.define_singleton_method("next_step", function!(next_step, 1))?;
@@ -202,6 +203,30 @@ fn memory_stats(ruby: &Ruby) -> Result<Option<RHash>, Error> {
     out.aset("dispatch_queue_depth", m.dispatch_queue_depth)?;
     out.aset("completions_pending", m.completions_pending)?;
     out.aset("templates", m.templates)?;
+    Ok(Some(out))
+}
+
+/// Database reachability and queue depths; nil when the engine is not running.
+fn health(ruby: &Ruby) -> Result<Option<RHash>, Error> {
+    let Some(engine) = running_engine() else {
+        return Ok(None);
+    };
+    let h = engine.handle();
+    let report = call(ruby, &engine, async move { Ok(h.health().await) })?;
+    let db = ruby.hash_new();
+    db.aset("reachable", report.database_error.is_none())?;
+    db.aset("latency_ms", report.database_latency.as_secs_f64() * 1000.0)?;
+    db.aset("error", report.database_error)?;
+    let queues = ruby.hash_new();
+    for q in report.queues {
+        let e = ruby.hash_new();
+        e.aset("depth", q.depth)?;
+        e.aset("oldest_message_age_seconds", q.oldest_message_age_seconds)?;
+        queues.aset(q.namespace, e)?;
+    }
+    let out = ruby.hash_new();
+    out.aset("database", db)?;
+    out.aset("queues", queues)?;
     Ok(Some(out))
 }
 
