@@ -121,13 +121,14 @@ module TaskerCore
       total = worker_threads
       status = if native.nil? then "stopped"
                elsif !native.dig("database", "reachable") then "down"
-               elsif breakers.values.any? { |b| b["state"] != "closed" } then "degraded"
+               elsif (breakers.values + native["queue_breakers"].values).any? { |b| b["state"] != "closed" }
+                 "degraded"
                else "ok"
                end
       {
         "status" => status, "pid" => Process.pid, "running" => !native.nil?,
         "database" => native&.fetch("database"), "queues" => native ? native["queues"] : {},
-        "circuit_breakers" => breakers,
+        "circuit_breakers" => breakers, "queue_breakers" => native ? native["queue_breakers"] : {},
         "handler_threads" => { "total" => total, "busy" => busy, "idle" => [total - busy, 0].max }
       }
     end

@@ -62,6 +62,12 @@ pub enum Error {
     /// Applying migrations failed.
     #[error("migration failed: {0}")]
     Migration(String),
+    /// A circuit breaker is open: the operation was not attempted.
+    #[error("circuit breaker {breaker} is open; retry in {:.1}s", retry_after.as_secs_f64())]
+    CircuitOpen {
+        breaker: String,
+        retry_after: std::time::Duration,
+    },
     /// A database error.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),

@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::messaging::{self, queue::QueueName};
 use crate::orchestration::registry::{RegisteredTemplate, Registry};
 use crate::orchestration::{self, ApplyReport, CreatedTask, Intervention, TaskRequest};
+use crate::resilience::{BreakerRegistry, CircuitBreakerConfig, CircuitState};
 use crate::state::TaskState;
 use crate::store::snapshot::{self, TaskView};
 use crate::strings::StringCache;
@@ -45,6 +46,8 @@ pub struct EngineConfig {
     pub claim_grace: Duration,
     /// Distinct names the string cache keeps (LRU beyond that).
     pub string_cache_capacity: usize,
+    /// Settings of the per-queue circuit breakers.
+    pub queue_breaker: CircuitBreakerConfig,
 }
 
 impl Default for EngineConfig {
@@ -59,6 +62,11 @@ impl Default for EngineConfig {
             worker_id: None,
             claim_grace: Duration::from_secs(30),
             string_cache_capacity: crate::strings::DEFAULT_CAPACITY,
+            queue_breaker: CircuitBreakerConfig {
+                failure_threshold: 5,
+                open_timeout: Duration::from_secs(10),
+                success_threshold: 1,
+            },
         }
     }
 }
@@ -151,6 +159,8 @@ pub(crate) struct Shared {
     pub claim_grace_seconds: i32,
     /// Interned names read from the database (dependency step names).
     pub names: StringCache,
+    /// One breaker per queue, around its pgmq operations.
+    pub queue_breakers: BreakerRegistry,
     /// Outcomes handed back and not yet applied.
     completions_pending: AtomicUsize,
     /// Wake-up signal per namespace served by this process.
@@ -197,6 +207,18 @@ impl EngineHandle {
             .registry
             .lookup(&self.0.pool, &req.namespace, &req.name, &req.version)
             .await?;
+        // A queue whose breaker is open refuses new work at once: nothing is written.
+        let breaker = self.0.queue_breakers.get(reg.queue.as_str());
+        if breaker.state() == CircuitState::Open {
+            let retry_after = breaker
+                .try_acquire()
+                .err()
+                .unwrap_or(Duration::from_secs(1));
+            return Err(Error::CircuitOpen {
+                breaker: breaker.name().to_owned(),
+                retry_after,
+            });
+        }
         let created = orchestration::create::create_task(&self.0.pool, &reg, &req).await?;
         self.0.wake_namespace(&reg.template.namespace);
         Ok(created)
@@ -385,6 +407,11 @@ impl Engine {
             poll_interval: config.poll_interval,
             claim_grace_seconds: config.claim_grace.as_secs().clamp(1, 86_400) as i32,
             names: StringCache::new(config.string_cache_capacity),
+            queue_breakers: {
+                let breakers = BreakerRegistry::default();
+                breakers.set_defaults(config.queue_breaker);
+                breakers
+            },
             completions_pending: AtomicUsize::new(0),
             wakeups,
             retry_wakeup: Notify::new(),
@@ -580,6 +607,11 @@ impl Engine {
                 waiters.remove(&task_uuid);
             }
         }
+    }
+
+    /// The per-queue circuit breakers.
+    pub fn queue_breakers(&self) -> Vec<Arc<crate::resilience::CircuitBreaker>> {
+        self.shared.queue_breakers.all()
     }
 
     /// Memory and queue figures of this engine (for `TaskerCore.memory_stats`).

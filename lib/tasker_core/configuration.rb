@@ -37,6 +37,9 @@ module TaskerCore
     attr_accessor :claim_grace
     # @return [Integer] distinct names (step, namespace, ...) the engine's string cache keeps
     attr_accessor :string_cache_capacity
+    # @return [Hash] circuit breaker settings of each namespace queue: failure_threshold
+    #   (consecutive failed queue reads), timeout (seconds open), success_threshold
+    attr_accessor :queue_circuit_breaker
     # @return [Logger] where the gem's own messages go
     attr_accessor :logger
 
@@ -52,6 +55,7 @@ module TaskerCore
       @worker_id = nil
       @claim_grace = 30
       @string_cache_capacity = 10_000
+      @queue_circuit_breaker = { failure_threshold: 5, timeout: 10, success_threshold: 1 }
       @logger = default_logger
     end
 
@@ -74,6 +78,10 @@ module TaskerCore
       invalid!(:shutdown_timeout, "must be a positive number of seconds") unless positive?(shutdown_timeout)
       invalid!(:timeout_grace, "must be a positive number of seconds") unless positive?(timeout_grace)
       invalid!(:claim_grace, "must be an Integer from 1 to 86400 (seconds)") unless int_in?(claim_grace, 1..86_400)
+      unless queue_circuit_breaker.is_a?(Hash) &&
+             (queue_circuit_breaker.keys.map(&:to_sym) - %i[failure_threshold timeout success_threshold]).empty?
+        invalid!(:queue_circuit_breaker, "must be a Hash of failure_threshold, timeout, success_threshold")
+      end
       unless int_in?(string_cache_capacity, 1..10_000_000)
         invalid!(:string_cache_capacity, "must be an Integer from 1 to 10000000")
       end
@@ -92,7 +100,8 @@ module TaskerCore
         "poll_interval_ms" => (poll_interval * 1000).round,
         "worker_id" => worker_id,
         "claim_grace_seconds" => claim_grace,
-        "string_cache_capacity" => string_cache_capacity
+        "string_cache_capacity" => string_cache_capacity,
+        "queue_circuit_breaker" => queue_circuit_breaker.to_h { |k, v| [k.to_s, k.to_s == "timeout" ? v.to_f : v] }
       }
     end
 

@@ -57,6 +57,20 @@ impl Poller {
                     Err(_) => break,
                 }
             }
+            // A failing queue stops being polled (with backoff) while the breaker is open;
+            // the other namespaces' pollers are unaffected.
+            let breaker = self.shared.queue_breakers.get(self.queue.as_str());
+            let guard = match breaker.try_acquire() {
+                Ok(guard) => guard,
+                Err(retry_after) => {
+                    drop(permits);
+                    tokio::select! {
+                        _ = tokio::time::sleep(retry_after.clamp(Duration::from_millis(50), Duration::from_secs(1))) => {}
+                        _ = self.stop.changed() => break,
+                    }
+                    continue;
+                }
+            };
             let read = messaging::read(
                 &self.shared.pool,
                 &self.read_sql,
@@ -64,6 +78,11 @@ impl Poller {
                 permits.len() as i32,
             )
             .await;
+            if read.is_ok() {
+                guard.success();
+            } else {
+                guard.failure();
+            }
             match read {
                 Ok(msgs) if !msgs.is_empty() => {
                     error_backoff = Duration::from_millis(50);

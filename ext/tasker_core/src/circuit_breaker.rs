@@ -6,7 +6,7 @@ use std::time::Duration;
 use magnus::{block::Proc, function, prelude::*, Error, RHash, RModule, Ruby, Value};
 use tasker_core::resilience::{registry, CircuitBreakerConfig};
 
-use crate::errors::{class, error};
+use crate::errors::class;
 
 pub fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     let m = native.define_module("CircuitBreakers")?;
@@ -49,18 +49,14 @@ fn call(ruby: &Ruby, name: String, block: Proc) -> Result<Value, Error> {
 }
 
 fn open_error(ruby: &Ruby, name: &str, retry_after: Duration) -> Error {
-    let seconds = retry_after.as_secs_f64();
-    let message = format!("circuit breaker {name} is open; retry in {seconds:.1}s");
-    match class(ruby, "CircuitOpenError").new_instance((message.clone(),)) {
-        Ok(exc) => {
-            let _ = exc.funcall::<_, _, Value>("instance_variable_set", ("@retry_after", seconds));
-            Error::from(exc)
-        }
-        Err(_) => error(ruby, "CircuitOpenError", message),
-    }
+    let message = format!(
+        "circuit breaker {name} is open; retry in {:.1}s",
+        retry_after.as_secs_f64()
+    );
+    crate::errors::open_error(ruby, message, retry_after)
 }
 
-fn parse_config(
+pub fn parse_config(
     settings: RHash,
     base: CircuitBreakerConfig,
 ) -> Result<CircuitBreakerConfig, Error> {

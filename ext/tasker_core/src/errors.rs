@@ -31,6 +31,23 @@ pub fn to_ruby(ruby: &Ruby, e: CoreError) -> Error {
         CoreError::Timeout(_) => "TimeoutError",
         CoreError::Migration(_) => "MigrationError",
         CoreError::Database(_) => "DatabaseError",
+        CoreError::CircuitOpen { retry_after, .. } => {
+            return open_error(ruby, e.to_string(), *retry_after);
+        }
     };
     error(ruby, name, e.to_string())
+}
+
+/// `TaskerCore::Errors::CircuitOpenError` (a RetryableError) with its `retry_after` set.
+pub fn open_error(ruby: &Ruby, message: String, retry_after: std::time::Duration) -> Error {
+    match class(ruby, "CircuitOpenError").new_instance((message.clone(),)) {
+        Ok(exc) => {
+            let _ = exc.funcall::<_, _, magnus::Value>(
+                "instance_variable_set",
+                ("@retry_after", retry_after.as_secs_f64()),
+            );
+            Error::from(exc)
+        }
+        Err(_) => error(ruby, "CircuitOpenError", message),
+    }
 }

@@ -178,6 +178,10 @@ fn start(ruby: &Ruby, config: RHash) -> Result<RArray, Error> {
         worker_id: fetch(config, "worker_id")?,
         claim_grace: Duration::from_secs(fetch(config, "claim_grace_seconds")?),
         string_cache_capacity: fetch(config, "string_cache_capacity")?,
+        queue_breaker: crate::circuit_breaker::parse_config(
+            fetch(config, "queue_circuit_breaker")?,
+            EngineConfig::default().queue_breaker,
+        )?,
     };
     let engine = nogvl::run(ruby, || Engine::start(cfg))?
         .map_err(|p| panic_error(ruby, p))?
@@ -224,9 +228,27 @@ fn health(ruby: &Ruby) -> Result<Option<RHash>, Error> {
         e.aset("oldest_message_age_seconds", q.oldest_message_age_seconds)?;
         queues.aset(q.namespace, e)?;
     }
+    let breakers = ruby.hash_new();
+    for b in engine.queue_breakers() {
+        let m = b.metrics();
+        let e = ruby.hash_new();
+        e.aset("state", m.state.as_str())?;
+        e.aset("failures", m.failures)?;
+        e.aset("rejections", m.rejections)?;
+        e.aset("consecutive_failures", m.consecutive_failures)?;
+        e.aset(
+            "transitions",
+            b.transitions()
+                .iter()
+                .map(|t| format!("{}->{} ({})", t.from, t.to, t.reason))
+                .collect::<Vec<_>>(),
+        )?;
+        breakers.aset(b.name(), e)?;
+    }
     let out = ruby.hash_new();
     out.aset("database", db)?;
     out.aset("queues", queues)?;
+    out.aset("queue_breakers", breakers)?;
     Ok(Some(out))
 }
 

@@ -1,0 +1,48 @@
+# frozen_string_literal: true
+
+RSpec.describe "a namespace whose queue fails" do
+  let(:template) do
+    <<~YAML
+      name: fragile
+      namespace: spec_qfault
+      version: "1.0.0"
+      steps:
+        - name: only
+          handler: { callable: SpecHandlers::CompletionLogger }
+    YAML
+  end
+
+  def breaker_state
+    TaskerCore.health.dig("queue_breakers", "tasker_ns_spec_qfault")
+  end
+
+  def create_fragile
+    TaskerCore::Client.create_task(namespace: "spec_qfault", name: "fragile", version: "1.0.0", context: {})
+  end
+
+  it "opens its breaker, refuses new tasks at once, leaves other namespaces running, and heals" do
+    with_template_dir("fragile.yaml" => template) do |dir|
+      with_engine(namespaces: %w[spec_qfault linear_workflow], template_paths: [dir, linear_template_dir],
+                  queue_circuit_breaker: { failure_threshold: 2, timeout: 0.3, success_threshold: 1 }) do
+        expect(TaskerCore::Client.wait_for(create_fragile.uuid, timeout: 15).status).to eq("complete")
+
+        psql("SELECT pgmq.drop_queue('tasker_ns_spec_qfault')")
+        eventually(timeout: 15) { breaker_state&.dig("transitions")&.include?("closed->open (failure threshold reached)") }
+        expect { eventually(timeout: 5) { breaker_state["state"] == "open" && create_fragile } }
+          .to raise_error(TaskerCore::Errors::CircuitOpenError) { |e| expect(e.retry_after).to be <= 0.3 }
+        expect(TaskerCore.health["status"]).to eq("degraded")
+
+        # The other namespace keeps processing meanwhile.
+        other = TaskerCore::Client.create_task(namespace: "linear_workflow", name: "mathematical_sequence",
+                                               version: "1.0.0", context: { "even_number" => 2 })
+        expect(TaskerCore::Client.wait_for(other.uuid, timeout: 15).status).to eq("complete")
+
+        psql("SELECT pgmq.create('tasker_ns_spec_qfault')")
+        eventually(timeout: 15) { breaker_state["state"] == "closed" }
+        expect(breaker_state["transitions"]).to include("open->half_open (open timeout elapsed)",
+                                                        "half_open->closed (trial calls succeeded)")
+        expect(TaskerCore::Client.wait_for(create_fragile.uuid, timeout: 15).status).to eq("complete")
+      end
+    end
+  end
+end
