@@ -48,6 +48,8 @@ pub struct EngineConfig {
     pub string_cache_capacity: usize,
     /// Settings of the per-queue circuit breakers.
     pub queue_breaker: CircuitBreakerConfig,
+    /// A step enqueued this long without a message in its queue is sent again.
+    pub requeue_after: Duration,
 }
 
 impl Default for EngineConfig {
@@ -67,6 +69,7 @@ impl Default for EngineConfig {
                 open_timeout: Duration::from_secs(10),
                 success_threshold: 1,
             },
+            requeue_after: Duration::from_secs(60),
         }
     }
 }
@@ -157,6 +160,7 @@ pub(crate) struct Shared {
     pub worker_id: String,
     pub poll_interval: Duration,
     pub claim_grace_seconds: i32,
+    pub requeue_after: Duration,
     /// Interned names read from the database (dependency step names).
     pub names: StringCache,
     /// One breaker per queue, around its pgmq operations.
@@ -406,6 +410,7 @@ impl Engine {
             worker_id,
             poll_interval: config.poll_interval,
             claim_grace_seconds: config.claim_grace.as_secs().clamp(1, 86_400) as i32,
+            requeue_after: config.requeue_after,
             names: StringCache::new(config.string_cache_capacity),
             queue_breakers: {
                 let breakers = BreakerRegistry::default();
@@ -456,6 +461,10 @@ impl Engine {
                 stop_rx.clone(),
             )));
             services.push(tokio::spawn(consume_task_requests(
+                shared.clone(),
+                stop_rx.clone(),
+            )));
+            services.push(tokio::spawn(requeue_lost_messages(
                 shared.clone(),
                 stop_rx.clone(),
             )));
@@ -784,6 +793,29 @@ async fn release_retries(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             _ = shared.retry_wakeup.notified() => {}
             _ = tokio::time::sleep(wait) => {}
             _ = stop.changed() => break,
+        }
+    }
+}
+
+/// Re-send enqueued steps whose message was lost, for every served namespace.
+async fn requeue_lost_messages(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let every =
+        (shared.requeue_after / 2).clamp(Duration::from_millis(200), Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => break,
+        }
+        for ns in shared.wakeups.keys() {
+            match orchestration::recovery::requeue_lost(&shared.pool, ns, shared.requeue_after)
+                .await
+            {
+                Ok(n) if n > 0 => shared.wake_namespace(ns),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(namespace = %ns, error = %e, "looking for lost messages failed")
+                }
+            }
         }
     }
 }

@@ -40,6 +40,9 @@ module TaskerCore
     # @return [Hash] circuit breaker settings of each namespace queue: failure_threshold
     #   (consecutive failed queue reads), timeout (seconds open), success_threshold
     attr_accessor :queue_circuit_breaker
+    # @return [Numeric] seconds a step may stay enqueued without a message in its queue before
+    #   it is sent again (heals a dropped and recreated queue table)
+    attr_accessor :requeue_after
     # @return [Logger] where the gem's own messages go
     attr_accessor :logger
 
@@ -55,6 +58,7 @@ module TaskerCore
       @worker_id = nil
       @claim_grace = 30
       @string_cache_capacity = 10_000
+      @requeue_after = 60
       @queue_circuit_breaker = { failure_threshold: 5, timeout: 10, success_threshold: 1 }
       @logger = default_logger
     end
@@ -77,6 +81,7 @@ module TaskerCore
       invalid!(:poll_interval, "must be a positive number of seconds") unless positive?(poll_interval)
       invalid!(:shutdown_timeout, "must be a positive number of seconds") unless positive?(shutdown_timeout)
       invalid!(:timeout_grace, "must be a positive number of seconds") unless positive?(timeout_grace)
+      invalid!(:requeue_after, "must be a positive number of seconds") unless positive?(requeue_after)
       invalid!(:claim_grace, "must be an Integer from 1 to 86400 (seconds)") unless int_in?(claim_grace, 1..86_400)
       unless queue_circuit_breaker.is_a?(Hash) &&
              (queue_circuit_breaker.keys.map(&:to_sym) - %i[failure_threshold timeout success_threshold]).empty?
@@ -101,6 +106,7 @@ module TaskerCore
         "worker_id" => worker_id,
         "claim_grace_seconds" => claim_grace,
         "string_cache_capacity" => string_cache_capacity,
+        "requeue_after_seconds" => requeue_after.to_f,
         "queue_circuit_breaker" => queue_circuit_breaker.to_h { |k, v| [k.to_s, k.to_s == "timeout" ? v.to_f : v] }
       }
     end

@@ -46,3 +46,30 @@ RSpec.describe "a namespace whose queue fails" do
     end
   end
 end
+
+RSpec.describe "steps whose queue messages were lost" do
+  it "are sent again after requeue_after and complete" do
+    template = <<~YAML
+      name: fragile
+      namespace: spec_qlost
+      version: "1.0.0"
+      steps:
+        - name: only
+          handler: { callable: SpecHandlers::CompletionLogger }
+    YAML
+    with_template_dir("lost.yaml" => template) do |dir|
+      uuid = nil
+      with_engine(template_paths: [dir]) do # a client process: the step waits in the queue
+        uuid = TaskerCore::Client.create_task(namespace: "spec_qlost", name: "fragile", version: "1.0.0",
+                                              context: {}).uuid
+      end
+      psql("SELECT pgmq.drop_queue('tasker_ns_spec_qlost')")
+      psql("SELECT pgmq.create('tasker_ns_spec_qlost')")
+      with_engine(namespaces: ["spec_qlost"], template_paths: [dir], requeue_after: 0.5) do
+        done = TaskerCore::Client.wait_for(uuid, timeout: 15)
+        expect(done.status).to eq("complete")
+        expect(done.step("only").attempts).to eq(1)
+      end
+    end
+  end
+end

@@ -190,6 +190,13 @@ pub(crate) async fn ensure_queue(pool: &sqlx::PgPool, queue: &QueueName) -> Resu
     ))
     .execute(&mut *tx)
     .await?;
+    // Lets the recovery loop ask "is there a message for this step?" without a scan.
+    sqlx::query(&format!(
+        "CREATE INDEX IF NOT EXISTS q_{q}_by_step ON pgmq.q_{q} ((message->>'step_uuid'))",
+        q = queue.as_str()
+    ))
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(())
 }

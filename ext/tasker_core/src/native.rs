@@ -178,6 +178,9 @@ fn start(ruby: &Ruby, config: RHash) -> Result<RArray, Error> {
         worker_id: fetch(config, "worker_id")?,
         claim_grace: Duration::from_secs(fetch(config, "claim_grace_seconds")?),
         string_cache_capacity: fetch(config, "string_cache_capacity")?,
+        requeue_after: Duration::from_secs_f64(
+            fetch::<f64>(config, "requeue_after_seconds")?.max(0.1),
+        ),
         queue_breaker: crate::circuit_breaker::parse_config(
             fetch(config, "queue_circuit_breaker")?,
             EngineConfig::default().queue_breaker,
