@@ -92,10 +92,13 @@ fn force_closed(name: String) {
     registry().get(&name).force_closed();
 }
 
-/// Every breaker's state and counters, by name.
-fn metrics(ruby: &Ruby) -> Result<RHash, Error> {
+/// Breakers' states, counters and recent transitions, by name (as Ruby sees them).
+pub fn breakers_hash(
+    ruby: &Ruby,
+    breakers: &[std::sync::Arc<tasker_core::resilience::CircuitBreaker>],
+) -> Result<RHash, Error> {
     let out = ruby.hash_new();
-    for b in registry().all() {
+    for b in breakers {
         let m = b.metrics();
         let h = ruby.hash_new();
         h.aset("state", m.state.as_str())?;
@@ -114,4 +117,9 @@ fn metrics(ruby: &Ruby) -> Result<RHash, Error> {
         out.aset(b.name(), h)?;
     }
     Ok(out)
+}
+
+/// Every named breaker of the process.
+fn metrics(ruby: &Ruby) -> Result<RHash, Error> {
+    breakers_hash(ruby, &registry().all())
 }

@@ -231,23 +231,7 @@ fn health(ruby: &Ruby) -> Result<Option<RHash>, Error> {
         e.aset("oldest_message_age_seconds", q.oldest_message_age_seconds)?;
         queues.aset(q.namespace, e)?;
     }
-    let breakers = ruby.hash_new();
-    for b in engine.queue_breakers() {
-        let m = b.metrics();
-        let e = ruby.hash_new();
-        e.aset("state", m.state.as_str())?;
-        e.aset("failures", m.failures)?;
-        e.aset("rejections", m.rejections)?;
-        e.aset("consecutive_failures", m.consecutive_failures)?;
-        e.aset(
-            "transitions",
-            b.transitions()
-                .iter()
-                .map(|t| format!("{}->{} ({})", t.from, t.to, t.reason))
-                .collect::<Vec<_>>(),
-        )?;
-        breakers.aset(b.name(), e)?;
-    }
+    let breakers = crate::circuit_breaker::breakers_hash(ruby, &engine.queue_breakers())?;
     let out = ruby.hash_new();
     out.aset("database", db)?;
     out.aset("queues", queues)?;
