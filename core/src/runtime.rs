@@ -50,6 +50,8 @@ pub struct EngineConfig {
     pub queue_breaker: CircuitBreakerConfig,
     /// A step enqueued this long without a message in its queue is sent again.
     pub requeue_after: Duration,
+    /// How long a queue read waits for a lock on the queue table before it fails.
+    pub queue_lock_timeout: Duration,
 }
 
 impl Default for EngineConfig {
@@ -70,6 +72,7 @@ impl Default for EngineConfig {
                 success_threshold: 1,
             },
             requeue_after: Duration::from_secs(60),
+            queue_lock_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -156,6 +159,8 @@ type Waiters = HashMap<Uuid, Vec<(u64, crossbeam_channel::Sender<()>)>>;
 /// State shared by the engine's services.
 pub(crate) struct Shared {
     pub pool: PgPool,
+    /// Queue reads, archive and visibility changes (see [`connect_queue_pool`]).
+    pub queue_pool: PgPool,
     pub registry: Registry,
     pub worker_id: String,
     pub poll_interval: Duration,
@@ -390,6 +395,12 @@ impl Engine {
     async fn boot(config: EngineConfig) -> Result<Boot> {
         let templates = crate::template::load_paths(&config.template_paths)?;
         let pool = connect(&config.database_url, config.pool_size).await?;
+        let queue_pool = connect_queue_pool(
+            &config.database_url,
+            config.namespaces.len() as u32 + 1,
+            config.queue_lock_timeout,
+        )
+        .await?;
         let ready: bool = sqlx::query_scalar("SELECT to_regclass('tasker.tasks') IS NOT NULL")
             .fetch_one(&pool)
             .await?;
@@ -406,6 +417,7 @@ impl Engine {
             .collect();
         let shared = Arc::new(Shared {
             pool,
+            queue_pool,
             registry: Registry::default(),
             worker_id,
             poll_interval: config.poll_interval,
@@ -659,6 +671,7 @@ impl Engine {
             .unwrap_or_else(|e| e.into_inner())
             .take();
         let pool = self.shared.pool.clone();
+        let queue_pool = self.shared.queue_pool.clone();
         runtime.block_on(async move {
             let all = async {
                 for s in services {
@@ -672,6 +685,7 @@ impl Engine {
                 tracing::warn!("engine shutdown timed out; unfinished work will be redelivered");
             }
             pool.close().await;
+            queue_pool.close().await;
         });
         runtime.shutdown_timeout(Duration::from_secs(1));
     }
@@ -691,6 +705,32 @@ struct Boot {
 }
 
 /// Open a pool: no ping before each acquire (saves a round trip per statement).
+/// A small pool for reading queues: its statements give up on a lock after `lock_timeout`
+/// and on anything after 30 s, so a locked queue table fails fast (and opens that queue's
+/// breaker) instead of holding connections the rest of the engine needs.
+pub async fn connect_queue_pool(
+    database_url: &str,
+    size: u32,
+    lock_timeout: Duration,
+) -> Result<PgPool> {
+    let options = database_url
+        .parse::<sqlx::postgres::PgConnectOptions>()?
+        .options([
+            (
+                "lock_timeout",
+                format!("{}ms", lock_timeout.as_millis().max(1)),
+            ),
+            ("statement_timeout", "30000ms".to_owned()),
+        ]);
+    PgPoolOptions::new()
+        .max_connections(size.max(2))
+        .acquire_timeout(Duration::from_secs(10))
+        .test_before_acquire(false)
+        .connect_with(options)
+        .await
+        .map_err(Error::from)
+}
+
 pub async fn connect(database_url: &str, size: u32) -> Result<PgPool> {
     PgPoolOptions::new()
         .max_connections(size.max(2))

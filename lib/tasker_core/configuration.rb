@@ -43,6 +43,9 @@ module TaskerCore
     # @return [Numeric] seconds a step may stay enqueued without a message in its queue before
     #   it is sent again (heals a dropped and recreated queue table)
     attr_accessor :requeue_after
+    # @return [Numeric] seconds a queue read waits for a lock on its queue table before it
+    #   fails (and counts against that queue's circuit breaker)
+    attr_accessor :queue_lock_timeout
     # @return [Logger] where the gem's own messages go
     attr_accessor :logger
 
@@ -59,6 +62,7 @@ module TaskerCore
       @claim_grace = 30
       @string_cache_capacity = 10_000
       @requeue_after = 60
+      @queue_lock_timeout = 2
       @queue_circuit_breaker = { failure_threshold: 5, timeout: 10, success_threshold: 1 }
       @logger = default_logger
     end
@@ -82,6 +86,7 @@ module TaskerCore
       invalid!(:shutdown_timeout, "must be a positive number of seconds") unless positive?(shutdown_timeout)
       invalid!(:timeout_grace, "must be a positive number of seconds") unless positive?(timeout_grace)
       invalid!(:requeue_after, "must be a positive number of seconds") unless positive?(requeue_after)
+      invalid!(:queue_lock_timeout, "must be a positive number of seconds") unless positive?(queue_lock_timeout)
       invalid!(:claim_grace, "must be an Integer from 1 to 86400 (seconds)") unless int_in?(claim_grace, 1..86_400)
       unless queue_circuit_breaker.is_a?(Hash) &&
              (queue_circuit_breaker.keys.map(&:to_sym) - %i[failure_threshold timeout success_threshold]).empty?
@@ -107,6 +112,7 @@ module TaskerCore
         "claim_grace_seconds" => claim_grace,
         "string_cache_capacity" => string_cache_capacity,
         "requeue_after_seconds" => requeue_after.to_f,
+        "queue_lock_timeout_seconds" => queue_lock_timeout.to_f,
         "queue_circuit_breaker" => queue_circuit_breaker.to_h { |k, v| [k.to_s, k.to_s == "timeout" ? v.to_f : v] }
       }
     end

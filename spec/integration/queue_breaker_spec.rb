@@ -47,6 +47,44 @@ RSpec.describe "a namespace whose queue fails" do
   end
 end
 
+RSpec.describe "a namespace whose queue table is locked" do
+  it "fails fast instead of waiting, opens that queue's breaker, and recovers when the lock goes" do
+    template = <<~YAML
+      name: fragile
+      namespace: spec_qlock
+      version: "1.0.0"
+      steps:
+        - name: only
+          handler: { callable: SpecHandlers::CompletionLogger }
+    YAML
+    breaker = -> { TaskerCore.health.dig("queue_breakers", "tasker_ns_spec_qlock") }
+    with_template_dir("locked.yaml" => template) do |dir|
+      with_engine(namespaces: %w[spec_qlock linear_workflow], template_paths: [dir, linear_template_dir],
+                  queue_lock_timeout: 0.1,
+                  queue_circuit_breaker: { failure_threshold: 2, timeout: 0.3, success_threshold: 1 }) do
+        locker = Process.spawn("psql", DatabaseSupport.url, "-Xq", "-c",
+                               "BEGIN; LOCK TABLE pgmq.q_tasker_ns_spec_qlock IN ACCESS EXCLUSIVE MODE; " \
+                               "SELECT pg_sleep(3); COMMIT;", out: File::NULL, err: File::NULL)
+        begin
+          eventually(timeout: 10) do
+            breaker.call&.fetch("transitions")&.include?("closed->open (failure threshold reached)")
+          end
+          started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+          other = TaskerCore::Client.create_task(namespace: "linear_workflow", name: "mathematical_sequence",
+                                                 version: "1.0.0", context: { "even_number" => 2 })
+          expect(TaskerCore::Client.wait_for(other.uuid, timeout: 10).status).to eq("complete")
+          expect(Process.clock_gettime(Process::CLOCK_MONOTONIC) - started).to be < 5
+        ensure
+          Process.wait(locker)
+        end
+        eventually(timeout: 15) { breaker.call["state"] == "closed" }
+        task = TaskerCore::Client.create_task(namespace: "spec_qlock", name: "fragile", version: "1.0.0", context: {})
+        expect(TaskerCore::Client.wait_for(task.uuid, timeout: 15).status).to eq("complete")
+      end
+    end
+  end
+end
+
 RSpec.describe "steps whose queue messages were lost" do
   it "are sent again after requeue_after and complete" do
     template = <<~YAML

@@ -72,7 +72,7 @@ impl Poller {
                 }
             };
             let read = messaging::read(
-                &self.shared.pool,
+                &self.shared.queue_pool,
                 &self.read_sql,
                 READ_VISIBILITY_SECONDS,
                 permits.len() as i32,
@@ -132,7 +132,6 @@ struct PollerCtx {
 impl PollerCtx {
     /// Claim the message's step, or settle the message when it cannot be claimed.
     async fn handle(&self, msg: ReadMessage) -> Option<crate::worker::StepEvent> {
-        let pool = &self.shared.pool;
         let msg_id = msg.msg_id;
         let parsed: Result<StepMessage, _> = serde_json::from_value(msg.payload);
         let step_msg = match parsed {
@@ -160,7 +159,10 @@ impl PollerCtx {
                 None
             }
             Ok(Err(ClaimRefusal::Busy(secs))) => {
-                if let Err(e) = messaging::set_vt(pool, &self.queue, msg_id, secs.max(1)).await {
+                if let Err(e) =
+                    messaging::set_vt(&self.shared.queue_pool, &self.queue, msg_id, secs.max(1))
+                        .await
+                {
                     tracing::warn!(error = %e, "could not postpone a message of a claimed step");
                 }
                 None
@@ -177,7 +179,7 @@ impl PollerCtx {
     async fn archive(&self, msg_id: i64, reason: &str) {
         tracing::warn!(queue = %self.queue, msg_id, reason, "archiving a message that cannot be processed");
         if let Err(e) =
-            messaging::archive_poison(&self.shared.pool, &self.queue, msg_id, reason).await
+            messaging::archive_poison(&self.shared.queue_pool, &self.queue, msg_id, reason).await
         {
             tracing::error!(queue = %self.queue, msg_id, error = %e, "archiving a poison message failed");
         }

@@ -181,6 +181,9 @@ fn start(ruby: &Ruby, config: RHash) -> Result<RArray, Error> {
         requeue_after: Duration::from_secs_f64(
             fetch::<f64>(config, "requeue_after_seconds")?.max(0.1),
         ),
+        queue_lock_timeout: Duration::from_secs_f64(
+            fetch::<f64>(config, "queue_lock_timeout_seconds")?.max(0.001),
+        ),
         queue_breaker: crate::circuit_breaker::parse_config(
             fetch(config, "queue_circuit_breaker")?,
             EngineConfig::default().queue_breaker,
