@@ -17,6 +17,9 @@ module TaskerCore
         task cancel UUID [--reason TEXT]
         task retry-step UUID STEP [--reason TEXT]
         task resolve-step UUID STEP --result JSON [--reason TEXT]
+        worker --namespaces a,b [--concurrency N] [--templates PATH] [-r FILE]
+                                   run handlers until SIGTERM/SIGINT (drains, then exits 0)
+        health                     print TaskerCore.health as JSON (exit 1 unless ok/degraded)
         demo [--number N]          run the linear demo workflow and print each step
         version                    print the version
 
@@ -39,6 +42,8 @@ module TaskerCore
       when "templates" then templates(argv)
       when "demo" then demo(argv)
       when "task" then task(argv)
+      when "worker" then worker(argv)
+      when "health" then health(argv)
       when "version", "--version", "-v" then @out.puts(VERSION) || 0
       when nil, "help", "--help", "-h" then @out.puts(USAGE) || 0
       else fail_with("unknown command #{command.inspect} (see tasker_core --help)")
@@ -164,6 +169,44 @@ module TaskerCore
       raise OptionParser::MissingArgument, names unless argv.size == 2
 
       argv
+    end
+
+    def worker(argv)
+      options = database_options(argv, "Usage: tasker_core worker --namespaces a,b [options]") do |o, opts|
+        opts[:requires] = []
+        opts[:templates] = []
+        o.on("--namespaces LIST", Array, "namespaces whose steps this worker runs") { |v| opts[:namespaces] = v }
+        o.on("--concurrency N", Integer, "handler threads (default 4)") { |v| opts[:concurrency] = v }
+        o.on("--templates PATH", "template file or directory (repeatable)") { |v| opts[:templates] << v }
+        o.on("-r", "--require FILE", "Ruby file with handler classes (repeatable)") { |v| opts[:requires] << v }
+      end
+      raise OptionParser::MissingArgument, "--namespaces" if options[:namespaces].to_a.empty?
+
+      options[:requires].each { |f| require File.expand_path(f) }
+      TaskerCore.configure do |c|
+        c.database_url = options[:database_url]
+        c.namespaces = options[:namespaces]
+        c.template_paths = options[:templates] unless options[:templates].empty?
+        c.concurrency = options[:concurrency] if options[:concurrency]
+      end
+      stop = Queue.new
+      %w[TERM INT].each { |sig| trap(sig) { stop << sig } }
+      TaskerCore.start
+      @out.puts("tasker_core worker #{Process.pid}: namespaces #{options[:namespaces].join(', ')}, " \
+                "#{TaskerCore.configuration.concurrency} threads")
+      @out.flush
+      signal = stop.pop
+      @out.puts("tasker_core worker #{Process.pid}: #{signal} received, draining")
+      TaskerCore.stop
+      0
+    end
+
+    def health(argv)
+      options = database_options(argv, "Usage: tasker_core health [--database-url URL]")
+      report = nil
+      with_client(options[:database_url]) { report = TaskerCore.health }
+      @out.puts(JSON.pretty_generate(report))
+      %w[ok degraded].include?(report["status"]) ? 0 : 1
     end
 
     def demo(argv)

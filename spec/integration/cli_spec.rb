@@ -1,6 +1,8 @@
 # frozen_string_literal: true
 
+require "json"
 require "open3"
+require "tempfile"
 require "rbconfig"
 
 RSpec.describe "exe/tasker_core" do
@@ -46,5 +48,39 @@ RSpec.describe "exe/tasker_core" do
     _, err, code = run_cli("task", "create", "linear_workflow/mathematical_sequence@1.0.0", "--context", "{oops")
     expect(code).to eq(1)
     expect(err).to start_with("tasker_core: --context is not JSON")
+  end
+end
+
+RSpec.describe "exe/tasker_core worker and health" do
+  let(:exe) { File.expand_path("../../exe/tasker_core", __dir__) }
+
+  it "prints the health of a client engine" do
+    out, _, status = Open3.capture3({ "DATABASE_URL" => DatabaseSupport.url }, RbConfig.ruby, exe, "health")
+    expect(status.exitstatus).to eq(0)
+    expect(JSON.parse(out)).to include("status" => "ok", "running" => true)
+  end
+
+  it "runs handlers until SIGTERM, then drains and exits 0" do
+    handlers = File.expand_path("../../examples/linear_workflow/handlers/linear_step_handlers.rb", __dir__)
+    out = Tempfile.new("worker")
+    pid = Process.spawn({ "DATABASE_URL" => DatabaseSupport.url, "RUBYLIB" => File.expand_path("../../lib", __dir__) },
+                        RbConfig.ruby, exe, "worker", "--namespaces", "linear_workflow", "--concurrency", "2",
+                        "--templates", linear_template_dir, "-r", handlers, out: out.path, err: %i[child out])
+    eventually(timeout: 20) { File.read(out.path).include?("namespaces linear_workflow, 2 threads") }
+    with_engine(template_paths: [linear_template_dir]) do
+      task = TaskerCore::Client.create_task(namespace: "linear_workflow", name: "mathematical_sequence",
+                                            version: "1.0.0", context: { "even_number" => 2 })
+      expect(TaskerCore::Client.wait_for(task.uuid, timeout: 20).steps.last.result).to eq(2**16)
+    end
+    Process.kill(:TERM, pid)
+    _, status = Process.wait2(pid)
+    expect(status.exitstatus).to eq(0)
+    expect(File.read(out.path)).to include("TERM received, draining")
+  ensure
+    begin
+      Process.kill(:KILL, pid) if pid
+    rescue Errno::ESRCH
+      nil
+    end
   end
 end
