@@ -1,5 +1,6 @@
-//! Append-only transition history. The previous row loses `most_recent` before the new row is
-//! inserted (two statements: a partial unique index guarantees one current row per entity).
+//! Append-only transition history, written by the SQL functions `tasker.record_step_transition`
+//! and `tasker.record_task_transition` (migration 3): the previous row loses `most_recent`
+//! before the new one is inserted, and a partial unique index keeps one current row each.
 
 use serde_json::Value;
 use sqlx::PgConnection;
@@ -17,28 +18,14 @@ pub(crate) struct StepTransition {
     pub metadata: Value,
 }
 
-/// Record transitions for distinct steps.
+/// Record transitions for distinct steps: one statement that applies
+/// `tasker.record_step_transition` (the one definition of how a transition is written, shared
+/// with the hot-path functions) to each item.
 pub(crate) async fn record_steps(conn: &mut PgConnection, items: &[StepTransition]) -> Result<()> {
     if items.is_empty() {
         return Ok(());
     }
     let uuids: Vec<Uuid> = items.iter().map(|t| t.step_uuid).collect();
-    let previous: Vec<(Uuid, i32)> = sqlx::query_as(
-        "UPDATE tasker.workflow_step_transitions SET most_recent = false \
-         WHERE step_uuid = ANY($1) AND most_recent RETURNING step_uuid, sort_key",
-    )
-    .bind(&uuids)
-    .fetch_all(&mut *conn)
-    .await?;
-    let sort_keys: Vec<i32> = items
-        .iter()
-        .map(|t| {
-            previous
-                .iter()
-                .find(|(u, _)| *u == t.step_uuid)
-                .map_or(1, |(_, k)| k + 1)
-        })
-        .collect();
     let tasks: Vec<Uuid> = items.iter().map(|t| t.task_uuid).collect();
     let froms: Vec<Option<&str>> = items
         .iter()
@@ -47,18 +34,14 @@ pub(crate) async fn record_steps(conn: &mut PgConnection, items: &[StepTransitio
     let tos: Vec<&str> = items.iter().map(|t| t.to.as_str()).collect();
     let metas: Vec<&Value> = items.iter().map(|t| &t.metadata).collect();
     sqlx::query(
-        "INSERT INTO tasker.workflow_step_transitions \
-           (step_uuid, task_uuid, from_state, to_state, metadata, sort_key, most_recent) \
-         SELECT s, t, f, o, m, k, true \
-         FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::jsonb[], $6::int[]) \
-           AS i(s, t, f, o, m, k)",
+        "SELECT tasker.record_step_transition(s, t, f, o, m) \
+         FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::jsonb[]) AS i(s, t, f, o, m)",
     )
     .bind(&uuids)
     .bind(&tasks)
     .bind(&froms)
     .bind(&tos)
     .bind(&metas)
-    .bind(&sort_keys)
     .execute(&mut *conn)
     .await?;
     Ok(())
