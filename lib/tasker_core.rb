@@ -6,6 +6,7 @@ require_relative "tasker_core/version"
 require_relative "tasker_core/errors"
 require_relative "tasker_core/native"
 require_relative "tasker_core/configuration"
+require_relative "tasker_core/circuit_breaker_settings"
 require_relative "tasker_core/types/step_handler_call_result"
 require_relative "tasker_core/types/handler_views"
 require_relative "tasker_core/types/task_record"
@@ -63,6 +64,7 @@ module TaskerCore
 
         configuration.validate!
         templates = Native.start(configuration.to_native)
+        apply_named_breaker_settings(configuration.resolved_circuit_breakers)
         @registry = Registry.new(templates)
         @pid = Process.pid
         if configuration.namespaces.any?
@@ -121,7 +123,8 @@ module TaskerCore
       total = worker_threads
       status = if native.nil? then "stopped"
                elsif !native.dig("database", "reachable") then "down"
-               elsif (breakers.values + native["queue_breakers"].values).any? { |b| b["state"] != "closed" }
+               elsif (breakers.values + native["queue_breakers"].values + native["handler_breakers"].values)
+                     .any? { |b| b["state"] != "closed" }
                  "degraded"
                else "ok"
                end
@@ -129,6 +132,7 @@ module TaskerCore
         "status" => status, "pid" => Process.pid, "running" => !native.nil?,
         "database" => native&.fetch("database"), "queues" => native ? native["queues"] : {},
         "circuit_breakers" => breakers, "queue_breakers" => native ? native["queue_breakers"] : {},
+        "handler_breakers" => native ? native["handler_breakers"] : {},
         "handler_threads" => { "total" => total, "busy" => busy, "idle" => [total - busy, 0].max }
       }
     end
@@ -147,6 +151,12 @@ module TaskerCore
 
     def lifecycle
       @lifecycle ||= Monitor.new
+    end
+
+    # Named breakers are process-wide (they outlive an engine): settings apply from now on.
+    def apply_named_breaker_settings(breakers)
+      Native::CircuitBreakers.configure_defaults(CircuitBreakerSettings.to_native(breakers[:defaults]))
+      breakers[:named].each { |name, one| Native::CircuitBreakers.configure(name, CircuitBreakerSettings.to_native(one)) }
     end
 
     # After fork, the parent's handler threads do not exist in this process.

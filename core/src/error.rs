@@ -68,6 +68,9 @@ pub enum Error {
         breaker: String,
         retry_after: std::time::Duration,
     },
+    /// A namespace queue could not be written (locked, dropped, or failing).
+    #[error("queue {queue} could not be written: {message}")]
+    Queue { queue: String, message: String },
     /// A database error.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),

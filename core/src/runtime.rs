@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::messaging::{self, queue::QueueName};
 use crate::orchestration::registry::{RegisteredTemplate, Registry};
 use crate::orchestration::{self, ApplyReport, CreatedTask, Intervention, TaskRequest};
-use crate::resilience::{BreakerRegistry, CircuitBreakerConfig, CircuitState};
+use crate::resilience::{BreakerRegistry, CircuitBreakerConfig, CircuitState, OwnedPermit};
 use crate::state::TaskState;
 use crate::store::snapshot::{self, TaskView};
 use crate::strings::StringCache;
@@ -48,6 +48,8 @@ pub struct EngineConfig {
     pub string_cache_capacity: usize,
     /// Settings of the per-queue circuit breakers.
     pub queue_breaker: CircuitBreakerConfig,
+    /// Settings of the per-handler-class circuit breakers.
+    pub handler_breaker: CircuitBreakerConfig,
     /// A step enqueued this long without a message in its queue is sent again.
     pub requeue_after: Duration,
     /// How long a queue read waits for a lock on the queue table before it fails.
@@ -71,6 +73,11 @@ impl Default for EngineConfig {
                 open_timeout: Duration::from_secs(10),
                 success_threshold: 1,
             },
+            handler_breaker: CircuitBreakerConfig {
+                failure_threshold: 5,
+                open_timeout: Duration::from_secs(30),
+                success_threshold: 1,
+            },
             requeue_after: Duration::from_secs(60),
             queue_lock_timeout: Duration::from_secs(2),
         }
@@ -84,15 +91,39 @@ pub struct Dispatch {
     slot: Slot,
 }
 
-/// A handler slot taken by a dispatched step; dropping it frees the slot.
+/// A handler slot taken by a dispatched step, and the admission of its handler's circuit
+/// breaker; dropping it frees the slot (an admission never settled counts as a failure).
 #[derive(Debug)]
-pub struct Slot(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
+pub struct Slot {
+    _permit: Option<OwnedSemaphorePermit>,
+    handler: Option<OwnedPermit>,
+}
+
+impl Slot {
+    /// Give the handler's breaker its verdict on this attempt: only a fault (timeout,
+    /// unclassified exception) counts against it; business errors are healthy calls.
+    fn settle(&mut self, outcome: &StepOutcome) {
+        if let Some(admission) = self.handler.take() {
+            match outcome {
+                StepOutcome::Failure(f) if f.fault => admission.failure(),
+                _ => admission.success(),
+            }
+        }
+    }
+}
 
 impl Dispatch {
-    pub(crate) fn new(event: StepEvent, permit: OwnedSemaphorePermit) -> Self {
+    pub(crate) fn new(
+        event: StepEvent,
+        permit: OwnedSemaphorePermit,
+        handler: Option<OwnedPermit>,
+    ) -> Self {
         Dispatch {
             event,
-            slot: Slot(Some(permit)),
+            slot: Slot {
+                _permit: Some(permit),
+                handler,
+            },
         }
     }
 
@@ -100,7 +131,10 @@ impl Dispatch {
     pub fn detached(event: StepEvent) -> Self {
         Dispatch {
             event,
-            slot: Slot(None),
+            slot: Slot {
+                _permit: None,
+                handler: None,
+            },
         }
     }
 
@@ -166,10 +200,14 @@ pub(crate) struct Shared {
     pub poll_interval: Duration,
     pub claim_grace_seconds: i32,
     pub requeue_after: Duration,
+    /// How long a queue write waits for a lock on the queue table.
+    pub queue_lock_timeout: Duration,
     /// Interned names read from the database (dependency step names).
     pub names: StringCache,
     /// One breaker per queue, around its pgmq operations.
     pub queue_breakers: BreakerRegistry,
+    /// One breaker per handler class, consulted before a step of that handler is claimed.
+    pub handler_breakers: BreakerRegistry,
     /// Outcomes handed back and not yet applied.
     completions_pending: AtomicUsize,
     /// Wake-up signal per namespace served by this process.
@@ -180,6 +218,71 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Create a task through its namespace queue's breaker: while the breaker is open the
+    /// request is refused at once and nothing is written.
+    pub(crate) async fn create_task(&self, req: &TaskRequest) -> Result<CreatedTask> {
+        let reg = self
+            .registry
+            .lookup(&self.pool, &req.namespace, &req.name, &req.version)
+            .await?;
+        let breaker = self.queue_breakers.get(reg.queue.as_str());
+        if breaker.state() == CircuitState::Open {
+            let retry_after = breaker
+                .try_acquire()
+                .err()
+                .unwrap_or(Duration::from_secs(1));
+            return Err(Error::CircuitOpen {
+                breaker: breaker.name().to_owned(),
+                retry_after,
+            });
+        }
+        let guard = orchestration::results::QueueGuard {
+            breaker: &breaker,
+            lock_timeout: self.queue_lock_timeout,
+        };
+        orchestration::create::create_task(&self.pool, &reg, req, guard).await
+    }
+
+    /// Send step messages inside `conn`'s transaction through the queue's breaker. Returns
+    /// whether they were sent; when not (breaker open, queue failing) the transaction is still
+    /// good and the steps stay enqueued without a message, for the recovery loop.
+    pub(crate) async fn send_guarded(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        queue: &QueueName,
+        namespace: &str,
+        messages: &[messaging::StepMessage],
+    ) -> Result<bool> {
+        let breaker = self.queue_breakers.get(queue.as_str());
+        let Ok(permit) = breaker.try_acquire() else {
+            return Ok(false);
+        };
+        match messaging::write_queue(
+            conn,
+            queue,
+            namespace,
+            messages,
+            None,
+            self.queue_lock_timeout,
+        )
+        .await
+        {
+            Ok(None) => {
+                permit.success();
+                Ok(true)
+            }
+            Ok(Some(error)) => {
+                permit.failure();
+                tracing::warn!(queue = %queue, error, "sending step messages failed; the recovery loop sends them later");
+                Ok(false)
+            }
+            Err(e) => {
+                permit.release();
+                Err(e)
+            }
+        }
+    }
+
     fn wake_namespace(&self, namespace: &str) {
         if let Some(n) = self.wakeups.get(namespace) {
             n.notify_one();
@@ -211,25 +314,8 @@ pub struct EngineHandle(Arc<Shared>);
 impl EngineHandle {
     /// Create a task (or return the existing one for the same idempotency key).
     pub async fn create_task(&self, req: TaskRequest) -> Result<CreatedTask> {
-        let reg = self
-            .0
-            .registry
-            .lookup(&self.0.pool, &req.namespace, &req.name, &req.version)
-            .await?;
-        // A queue whose breaker is open refuses new work at once: nothing is written.
-        let breaker = self.0.queue_breakers.get(reg.queue.as_str());
-        if breaker.state() == CircuitState::Open {
-            let retry_after = breaker
-                .try_acquire()
-                .err()
-                .unwrap_or(Duration::from_secs(1));
-            return Err(Error::CircuitOpen {
-                breaker: breaker.name().to_owned(),
-                retry_after,
-            });
-        }
-        let created = orchestration::create::create_task(&self.0.pool, &reg, &req).await?;
-        self.0.wake_namespace(&reg.template.namespace);
+        let created = self.0.create_task(&req).await?;
+        self.0.wake_namespace(&req.namespace);
         Ok(created)
     }
 
@@ -423,10 +509,16 @@ impl Engine {
             poll_interval: config.poll_interval,
             claim_grace_seconds: config.claim_grace.as_secs().clamp(1, 86_400) as i32,
             requeue_after: config.requeue_after,
+            queue_lock_timeout: config.queue_lock_timeout,
             names: StringCache::new(config.string_cache_capacity),
             queue_breakers: {
                 let breakers = BreakerRegistry::default();
                 breakers.set_defaults(config.queue_breaker);
+                breakers
+            },
+            handler_breakers: {
+                let breakers = BreakerRegistry::default();
+                breakers.set_defaults(config.handler_breaker);
                 breakers
             },
             completions_pending: AtomicUsize::new(0),
@@ -576,9 +668,10 @@ impl Engine {
     pub fn complete_ticket(
         &self,
         ticket: ClaimTicket,
-        slot: Slot,
+        mut slot: Slot,
         outcome: StepOutcome,
     ) -> Result<()> {
+        slot.settle(&outcome);
         let sent = match &*self.completion_tx.lock().unwrap_or_else(|e| e.into_inner()) {
             Some(tx) => tx.send((ticket, outcome)).is_ok(),
             None => false,
@@ -633,6 +726,16 @@ impl Engine {
     /// The per-queue circuit breakers.
     pub fn queue_breakers(&self) -> Vec<Arc<crate::resilience::CircuitBreaker>> {
         self.shared.queue_breakers.all()
+    }
+
+    /// The per-handler-class breakers (created when a handler's first step is seen).
+    pub fn handler_breakers(&self) -> &BreakerRegistry {
+        &self.shared.handler_breakers
+    }
+
+    /// The per-queue breakers' registry (to reconfigure them at runtime).
+    pub fn queue_breaker_registry(&self) -> &BreakerRegistry {
+        &self.shared.queue_breakers
     }
 
     /// Memory and queue figures of this engine (for `TaskerCore.memory_stats`).
@@ -779,10 +882,18 @@ async fn apply_one(shared: Arc<Shared>, completion: Completion) {
     shared.completions_pending.fetch_sub(1, Ordering::Relaxed);
 }
 
+/// Apply an outcome, retrying through database outages for as long as the engine runs (a
+/// result applied after its claim expired is still applied if nobody took the step over, and
+/// discarded otherwise; engine shutdown bounds the wait).
 async fn apply_with_retries(shared: &Shared, (ticket, outcome): Completion) {
     let mut delay = Duration::from_millis(100);
-    for attempt in 1..=8 {
-        match orchestration::results::apply(&shared.pool, &ticket, &outcome).await {
+    let breaker = shared.queue_breakers.get(ticket.queue.as_str());
+    for attempt in 1u32.. {
+        let guard = orchestration::results::QueueGuard {
+            breaker: &breaker,
+            lock_timeout: shared.queue_lock_timeout,
+        };
+        match orchestration::results::apply(&shared.pool, &ticket, &outcome, guard).await {
             Ok(ApplyReport::Applied {
                 enqueued_children,
                 task_state,
@@ -802,21 +913,21 @@ async fn apply_with_retries(shared: &Shared, (ticket, outcome): Completion) {
             }
             Ok(ApplyReport::Discarded) => return,
             Err(e) => {
-                tracing::warn!(step_uuid = %ticket.step_uuid, correlation_id = %ticket.correlation_id,
-                    attempt, error = %e, "applying a step result failed; retrying");
+                if attempt == 1 || attempt % 10 == 0 {
+                    tracing::warn!(step_uuid = %ticket.step_uuid, correlation_id = %ticket.correlation_id,
+                        attempt, error = %e, "applying a step result failed; retrying");
+                }
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
+                delay = (delay * 2).min(Duration::from_secs(2));
             }
         }
     }
-    tracing::error!(step_uuid = %ticket.step_uuid, correlation_id = %ticket.correlation_id,
-        "giving up applying a step result; the step runs again after its claim expires");
 }
 
 /// Move steps whose backoff elapsed back to their queues.
 async fn release_retries(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     loop {
-        let wait = match orchestration::retry::release_due(&shared.pool).await {
+        let wait = match orchestration::retry::release_due(&shared).await {
             Ok((namespaces, next)) => {
                 for ns in &namespaces {
                     shared.wake_namespace(ns);
@@ -847,9 +958,7 @@ async fn requeue_lost_messages(shared: Arc<Shared>, mut stop: watch::Receiver<bo
             _ = stop.changed() => break,
         }
         for ns in shared.wakeups.keys() {
-            match orchestration::recovery::requeue_lost(&shared.pool, ns, shared.requeue_after)
-                .await
-            {
+            match orchestration::recovery::requeue_lost(&shared, ns).await {
                 Ok(n) if n > 0 => shared.wake_namespace(ns),
                 Ok(_) => {}
                 Err(e) => {
@@ -864,14 +973,7 @@ async fn requeue_lost_messages(shared: Arc<Shared>, mut stop: watch::Receiver<bo
 async fn consume_task_requests(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let read_sql = messaging::read_sql(&orchestration::requests::queue());
     loop {
-        let busy = match orchestration::requests::process_batch(
-            &shared.pool,
-            &shared.registry,
-            &read_sql,
-            20,
-        )
-        .await
-        {
+        let busy = match orchestration::requests::process_batch(&shared, &read_sql, 20).await {
             Ok(outcomes) => {
                 for (outcome, namespace) in &outcomes {
                     if let orchestration::requests::RequestOutcome::Archived(reason) = outcome {

@@ -161,6 +161,7 @@ fn retryable_failures_back_off_then_exhaust_into_error() {
             message: format!("boom {}", ev.attempts),
             backtrace: vec!["handler.rb:1".into()],
             retry_after: None,
+            fault: false,
             error_code: None,
         })
     });

@@ -44,6 +44,17 @@ module TaskerCore
     # @return [Hash{String => Hash}] each breaker's state, counters and recent transitions
     def metrics = Native::CircuitBreakers.metrics
 
+    # @return [Hash{String => Hash}] the running engine's breakers of each namespace queue
+    #   (by queue name) or of each handler class; {} when stopped
+    def engine_metrics(kind)
+      TaskerCore.running? ? Native::CircuitBreakers.engine_metrics(kind.to_s) : {}
+    end
+
+    def stringify(settings)
+      settings.to_h { |k, v| [k.to_s, k.to_s == "timeout" ? v.to_f : v] }
+    end
+    private_class_method :stringify
+
     def settings(failure_threshold, timeout, success_threshold)
       { "failure_threshold" => failure_threshold, "timeout" => timeout&.to_f,
         "success_threshold" => success_threshold }.compact
@@ -51,8 +62,28 @@ module TaskerCore
     private_class_method :settings
   end
 
-  # Change a named circuit breaker's settings at runtime; see {CircuitBreaker.configure}.
-  def self.configure_circuit_breaker(name, **settings)
-    CircuitBreaker.configure(name, **settings)
+  # Change a circuit breaker's settings at runtime, without a restart:
+  #
+  #   TaskerCore.configure_circuit_breaker(:payments_api, timeout: 60)            # a named breaker
+  #   TaskerCore.configure_circuit_breaker(namespace: "billing", failure_threshold: 3) # a queue
+  #   TaskerCore.configure_circuit_breaker(handler: "Billing::Charge", timeout: 10)    # a handler class
+  #
+  # Settings not given keep their current values. Queue and handler breakers belong to the
+  # running engine (they are configured again from {Configuration#circuit_breakers} at start).
+  # @raise [Errors::NotStartedError] for a queue or handler breaker while the engine is stopped
+  # @raise [Errors::ConfigurationError] for invalid settings
+  def self.configure_circuit_breaker(name = nil, namespace: nil, handler: nil, **settings)
+    targets = [name, namespace, handler].compact
+    raise ArgumentError, "configure_circuit_breaker needs exactly one of a name, namespace: or handler:" unless targets.size == 1
+
+    CircuitBreakerSettings.validate_one!("for #{targets.first}", settings)
+    if namespace
+      CircuitBreakerSettings.validate_namespace!(namespace)
+      Native::CircuitBreakers.configure_engine("namespace", namespace.to_s, CircuitBreaker.send(:stringify, settings))
+    elsif handler
+      Native::CircuitBreakers.configure_engine("handler", handler.to_s, CircuitBreaker.send(:stringify, settings))
+    else
+      CircuitBreaker.configure(name, **settings)
+    end
   end
 end

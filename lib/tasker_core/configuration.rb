@@ -37,9 +37,14 @@ module TaskerCore
     attr_accessor :claim_grace
     # @return [Integer] distinct names (step, namespace, ...) the engine's string cache keeps
     attr_accessor :string_cache_capacity
-    # @return [Hash] circuit breaker settings of each namespace queue: failure_threshold
-    #   (consecutive failed queue reads), timeout (seconds open), success_threshold
-    attr_accessor :queue_circuit_breaker
+    # @return [Hash] circuit breaker settings: defaults, pgmq (namespace queues), handlers
+    #   (handler classes), and per namespace / handler class / name overrides; merged over the
+    #   environment's defaults (see {CircuitBreakerSettings} and docs/configuration.md)
+    attr_accessor :circuit_breakers
+    # @return [String] selects environment-specific defaults ("production", "development",
+    #   "test"; others get production's). Default: TASKER_ENV, RAILS_ENV, RACK_ENV, else
+    #   "development"
+    attr_accessor :environment
     # @return [Numeric] seconds a step may stay enqueued without a message in its queue before
     #   it is sent again (heals a dropped and recreated queue table)
     attr_accessor :requeue_after
@@ -63,7 +68,8 @@ module TaskerCore
       @string_cache_capacity = 10_000
       @requeue_after = 60
       @queue_lock_timeout = 2
-      @queue_circuit_breaker = { failure_threshold: 5, timeout: 10, success_threshold: 1 }
+      @circuit_breakers = {}
+      @environment = ENV["TASKER_ENV"] || ENV["RAILS_ENV"] || ENV["RACK_ENV"] || "development"
       @logger = default_logger
     end
 
@@ -88,10 +94,8 @@ module TaskerCore
       invalid!(:requeue_after, "must be a positive number of seconds") unless positive?(requeue_after)
       invalid!(:queue_lock_timeout, "must be a positive number of seconds") unless positive?(queue_lock_timeout)
       invalid!(:claim_grace, "must be an Integer from 1 to 86400 (seconds)") unless int_in?(claim_grace, 1..86_400)
-      unless queue_circuit_breaker.is_a?(Hash) &&
-             (queue_circuit_breaker.keys.map(&:to_sym) - %i[failure_threshold timeout success_threshold]).empty?
-        invalid!(:queue_circuit_breaker, "must be a Hash of failure_threshold, timeout, success_threshold")
-      end
+      invalid!(:environment, "must be a String such as \"production\"") unless environment.is_a?(String) || environment.is_a?(Symbol)
+      CircuitBreakerSettings.validate!(circuit_breakers)
       unless int_in?(string_cache_capacity, 1..10_000_000)
         invalid!(:string_cache_capacity, "must be an Integer from 1 to 10000000")
       end
@@ -101,6 +105,7 @@ module TaskerCore
     # The hash handed to the native engine.
     # @api private
     def to_native
+      breakers = resolved_circuit_breakers
       {
         "database_url" => database_url,
         "namespaces" => namespaces.map(&:to_s),
@@ -113,8 +118,19 @@ module TaskerCore
         "string_cache_capacity" => string_cache_capacity,
         "requeue_after_seconds" => requeue_after.to_f,
         "queue_lock_timeout_seconds" => queue_lock_timeout.to_f,
-        "queue_circuit_breaker" => queue_circuit_breaker.to_h { |k, v| [k.to_s, k.to_s == "timeout" ? v.to_f : v] }
+        "queue_circuit_breaker" => CircuitBreakerSettings.to_native(breakers[:pgmq]),
+        "handler_circuit_breaker" => CircuitBreakerSettings.to_native(breakers[:handlers]),
+        "namespace_circuit_breakers" => breakers[:namespaces].transform_values { |v| CircuitBreakerSettings.to_native(v) },
+        "handler_class_circuit_breakers" =>
+          breakers[:handler_classes].transform_values { |v| CircuitBreakerSettings.to_native(v) }
       }
+    end
+
+    # The circuit breaker settings in effect: the environment's defaults merged with
+    # {#circuit_breakers}.
+    # @return [Hash]
+    def resolved_circuit_breakers
+      CircuitBreakerSettings.resolve(environment, circuit_breakers)
     end
 
     private

@@ -20,7 +20,7 @@ module TaskerCore
            NotImplementedError => e
       failure(e, "permanent")
     rescue StandardError, ScriptError => e
-      failure(e, "retryable")
+      failure(e, "retryable", fault: true)
     end
 
     # The failure recorded when a handler outlives its step's timeout.
@@ -28,11 +28,14 @@ module TaskerCore
       error = Errors::StepTimeoutError.new(
         "step #{event.step_name} exceeded its timeout of #{event.timeout_seconds}s (attempt #{event.attempts})"
       )
-      failure(error, "retryable")
+      failure(error, "retryable", fault: true)
     end
 
-    def failure(error, kind, retry_after: nil, error_code: nil)
+    # `fault`: the handler itself misbehaved (timeout, unclassified exception); counts
+    # against its handler class's circuit breaker. Classified errors are business outcomes.
+    def failure(error, kind, retry_after: nil, error_code: nil, fault: false)
       {
+        "fault" => fault,
         "kind" => kind,
         "error_class" => error.class.name || error.class.inspect,
         "message" => error.message.to_s,

@@ -23,7 +23,7 @@ RSpec.describe "a namespace whose queue fails" do
   it "opens its breaker, refuses new tasks at once, leaves other namespaces running, and heals" do
     with_template_dir("fragile.yaml" => template) do |dir|
       with_engine(namespaces: %w[spec_qfault linear_workflow], template_paths: [dir, linear_template_dir],
-                  queue_circuit_breaker: { failure_threshold: 2, timeout: 0.3, success_threshold: 1 }) do
+                  circuit_breakers: { pgmq: { failure_threshold: 2, timeout: 0.3, success_threshold: 1 } }) do
         expect(TaskerCore::Client.wait_for(create_fragile.uuid, timeout: 15).status).to eq("complete")
 
         psql("SELECT pgmq.drop_queue('tasker_ns_spec_qfault')")
@@ -61,7 +61,7 @@ RSpec.describe "a namespace whose queue table is locked" do
     with_template_dir("locked.yaml" => template) do |dir|
       with_engine(namespaces: %w[spec_qlock linear_workflow], template_paths: [dir, linear_template_dir],
                   queue_lock_timeout: 0.1,
-                  queue_circuit_breaker: { failure_threshold: 2, timeout: 0.3, success_threshold: 1 }) do
+                  circuit_breakers: { pgmq: { failure_threshold: 2, timeout: 0.3, success_threshold: 1 } }) do
         locker = Process.spawn("psql", DatabaseSupport.url, "-Xq", "-c",
                                "BEGIN; LOCK TABLE pgmq.q_tasker_ns_spec_qlock IN ACCESS EXCLUSIVE MODE; " \
                                "SELECT pg_sleep(3); COMMIT;", out: File::NULL, err: File::NULL)

@@ -25,6 +25,10 @@ pub struct StepMessage {
     /// The task's priority: higher is read first.
     #[serde(default)]
     pub priority: i16,
+    /// The step's handler class, so a worker can consult that handler's circuit breaker
+    /// before claiming (absent in messages from older producers: no check then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handler: Option<String>,
 }
 
 /// Send messages to a queue inside the caller's transaction.
@@ -48,6 +52,33 @@ pub(crate) async fn send_batch(
         .execute(&mut *conn)
         .await?;
     Ok(())
+}
+
+/// Write to a queue through `tasker.write_queue`: delete a settled message (optional) and send
+/// `messages`, waiting at most `lock_timeout` for the queue table. A failure is contained in a
+/// subtransaction and returned as `Ok(Some(error))`; the caller's transaction stays usable.
+pub(crate) async fn write_queue(
+    conn: &mut PgConnection,
+    queue: &QueueName,
+    namespace: &str,
+    messages: &[StepMessage],
+    delete_msg: Option<i64>,
+    lock_timeout: std::time::Duration,
+) -> Result<Option<String>> {
+    let payloads: Vec<serde_json::Value> = messages
+        .iter()
+        .map(|m| serde_json::to_value(m).expect("StepMessage serializes"))
+        .collect();
+    let error: Option<String> =
+        sqlx::query_scalar("SELECT tasker.write_queue($1, $2, $3::jsonb[], $4, $5)")
+            .bind(queue.as_str())
+            .bind(namespace)
+            .bind(&payloads)
+            .bind(delete_msg)
+            .bind(lock_timeout.as_millis().min(i32::MAX as u128) as i32)
+            .fetch_one(&mut *conn)
+            .await?;
+    Ok(error)
 }
 
 /// A message read from a queue.

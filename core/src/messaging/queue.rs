@@ -41,6 +41,11 @@ impl QueueName {
         ))))
     }
 
+    /// The namespace a namespace queue's name carries (`tasker_ns_orders` → `orders`).
+    pub fn namespace_of(queue: &str) -> Option<&str> {
+        queue.strip_prefix(NAMESPACE_QUEUE_PREFIX)
+    }
+
     /// A fixed queue name of the engine itself (checked by a test).
     pub(crate) fn from_static(name: &'static str) -> Self {
         QueueName(Arc::from(name))

@@ -6,6 +6,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::registry::RegisteredTemplate;
+use super::results::QueueGuard;
 use crate::error::{Error, Result};
 use crate::messaging::{self, StepMessage};
 use crate::state::{StepState, TaskState};
@@ -71,6 +72,7 @@ pub(crate) async fn create_task(
     pool: &PgPool,
     reg: &RegisteredTemplate,
     req: &TaskRequest,
+    queue: QueueGuard<'_>,
 ) -> Result<CreatedTask> {
     validate_request(req)?;
     let template = &reg.template;
@@ -232,17 +234,47 @@ pub(crate) async fn create_task(
     )
     .await?;
 
-    let messages: Vec<StepMessage> = root_uuids
+    let messages: Vec<StepMessage> = roots
         .iter()
-        .map(|&step_uuid| StepMessage {
+        .map(|&i| StepMessage {
             task_uuid,
-            step_uuid,
+            step_uuid: step_uuids[i],
             correlation_id,
             priority: req.priority,
+            handler: Some(template.steps[i].handler_class.to_string()),
         })
         .collect();
-    messaging::send_batch(&mut tx, &reg.queue, &messages, 0).await?;
-    messaging::notify_wakeup(&mut tx, &template.namespace).await?;
+    // The queue last: a queue that fails (or whose breaker is open) leaves nothing written.
+    let permit = queue
+        .breaker
+        .try_acquire()
+        .map_err(|retry_after| Error::CircuitOpen {
+            breaker: queue.breaker.name().to_owned(),
+            retry_after,
+        })?;
+    let written = messaging::write_queue(
+        &mut tx,
+        &reg.queue,
+        &template.namespace,
+        &messages,
+        None,
+        queue.lock_timeout,
+    )
+    .await;
+    match written {
+        Ok(None) => permit.success(),
+        Ok(Some(message)) => {
+            permit.failure();
+            return Err(Error::Queue {
+                queue: reg.queue.as_str().to_owned(),
+                message,
+            });
+        }
+        Err(e) => {
+            permit.release();
+            return Err(e);
+        }
+    }
     tx.commit().await?;
 
     tracing::debug!(%task_uuid, %correlation_id, namespace = %template.namespace,

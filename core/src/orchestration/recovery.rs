@@ -2,23 +2,27 @@
 //! its namespace queue (the queue table was dropped and recreated, or a message was deleted by
 //! hand) is sent again. Claims are idempotent, so a duplicate message is harmless.
 
-use std::time::Duration;
-
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::error::Result;
-use crate::messaging::{self, queue::QueueName, StepMessage};
+use crate::messaging::{queue::QueueName, StepMessage};
+use crate::resilience::CircuitState;
+use crate::runtime::Shared;
 
 const BATCH: i64 = 500;
 
 /// Re-send the messages of steps of `namespace` that have been enqueued longer than `after`
 /// without a message. Returns how many were sent.
-pub(crate) async fn requeue_lost(pool: &PgPool, namespace: &str, after: Duration) -> Result<usize> {
+pub(crate) async fn requeue_lost(shared: &Shared, namespace: &str) -> Result<usize> {
     let queue = QueueName::for_namespace(namespace)?;
-    let mut tx = pool.begin().await?;
-    let lost: Vec<(Uuid, Uuid, Uuid, i16)> = sqlx::query_as(&format!(
-        "SELECT s.step_uuid, s.task_uuid, t.correlation_id, t.priority \
+    // Nothing to do for a queue whose breaker is open: its poller is paused too.
+    if shared.queue_breakers.get(queue.as_str()).state() == CircuitState::Open {
+        return Ok(0);
+    }
+    let after = shared.requeue_after;
+    let mut tx = shared.pool.begin().await?;
+    let lost: Vec<(Uuid, Uuid, Uuid, i16, String)> = sqlx::query_as(&format!(
+        "SELECT s.step_uuid, s.task_uuid, t.correlation_id, t.priority, s.handler_class \
          FROM tasker.workflow_steps s JOIN tasker.tasks t USING (task_uuid) \
          WHERE s.state = 'enqueued' AND s.updated_at < now() - make_interval(secs => $2) \
            AND t.namespace = $1 \
@@ -41,17 +45,20 @@ pub(crate) async fn requeue_lost(pool: &PgPool, namespace: &str, after: Duration
         .await?;
     let messages: Vec<StepMessage> = lost
         .iter()
-        .map(
-            |&(step_uuid, task_uuid, correlation_id, priority)| StepMessage {
-                task_uuid,
-                step_uuid,
-                correlation_id,
-                priority,
-            },
-        )
+        .map(|l| StepMessage {
+            task_uuid: l.1,
+            step_uuid: l.0,
+            correlation_id: l.2,
+            priority: l.3,
+            handler: Some(l.4.clone()),
+        })
         .collect();
-    messaging::send_batch(&mut tx, &queue, &messages, 0).await?;
-    messaging::notify_wakeup(&mut tx, namespace).await?;
+    if !shared
+        .send_guarded(&mut tx, &queue, namespace, &messages)
+        .await?
+    {
+        return Ok(0);
+    }
     tx.commit().await?;
     tracing::warn!(
         namespace,

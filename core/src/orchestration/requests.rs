@@ -7,10 +7,10 @@ use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::create::{create_task, TaskRequest};
-use super::registry::Registry;
+use super::create::TaskRequest;
 use crate::error::{Error, Result};
 use crate::messaging::{self, queue::QueueName};
+use crate::runtime::Shared;
 
 /// The queue producers send task requests to.
 pub const TASK_REQUESTS_QUEUE: &str = "tasker_task_requests";
@@ -89,11 +89,11 @@ pub(crate) fn queue() -> QueueName {
 /// Take up to `batch` requests and turn each into a task. Returns the outcomes and the
 /// namespaces that received work.
 pub(crate) async fn process_batch(
-    pool: &PgPool,
-    registry: &Registry,
+    shared: &Shared,
     read_sql: &str,
     batch: i32,
 ) -> Result<Vec<(RequestOutcome, Option<String>)>> {
+    let pool = &shared.pool;
     let queue = queue();
     let messages = messaging::read(pool, read_sql, 30, batch).await?;
     let mut outcomes = Vec::with_capacity(messages.len());
@@ -131,17 +131,16 @@ pub(crate) async fn process_batch(
             ),
             priority,
         };
-        let created = match registry
-            .lookup(pool, &req.namespace, &req.name, &req.version)
-            .await
-        {
-            Ok(reg) => create_task(pool, &reg, &req).await,
-            Err(e) => Err(e),
-        };
+        let created = shared.create_task(&req).await;
         let outcome = match created {
             Ok(task) => {
                 messaging::delete(pool, &queue, m.msg_id).await?;
                 RequestOutcome::Created(task.task_uuid)
+            }
+            // The namespace queue is failing: the request waits for it, however long that takes.
+            Err(e @ (Error::CircuitOpen { .. } | Error::Queue { .. })) => {
+                tracing::warn!(msg_id = m.msg_id, error = %e, "task request deferred until its queue works");
+                RequestOutcome::Deferred
             }
             Err(e @ (Error::Database(_) | Error::Migration(_))) if m.read_ct < MAX_DELIVERIES => {
                 tracing::warn!(msg_id = m.msg_id, error = %e, "task request failed; it will be retried");

@@ -13,6 +13,7 @@ use uuid::Uuid;
 use super::backoff;
 use crate::error::Result;
 use crate::messaging::{self, queue::QueueName, StepMessage};
+use crate::resilience::CircuitBreaker;
 use crate::state::{StepState, TaskState};
 use crate::store::transitions::{self, StepTransition};
 use crate::worker::{ClaimTicket, FailureKind, StepFailure, StepOutcome};
@@ -33,10 +34,18 @@ pub enum ApplyReport {
     },
 }
 
+/// The namespace queue's side of applying an outcome: its breaker and how long a write may
+/// wait for the queue table's lock.
+pub(crate) struct QueueGuard<'a> {
+    pub breaker: &'a CircuitBreaker,
+    pub lock_timeout: Duration,
+}
+
 pub(crate) async fn apply(
     pool: &PgPool,
     ticket: &ClaimTicket,
     outcome: &StepOutcome,
+    queue: QueueGuard<'_>,
 ) -> Result<ApplyReport> {
     let empty = Value::Object(Default::default());
     let (success, result, metadata, error, retryable, retry_ms) = match outcome {
@@ -58,8 +67,18 @@ pub(crate) async fn apply(
             )
         }
     };
-    let row: (String, Option<String>, i32, Option<String>, Option<f64>) = sqlx::query_as(
-        "SELECT * FROM tasker.apply_step_result($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+    // An open breaker: the outcome still commits; the queue is left alone (see the migration).
+    let permit = queue.breaker.try_acquire().ok();
+    type Row = (
+        String,
+        Option<String>,
+        i32,
+        Option<String>,
+        Option<f64>,
+        Option<String>,
+    );
+    let row: Result<Row> = sqlx::query_as(
+        "SELECT * FROM tasker.apply_step_result($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
     )
     .bind(ticket.task_uuid)
     .bind(ticket.step_uuid)
@@ -75,8 +94,34 @@ pub(crate) async fn apply(
     .bind(error)
     .bind(retryable)
     .bind(retry_ms)
+    .bind(permit.is_some())
+    .bind(queue.lock_timeout.as_millis().min(i32::MAX as u128) as i32)
     .fetch_one(pool)
-    .await?;
+    .await
+    .map_err(Into::into);
+    let row = match (row, permit) {
+        (Ok(row), Some(permit)) => {
+            match &row.5 {
+                None => permit.success(),
+                Some(e) => {
+                    permit.failure();
+                    tracing::warn!(queue = %ticket.queue, step_uuid = %ticket.step_uuid,
+                        correlation_id = %ticket.correlation_id, error = %e,
+                        "the step's outcome is recorded but its queue could not be written; \
+                         released children are sent by the recovery loop");
+                }
+            }
+            row
+        }
+        (Ok(row), None) => row,
+        // Not the queue's fault (the database, the connection): no verdict on the queue.
+        (Err(e), permit) => {
+            if let Some(p) = permit {
+                p.release();
+            }
+            return Err(e);
+        }
+    };
     if row.0 != "applied" {
         tracing::info!(step_uuid = %ticket.step_uuid, correlation_id = %ticket.correlation_id,
             "discarding a result whose claim is no longer current");
@@ -147,12 +192,12 @@ pub(crate) async fn enqueue_steps(
         return Ok(());
     }
     from.check_transition(StepState::Enqueued)?;
-    sqlx::query(
+    let handlers: Vec<(Uuid, String)> = sqlx::query_as(
         "UPDATE tasker.workflow_steps SET state = 'enqueued', next_retry_at = NULL, updated_at = now() \
-         WHERE step_uuid = ANY($1)",
+         WHERE step_uuid = ANY($1) RETURNING step_uuid, handler_class",
     )
     .bind(steps)
-    .execute(&mut *conn)
+    .fetch_all(&mut *conn)
     .await?;
     let items: Vec<StepTransition> = steps
         .iter()
@@ -165,13 +210,14 @@ pub(crate) async fn enqueue_steps(
         })
         .collect();
     transitions::record_steps(conn, &items).await?;
-    let messages: Vec<StepMessage> = steps
-        .iter()
-        .map(|&step_uuid| StepMessage {
+    let messages: Vec<StepMessage> = handlers
+        .into_iter()
+        .map(|(step_uuid, handler)| StepMessage {
             task_uuid: route.task_uuid,
             step_uuid,
             correlation_id: route.correlation_id,
             priority: route.priority,
+            handler: Some(handler),
         })
         .collect();
     messaging::send_batch(conn, &route.queue, &messages, 0).await?;

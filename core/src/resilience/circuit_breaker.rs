@@ -147,13 +147,20 @@ pub struct CircuitBreaker {
 
 /// Permission to run one call; report how it went with [`Permit::success`] or
 /// [`Permit::failure`]. Dropping it unreported counts as a failure (the call did not finish).
-pub struct Permit<'a> {
-    breaker: &'a CircuitBreaker,
+pub type Permit<'a> = Admission<&'a CircuitBreaker>;
+
+/// A [`Permit`] that owns its breaker, for a call that outlives the caller's borrow (a step
+/// handed to a Ruby thread holds its handler's breaker until the outcome comes back).
+pub type OwnedPermit = Admission<Arc<CircuitBreaker>>;
+
+/// An admitted call of the breaker `B` refers to (borrowed or shared).
+pub struct Admission<B: std::ops::Deref<Target = CircuitBreaker>> {
+    breaker: B,
     trial: bool,
     reported: bool,
 }
 
-impl Permit<'_> {
+impl<B: std::ops::Deref<Target = CircuitBreaker>> Admission<B> {
     pub fn success(mut self) {
         self.reported = true;
         self.breaker.record(true, self.trial);
@@ -163,13 +170,36 @@ impl Permit<'_> {
         self.reported = true;
         self.breaker.record(false, self.trial);
     }
+
+    /// The call did not reach the component (it was abandoned for another reason): no verdict,
+    /// and a half-open breaker may admit its next trial.
+    pub fn release(mut self) {
+        self.reported = true;
+        if self.trial {
+            self.breaker.lock().trial_in_flight = false;
+        }
+    }
+
+    /// Whether this call is a half-open breaker's trial.
+    pub fn is_trial(&self) -> bool {
+        self.trial
+    }
 }
 
-impl Drop for Permit<'_> {
+impl<B: std::ops::Deref<Target = CircuitBreaker>> Drop for Admission<B> {
     fn drop(&mut self) {
         if !self.reported {
             self.breaker.record(false, self.trial);
         }
+    }
+}
+
+impl<B: std::ops::Deref<Target = CircuitBreaker>> fmt::Debug for Admission<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Admission")
+            .field("breaker", &self.breaker.name())
+            .field("trial", &self.trial)
+            .finish()
     }
 }
 
@@ -223,13 +253,27 @@ impl CircuitBreaker {
     /// Ask to run a call. Closed: always. Open: rejected until the timeout elapses, then the
     /// first caller becomes the trial. Half-open: one trial at a time.
     pub fn try_acquire(&self) -> Result<Permit<'_>, Duration> {
+        self.admit().map(|trial| Admission {
+            breaker: self,
+            trial,
+            reported: false,
+        })
+    }
+
+    /// [`CircuitBreaker::try_acquire`] for a call that must hold the breaker by itself.
+    pub fn try_acquire_owned(self: &Arc<Self>) -> Result<OwnedPermit, Duration> {
+        self.admit().map(|trial| Admission {
+            breaker: self.clone(),
+            trial,
+            reported: false,
+        })
+    }
+
+    /// Admit a call (Ok(is_trial)) or say how long until one may be admitted.
+    fn admit(&self) -> Result<bool, Duration> {
         if self.state.load(Ordering::Acquire) == CircuitState::Closed.as_u8() {
             self.calls.fetch_add(1, Ordering::Relaxed);
-            return Ok(Permit {
-                breaker: self,
-                trial: false,
-                reported: false,
-            });
+            return Ok(false);
         }
         let mut inner = self.lock();
         let state = CircuitState::from_u8(self.state.load(Ordering::Acquire));
@@ -260,11 +304,7 @@ impl CircuitBreaker {
         match granted {
             Ok(trial) => {
                 self.calls.fetch_add(1, Ordering::Relaxed);
-                Ok(Permit {
-                    breaker: self,
-                    trial,
-                    reported: false,
-                })
+                Ok(trial)
             }
             Err(retry_after) => {
                 self.rejections.fetch_add(1, Ordering::Relaxed);
@@ -481,7 +521,7 @@ mod tests {
     fn rejects_while_open_without_running_the_operation() {
         let b = breaker(1, 10_000, 1);
         fail(&b);
-        let retry = b.try_acquire().err().expect("rejected");
+        let retry = b.try_acquire().expect_err("rejected");
         assert!(retry > Duration::from_secs(9));
         let ran = std::cell::Cell::new(false);
         let r: Result<(), CircuitBreakerError<()>> = block_on(b.call(async {

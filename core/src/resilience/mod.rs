@@ -8,6 +8,6 @@ mod registry;
 
 pub use circuit_breaker::{
     BreakerMetrics, CircuitBreaker, CircuitBreakerConfig, CircuitBreakerError, CircuitState,
-    Permit, Transition,
+    OwnedPermit, Permit, Transition,
 };
 pub use registry::{registry, BreakerRegistry};

@@ -17,6 +17,9 @@ impl BreakerRegistry {
     /// The breaker called `name`, created with the defaults if it does not exist.
     pub fn get(&self, name: &str) -> Arc<CircuitBreaker> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(found) = inner.1.get(name) {
+            return found.clone();
+        }
         let defaults = inner.0;
         inner
             .1

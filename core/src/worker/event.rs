@@ -78,6 +78,9 @@ pub struct StepFailure {
     pub backtrace: Vec<String>,
     /// Replaces the computed backoff when present.
     pub retry_after: Option<Duration>,
+    /// A fault of the handler itself (a timeout, an unclassified exception) rather than a
+    /// business outcome: counts against the handler's circuit breaker.
+    pub fault: bool,
     pub error_code: Option<String>,
 }
 

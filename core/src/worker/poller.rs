@@ -10,6 +10,7 @@ use tokio::task::JoinSet;
 
 use super::claim::{self, ClaimRefusal};
 use crate::messaging::{self, queue::QueueName, ReadMessage, StepMessage};
+use crate::resilience::OwnedPermit;
 use crate::runtime::{Dispatch, Shared};
 
 /// How long a read message stays hidden before its claim sets the real deadline (the claim's
@@ -89,8 +90,8 @@ impl Poller {
                     for (msg, permit) in msgs.into_iter().zip(permits.drain(..)) {
                         let ctx = this.clone();
                         claims.spawn(async move {
-                            if let Some(event) = ctx.handle(msg).await {
-                                let _ = ctx.out.send(Dispatch::new(event, permit));
+                            if let Some((event, admission)) = ctx.handle(msg).await {
+                                let _ = ctx.out.send(Dispatch::new(event, permit, admission));
                             }
                         });
                     }
@@ -130,8 +131,13 @@ struct PollerCtx {
 }
 
 impl PollerCtx {
-    /// Claim the message's step, or settle the message when it cannot be claimed.
-    async fn handle(&self, msg: ReadMessage) -> Option<crate::worker::StepEvent> {
+    /// Claim the message's step, or settle the message when it cannot be claimed. A step whose
+    /// handler's breaker is open is not claimed (its attempts are untouched): its message is
+    /// hidden until the breaker admits a trial.
+    async fn handle(
+        &self,
+        msg: ReadMessage,
+    ) -> Option<(crate::worker::StepEvent, Option<OwnedPermit>)> {
         let msg_id = msg.msg_id;
         let parsed: Result<StepMessage, _> = serde_json::from_value(msg.payload);
         let step_msg = match parsed {
@@ -142,38 +148,63 @@ impl PollerCtx {
                 return None;
             }
         };
+        let admission = match &step_msg.handler {
+            Some(handler) => match self
+                .shared
+                .handler_breakers
+                .get(handler)
+                .try_acquire_owned()
+            {
+                Ok(admission) => Some(admission),
+                Err(retry_after) => {
+                    let secs = retry_after.as_secs_f64().ceil().clamp(1.0, 3600.0) as i32;
+                    tracing::debug!(step_uuid = %step_msg.step_uuid, handler, secs,
+                        "handler circuit breaker open; step left enqueued");
+                    if let Err(e) =
+                        messaging::set_vt(&self.shared.queue_pool, &self.queue, msg_id, secs).await
+                    {
+                        tracing::warn!(error = %e, "could not postpone a step of an open handler breaker");
+                    }
+                    return None;
+                }
+            },
+            None => None,
+        };
         let site = claim::ClaimSite {
             shared: &self.shared,
             queue: &self.queue,
         };
-        let claimed = claim::claim(&site, msg_id, &step_msg).await;
-        match claimed {
-            Ok(Ok(event)) => Some(event),
-            Ok(Err(ClaimRefusal::Missing)) => {
-                self.archive(msg_id, "unknown step").await;
-                None
-            }
-            Ok(Err(ClaimRefusal::Stale(state))) => {
-                self.archive(msg_id, &format!("step is {state}; nothing to run"))
-                    .await;
-                None
-            }
-            Ok(Err(ClaimRefusal::Busy(secs))) => {
-                if let Err(e) =
-                    messaging::set_vt(&self.shared.queue_pool, &self.queue, msg_id, secs.max(1))
-                        .await
-                {
-                    tracing::warn!(error = %e, "could not postpone a message of a claimed step");
-                }
-                None
-            }
+        let refusal = match claim::claim(&site, msg_id, &step_msg).await {
+            Ok(Ok(event)) => return Some((event, admission)),
+            Ok(Err(refusal)) => Some(refusal),
             Err(e) => {
                 // The message stays invisible until its visibility timeout, then comes back.
                 tracing::warn!(step_uuid = %step_msg.step_uuid, correlation_id = %step_msg.correlation_id,
                     error = %e, "claiming a step failed; it will be redelivered");
                 None
             }
+        };
+        // No attempt was made: no verdict for the handler's breaker.
+        if let Some(a) = admission {
+            a.release();
         }
+        match refusal {
+            Some(ClaimRefusal::Missing) => self.archive(msg_id, "unknown step").await,
+            Some(ClaimRefusal::Stale(state)) => {
+                self.archive(msg_id, &format!("step is {state}; nothing to run"))
+                    .await
+            }
+            Some(ClaimRefusal::Busy(secs)) => {
+                if let Err(e) =
+                    messaging::set_vt(&self.shared.queue_pool, &self.queue, msg_id, secs.max(1))
+                        .await
+                {
+                    tracing::warn!(error = %e, "could not postpone a message of a claimed step");
+                }
+            }
+            None => {}
+        }
+        None
     }
 
     async fn archive(&self, msg_id: i64, reason: &str) {

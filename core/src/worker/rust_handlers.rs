@@ -62,6 +62,7 @@ impl HandlerMap {
                 message: format!("no Rust handler for {}", event.handler_class),
                 backtrace: Vec::new(),
                 retry_after: None,
+                fault: true,
                 error_code: None,
             }),
         }

@@ -3,8 +3,12 @@
 
 use std::time::Duration;
 
-use magnus::{block::Proc, function, prelude::*, Error, RHash, RModule, Ruby, Value};
+use magnus::{
+    block::Proc, function, prelude::*, r_hash::ForEach, Error, RHash, RModule, Ruby, Value,
+};
+use tasker_core::messaging::queue::QueueName;
 use tasker_core::resilience::{registry, CircuitBreakerConfig};
+use tasker_core::Engine;
 
 use crate::errors::class;
 
@@ -16,6 +20,8 @@ pub fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     m.define_singleton_method("metrics", function!(metrics, 0))?;
     m.define_singleton_method("force_open", function!(force_open, 1))?;
     m.define_singleton_method("force_closed", function!(force_closed, 1))?;
+    m.define_singleton_method("configure_engine", function!(configure_engine, 3))?;
+    m.define_singleton_method("engine_metrics", function!(engine_metrics, 1))?;
     let _ = ruby;
     Ok(())
 }
@@ -117,6 +123,63 @@ pub fn breakers_hash(
         out.aset(b.name(), h)?;
     }
     Ok(out)
+}
+
+/// Apply per-namespace and per-handler-class settings to a started engine's breakers.
+pub fn configure_engine_breakers(
+    engine: &Engine,
+    namespaces: RHash,
+    handler_classes: RHash,
+) -> Result<(), Error> {
+    let queues = engine.queue_breaker_registry();
+    namespaces.foreach(|namespace: String, settings: RHash| {
+        let queue = QueueName::for_namespace(&namespace).map_err(|e| {
+            Error::new(
+                class(&Ruby::get().expect("Ruby thread"), "ConfigurationError"),
+                e.to_string(),
+            )
+        })?;
+        let current = queues.get(queue.as_str()).config();
+        queues.configure(queue.as_str(), parse_config(settings, current)?);
+        Ok(ForEach::Continue)
+    })?;
+    let handlers = engine.handler_breakers();
+    handler_classes.foreach(|handler: String, settings: RHash| {
+        let current = handlers.get(&handler).config();
+        handlers.configure(&handler, parse_config(settings, current)?);
+        Ok(ForEach::Continue)
+    })
+}
+
+/// Change, at runtime, the breaker of a namespace queue (`kind` "namespace") or of a handler
+/// class (`kind` "handler") of the running engine.
+fn configure_engine(ruby: &Ruby, kind: String, name: String, settings: RHash) -> Result<(), Error> {
+    let engine = crate::native::engine(ruby)?;
+    let (namespaces, handlers) = (ruby.hash_new(), ruby.hash_new());
+    match kind.as_str() {
+        "namespace" => namespaces.aset(name, settings)?,
+        "handler" => handlers.aset(name, settings)?,
+        other => {
+            return Err(Error::new(
+                ruby.exception_arg_error(),
+                format!("unknown breaker kind {other:?}"),
+            ))
+        }
+    }
+    configure_engine_breakers(&engine, namespaces, handlers)
+}
+
+/// The running engine's breakers of one kind ("queue" or "handler").
+fn engine_metrics(ruby: &Ruby, kind: String) -> Result<RHash, Error> {
+    let engine = crate::native::engine(ruby)?;
+    match kind.as_str() {
+        "queue" => breakers_hash(ruby, &engine.queue_breakers()),
+        "handler" => breakers_hash(ruby, &engine.handler_breakers().all()),
+        other => Err(Error::new(
+            ruby.exception_arg_error(),
+            format!("unknown breaker kind {other:?}"),
+        )),
+    }
 }
 
 /// Every named breaker of the process.

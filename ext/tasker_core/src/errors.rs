@@ -30,7 +30,7 @@ pub fn to_ruby(ruby: &Ruby, e: CoreError) -> Error {
         CoreError::NotStarted(_) => "NotStartedError",
         CoreError::Timeout(_) => "TimeoutError",
         CoreError::Migration(_) => "MigrationError",
-        CoreError::Database(_) => "DatabaseError",
+        CoreError::Database(_) | CoreError::Queue { .. } => "DatabaseError",
         CoreError::CircuitOpen { retry_after, .. } => {
             return open_error(ruby, e.to_string(), *retry_after);
         }

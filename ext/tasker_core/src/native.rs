@@ -188,10 +188,24 @@ fn start(ruby: &Ruby, config: RHash) -> Result<RArray, Error> {
             fetch(config, "queue_circuit_breaker")?,
             EngineConfig::default().queue_breaker,
         )?,
+        handler_breaker: crate::circuit_breaker::parse_config(
+            fetch(config, "handler_circuit_breaker")?,
+            EngineConfig::default().handler_breaker,
+        )?,
     };
+    let namespace_breakers: RHash = fetch(config, "namespace_circuit_breakers")?;
+    let handler_class_breakers: RHash = fetch(config, "handler_class_circuit_breakers")?;
     let engine = nogvl::run(ruby, || Engine::start(cfg))?
         .map_err(|p| panic_error(ruby, p))?
         .map_err(|e| to_ruby(ruby, e))?;
+    if let Err(e) = crate::circuit_breaker::configure_engine_breakers(
+        &engine,
+        namespace_breakers,
+        handler_class_breakers,
+    ) {
+        let _ = nogvl::run(ruby, move || engine.shutdown(Duration::from_secs(5)));
+        return Err(e);
+    }
     let summaries = template_summaries(ruby, engine.templates().iter().map(|r| &r.template))?;
     *ENGINE.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(engine));
     Ok(summaries)
@@ -235,10 +249,13 @@ fn health(ruby: &Ruby) -> Result<Option<RHash>, Error> {
         queues.aset(q.namespace, e)?;
     }
     let breakers = crate::circuit_breaker::breakers_hash(ruby, &engine.queue_breakers())?;
+    let handler_breakers =
+        crate::circuit_breaker::breakers_hash(ruby, &engine.handler_breakers().all())?;
     let out = ruby.hash_new();
     out.aset("database", db)?;
     out.aset("queues", queues)?;
     out.aset("queue_breakers", breakers)?;
+    out.aset("handler_breakers", handler_breakers)?;
     Ok(Some(out))
 }
 

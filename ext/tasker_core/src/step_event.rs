@@ -278,6 +278,7 @@ impl RbStepEvent {
                 .filter(|s| s.is_finite() && *s >= 0.0)
                 .map(Duration::from_secs_f64),
             error_code: failure.fetch("error_code")?,
+            fault: failure.get("fault").is_some_and(|v| v.to_bool()),
         };
         Self::finish(ruby, rb_self, StepOutcome::Failure(failure))
     }

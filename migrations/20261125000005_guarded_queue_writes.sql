@@ -1,0 +1,157 @@
+-- Queue writes that cannot take a result down with them (issue 5): a step's outcome commits
+-- even when its namespace queue is locked, dropped or behind an open circuit breaker. Children
+-- released by that outcome are then `enqueued` without a message, and the recovery loop sends
+-- them once the queue works again. Step messages also name the step's handler class, so a
+-- worker can check that handler's circuit breaker before it claims the step.
+
+-- Delete a settled message (p_delete_msg, may be NULL) and send p_messages to p_queue, waiting
+-- at most p_lock_timeout_ms for a lock on the queue table. Runs in a subtransaction: on failure
+-- nothing of it remains and the error text is returned; NULL means done.
+CREATE FUNCTION tasker.write_queue(p_queue text, p_namespace text, p_messages jsonb[],
+                                   p_delete_msg bigint, p_lock_timeout_ms integer)
+RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    previous text := current_setting('lock_timeout');
+BEGIN
+    BEGIN
+        PERFORM set_config('lock_timeout', greatest(p_lock_timeout_ms, 1) || 'ms', true);
+        IF p_delete_msg IS NOT NULL THEN
+            EXECUTE format('DELETE FROM pgmq.%I WHERE msg_id = $1', 'q_' || p_queue) USING p_delete_msg;
+        END IF;
+        IF coalesce(cardinality(p_messages), 0) > 0 THEN
+            PERFORM pgmq.send_batch(p_queue, p_messages, 0);
+            PERFORM pg_notify('tasker_wakeup', p_namespace);
+        END IF;
+        PERFORM set_config('lock_timeout', previous, true);
+    EXCEPTION WHEN OTHERS THEN
+        -- The subtransaction (and the lock_timeout set inside it) is rolled back.
+        RETURN SQLERRM;
+    END;
+    RETURN NULL;
+END $$;
+
+-- Decrement the unfinished-parent count of each child of p_step and move those that reach
+-- zero from pending to enqueued. Returns their step messages (none are sent here). The caller
+-- holds the task row lock.
+CREATE FUNCTION tasker.ready_children(p_task uuid, p_step uuid, p_correlation uuid,
+                                      p_priority smallint)
+RETURNS jsonb[] LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    ready uuid[];
+    handlers text[];
+    child uuid;
+BEGIN
+    WITH dec AS (
+        UPDATE tasker.workflow_steps c SET pending_parents = c.pending_parents - 1, updated_at = now()
+          FROM tasker.workflow_step_edges e
+         WHERE e.from_step_uuid = p_step AND c.step_uuid = e.to_step_uuid
+        RETURNING c.step_uuid, c.pending_parents, c.state, c.handler_class)
+    SELECT array_agg(step_uuid ORDER BY step_uuid), array_agg(handler_class ORDER BY step_uuid)
+      INTO ready, handlers
+      FROM dec WHERE pending_parents = 0 AND state = 'pending';
+    IF ready IS NULL THEN
+        RETURN '{}';
+    END IF;
+    UPDATE tasker.workflow_steps SET state = 'enqueued', next_retry_at = NULL, updated_at = now()
+     WHERE step_uuid = ANY (ready);
+    FOREACH child IN ARRAY ready LOOP
+        PERFORM tasker.record_step_transition(child, p_task, 'pending', 'enqueued', '{}');
+    END LOOP;
+    RETURN array(
+        SELECT jsonb_build_object('task_uuid', p_task, 'step_uuid', u, 'correlation_id', p_correlation,
+                                  'priority', p_priority, 'handler', h)
+          FROM unnest(ready, handlers) AS r(u, h));
+END $$;
+
+-- Same contract as before (operator resolution uses it): release and send, unguarded.
+CREATE OR REPLACE FUNCTION tasker.release_children(p_task uuid, p_step uuid, p_queue text,
+                                                   p_namespace text, p_correlation uuid,
+                                                   p_priority smallint)
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    messages jsonb[] := tasker.ready_children(p_task, p_step, p_correlation, p_priority);
+BEGIN
+    IF cardinality(messages) = 0 THEN
+        RETURN 0;
+    END IF;
+    PERFORM pgmq.send_batch(p_queue, messages, 0);
+    PERFORM pg_notify('tasker_wakeup', p_namespace);
+    RETURN cardinality(messages);
+END $$;
+
+-- apply_step_result gains the queue guard: p_queue_usable is false while the queue's breaker
+-- is open (the message is then neither deleted nor are children sent); queue_error reports a
+-- failed queue write, which never rolls back the step's outcome.
+DROP FUNCTION tasker.apply_step_result(uuid, uuid, uuid, text, bigint, text, uuid, smallint, boolean,
+                                       jsonb, jsonb, jsonb, boolean, double precision);
+
+CREATE FUNCTION tasker.apply_step_result(p_task uuid, p_step uuid, p_token uuid, p_queue text,
+                                         p_msg_id bigint, p_namespace text, p_correlation uuid,
+                                         p_priority smallint, p_success boolean, p_result jsonb,
+                                         p_metadata jsonb, p_error jsonb, p_retryable boolean,
+                                         p_retry_ms double precision, p_queue_usable boolean,
+                                         p_lock_timeout_ms integer)
+RETURNS TABLE (outcome text, step_state text, enqueued_children integer, task_state text,
+               retry_in_ms double precision, queue_error text)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    task_status text;
+    s record;
+    messages jsonb[] := '{}';
+    to_state text;
+    new_task_state text;
+    runs_again boolean;
+    write_error text;
+BEGIN
+    SELECT tk.status INTO task_status FROM tasker.tasks tk WHERE tk.task_uuid = p_task FOR UPDATE;
+    SELECT ws.state, ws.claim_token, ws.attempts, ws.max_attempts, ws.retryable INTO s
+      FROM tasker.workflow_steps ws WHERE ws.step_uuid = p_step FOR UPDATE;
+    IF NOT FOUND OR s.state <> 'in_progress' OR s.claim_token IS DISTINCT FROM p_token THEN
+        RETURN QUERY SELECT 'discarded'::text, s.state, 0, NULL::text, NULL::float8, NULL::text;
+        RETURN;
+    END IF;
+    IF p_success THEN
+        to_state := 'complete';
+        UPDATE tasker.workflow_steps
+           SET state = 'complete', results = p_result, result_metadata = p_metadata, last_error = NULL,
+               claim_token = NULL, claim_expires_at = NULL, updated_at = now()
+         WHERE step_uuid = p_step;
+        PERFORM tasker.record_step_transition(p_step, p_task, 'in_progress', 'complete',
+                                              jsonb_build_object('attempt', s.attempts));
+        IF task_status <> 'cancelled' THEN
+            messages := tasker.ready_children(p_task, p_step, p_correlation, p_priority);
+        END IF;
+    ELSE
+        runs_again := p_retryable AND s.retryable AND s.attempts < s.max_attempts
+                      AND task_status <> 'cancelled';
+        IF runs_again THEN
+            to_state := 'waiting_for_retry';
+            UPDATE tasker.workflow_steps
+               SET state = 'waiting_for_retry', last_error = p_error,
+                   next_retry_at = now() + make_interval(secs => p_retry_ms / 1000.0),
+                   claim_token = NULL, claim_expires_at = NULL, updated_at = now()
+             WHERE step_uuid = p_step;
+        ELSE
+            to_state := 'error';
+            UPDATE tasker.workflow_steps
+               SET state = 'error', last_error = p_error, claim_token = NULL, claim_expires_at = NULL,
+                   updated_at = now()
+             WHERE step_uuid = p_step;
+        END IF;
+        PERFORM tasker.record_step_transition(p_step, p_task, 'in_progress', to_state,
+            jsonb_build_object('attempt', s.attempts, 'error_class', p_error->'error_class',
+                               'message', p_error->'message')
+            || CASE WHEN runs_again THEN jsonb_build_object('retry_in_ms', round(p_retry_ms)::bigint)
+                    ELSE '{}'::jsonb END);
+    END IF;
+    -- The queue is written last and apart: a failure leaves the message to be redelivered (and
+    -- archived as stale) and the released children enqueued for the recovery loop.
+    IF p_queue_usable THEN
+        write_error := tasker.write_queue(p_queue, p_namespace, messages, p_msg_id, p_lock_timeout_ms);
+    END IF;
+    new_task_state := tasker.finalize_task(p_task, task_status);
+    RETURN QUERY SELECT 'applied'::text, to_state, cardinality(messages), new_task_state,
+                        CASE WHEN runs_again THEN p_retry_ms END, write_error;
+END $$;
