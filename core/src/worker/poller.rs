@@ -157,7 +157,9 @@ impl PollerCtx {
             {
                 Ok(admission) => Some(admission),
                 Err(retry_after) => {
-                    let secs = retry_after.as_secs_f64().ceil().clamp(1.0, 3600.0) as i32;
+                    // Looked at again within seconds: the breaker may be reconfigured or
+                    // forced closed meanwhile.
+                    let secs = retry_after.as_secs_f64().ceil().clamp(1.0, 5.0) as i32;
                     tracing::debug!(step_uuid = %step_msg.step_uuid, handler, secs,
                         "handler circuit breaker open; step left enqueued");
                     if let Err(e) =
