@@ -155,3 +155,74 @@ BEGIN
     RETURN QUERY SELECT 'applied'::text, to_state, cardinality(messages), new_task_state,
                         CASE WHEN runs_again THEN p_retry_ms END, write_error;
 END $$;
+
+-- claim_step gains a bounded wait for the queue table (p_lock_timeout_ms).
+DROP FUNCTION tasker.claim_step(uuid, uuid, uuid, text, integer, text, bigint);
+
+CREATE FUNCTION tasker.claim_step(p_step uuid, p_task uuid, p_token uuid, p_worker text,
+                                  p_grace integer, p_queue text, p_msg_id bigint,
+                                  p_lock_timeout_ms integer)
+RETURNS TABLE (outcome text, state text, busy_seconds double precision, attempts integer,
+               max_attempts integer, timeout_seconds integer, step_name text, named_task_id bigint,
+               context jsonb, correlation_id uuid, parent_correlation_id uuid,
+               dependency_results jsonb)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    s record;
+    c record;
+    t record;
+    previous_lock_timeout text := current_setting('lock_timeout');
+BEGIN
+    SELECT ws.state, ws.task_uuid, ws.claim_expires_at INTO s
+      FROM tasker.workflow_steps ws WHERE ws.step_uuid = p_step FOR UPDATE;
+    IF NOT FOUND OR s.task_uuid <> p_task THEN
+        RETURN QUERY SELECT 'missing'::text, NULL::text, NULL::float8, NULL::int, NULL::int, NULL::int,
+                            NULL::text, NULL::bigint, NULL::jsonb, NULL::uuid, NULL::uuid, NULL::jsonb;
+        RETURN;
+    END IF;
+    IF s.state = 'in_progress' AND s.claim_expires_at > now() THEN
+        RETURN QUERY SELECT 'busy'::text, s.state, extract(epoch FROM s.claim_expires_at - now())::float8,
+                            NULL::int, NULL::int, NULL::int, NULL::text, NULL::bigint, NULL::jsonb,
+                            NULL::uuid, NULL::uuid, NULL::jsonb;
+        RETURN;
+    END IF;
+    IF s.state NOT IN ('enqueued', 'in_progress') THEN
+        RETURN QUERY SELECT 'stale'::text, s.state, NULL::float8, NULL::int, NULL::int, NULL::int,
+                            NULL::text, NULL::bigint, NULL::jsonb, NULL::uuid, NULL::uuid, NULL::jsonb;
+        RETURN;
+    END IF;
+    UPDATE tasker.workflow_steps ws
+       SET state = 'in_progress', attempts = ws.attempts + 1, claim_token = p_token,
+           claimed_by = p_worker, updated_at = now(),
+           claim_expires_at = now() + make_interval(secs => ws.timeout_seconds + p_grace)
+     WHERE ws.step_uuid = p_step
+    RETURNING ws.attempts, ws.max_attempts, ws.timeout_seconds, ws.name, ws.claim_expires_at INTO c;
+    -- Hide the message until the claim expires. A queue table that is locked or gone must not
+    -- hold the claim (nor its connection): the message then reappears after the read's
+    -- visibility timeout, finds the step claimed ('busy') and is hidden again.
+    BEGIN
+        PERFORM set_config('lock_timeout', greatest(p_lock_timeout_ms, 1) || 'ms', true);
+        EXECUTE format('UPDATE pgmq.%I SET vt = $1 WHERE msg_id = $2', 'q_' || p_queue)
+          USING c.claim_expires_at, p_msg_id;
+        PERFORM set_config('lock_timeout', previous_lock_timeout, true);
+    EXCEPTION WHEN OTHERS THEN
+        NULL;
+    END;
+    PERFORM tasker.record_step_transition(p_step, p_task, s.state, 'in_progress',
+        jsonb_build_object('attempt', c.attempts, 'worker', p_worker)
+        || CASE WHEN s.state = 'in_progress' THEN '{"reclaimed": true}'::jsonb ELSE '{}'::jsonb END);
+    SELECT tk.named_task_id, tk.context, tk.correlation_id, tk.parent_correlation_id INTO t
+      FROM tasker.tasks tk WHERE tk.task_uuid = p_task;
+    RETURN QUERY
+    WITH RECURSIVE ancestors(step_uuid) AS (
+        SELECT e.from_step_uuid FROM tasker.workflow_step_edges e WHERE e.to_step_uuid = p_step
+        UNION
+        SELECT e.from_step_uuid FROM tasker.workflow_step_edges e
+          JOIN ancestors a ON e.to_step_uuid = a.step_uuid)
+    SELECT 'claimed'::text, 'in_progress'::text, NULL::float8, c.attempts, c.max_attempts,
+           c.timeout_seconds, c.name, t.named_task_id, t.context, t.correlation_id,
+           t.parent_correlation_id,
+           coalesce((SELECT jsonb_agg(jsonb_build_array(ws.name, coalesce(ws.results, 'null'::jsonb)))
+                       FROM tasker.workflow_steps ws JOIN ancestors USING (step_uuid)), '[]'::jsonb);
+END $$;

@@ -51,16 +51,17 @@ async fn claim_next(pool: &sqlx::PgPool) -> Option<Claimed> {
     let task: Uuid = body["task_uuid"].as_str()?.parse().ok()?;
     let step: Uuid = body["step_uuid"].as_str()?.parse().ok()?;
     let token = Uuid::now_v7();
-    let (outcome,): (String,) =
-        sqlx::query_as("SELECT outcome FROM tasker.claim_step($1, $2, $3, 'bench', 30, $4, $5)")
-            .bind(step)
-            .bind(task)
-            .bind(token)
-            .bind(format!("tasker_ns_{NAMESPACE}"))
-            .bind(msg_id)
-            .fetch_one(pool)
-            .await
-            .ok()?;
+    let (outcome,): (String,) = sqlx::query_as(
+        "SELECT outcome FROM tasker.claim_step($1, $2, $3, 'bench', 30, $4, $5, 2000)",
+    )
+    .bind(step)
+    .bind(task)
+    .bind(token)
+    .bind(format!("tasker_ns_{NAMESPACE}"))
+    .bind(msg_id)
+    .fetch_one(pool)
+    .await
+    .ok()?;
     (outcome == "claimed").then(|| Claimed {
         task,
         step,
@@ -73,7 +74,7 @@ async fn claim_next(pool: &sqlx::PgPool) -> Option<Claimed> {
 async fn apply(pool: &sqlx::PgPool, c: &Claimed) {
     sqlx::query(
         "SELECT * FROM tasker.apply_step_result($1, $2, $3, $4, $5, $6, $7, 0::smallint, true, \
-         '{\"ok\": true}'::jsonb, '{}'::jsonb, NULL, false, 0)",
+         '{\"ok\": true}'::jsonb, '{}'::jsonb, NULL, false, 0, true, 2000)",
     )
     .bind(c.task)
     .bind(c.step)

@@ -396,9 +396,10 @@ impl EngineHandle {
                     continue;
                 };
                 let row: std::result::Result<(i64, Option<i32>), sqlx::Error> =
+                    // On the queue pool: a locked queue table answers "unknown" at once.
                     sqlx::query_as("SELECT queue_length, oldest_msg_age_sec FROM pgmq.metrics($1)")
                         .bind(queue.as_str())
-                        .fetch_one(&self.0.pool)
+                        .fetch_one(&self.0.queue_pool)
                         .await;
                 queues.push(QueueHealth {
                     namespace: ns.clone(),

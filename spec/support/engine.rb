@@ -7,11 +7,11 @@ module EngineHelpers
   FIXTURES = File.expand_path("../fixtures", __dir__)
   EXAMPLES = File.expand_path("../../examples", __dir__)
 
-  def with_engine(namespaces: [], template_paths: [], concurrency: 2, **settings)
+  def with_engine(namespaces: [], template_paths: [], concurrency: 2, database_url: DatabaseSupport.url, **settings)
     TaskerCore.reset_configuration!
     TaskerCore.configure do |c|
       settings.each { |k, v| c.public_send("#{k}=", v) }
-      c.database_url = DatabaseSupport.url
+      c.database_url = database_url
       c.namespaces = namespaces
       c.template_paths = template_paths
       c.concurrency = concurrency

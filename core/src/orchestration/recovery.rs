@@ -21,6 +21,14 @@ pub(crate) async fn requeue_lost(shared: &Shared, namespace: &str) -> Result<usi
     }
     let after = shared.requeue_after;
     let mut tx = shared.pool.begin().await?;
+    // The lookup reads the queue table: a locked table must not hold this connection.
+    sqlx::query("SELECT set_config('lock_timeout', $1, true)")
+        .bind(format!(
+            "{}ms",
+            shared.queue_lock_timeout.as_millis().max(1)
+        ))
+        .execute(&mut *tx)
+        .await?;
     let lost: Vec<(Uuid, Uuid, Uuid, i16, String)> = sqlx::query_as(&format!(
         "SELECT s.step_uuid, s.task_uuid, t.correlation_id, t.priority, s.handler_class \
          FROM tasker.workflow_steps s JOIN tasker.tasks t USING (task_uuid) \

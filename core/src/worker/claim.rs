@@ -48,16 +48,18 @@ pub(crate) async fn claim(
         Option<Value>,
     );
     let token = Uuid::now_v7();
-    let row: Row = sqlx::query_as("SELECT * FROM tasker.claim_step($1, $2, $3, $4, $5, $6, $7)")
-        .bind(msg.step_uuid)
-        .bind(msg.task_uuid)
-        .bind(token)
-        .bind(&shared.worker_id)
-        .bind(shared.claim_grace_seconds)
-        .bind(site.queue.as_str())
-        .bind(msg_id)
-        .fetch_one(&shared.pool)
-        .await?;
+    let row: Row =
+        sqlx::query_as("SELECT * FROM tasker.claim_step($1, $2, $3, $4, $5, $6, $7, $8)")
+            .bind(msg.step_uuid)
+            .bind(msg.task_uuid)
+            .bind(token)
+            .bind(&shared.worker_id)
+            .bind(shared.claim_grace_seconds)
+            .bind(site.queue.as_str())
+            .bind(msg_id)
+            .bind(shared.queue_lock_timeout.as_millis().min(i32::MAX as u128) as i32)
+            .fetch_one(&shared.pool)
+            .await?;
     let (outcome, state, busy, attempts, max_attempts, timeout, name, named_task_id) =
         (row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7);
     match outcome.as_str() {
