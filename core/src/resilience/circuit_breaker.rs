@@ -637,4 +637,28 @@ mod tests {
             .expect("runtime")
             .block_on(f)
     }
+
+    #[test]
+    fn a_released_trial_gives_no_verdict_and_frees_the_next_trial() {
+        let b = Arc::new(breaker(1, 0, 1));
+        fail(&b);
+        let trial = b.try_acquire_owned().expect("trial admitted");
+        assert!(trial.is_trial());
+        assert!(b.try_acquire().is_err(), "one trial at a time");
+        trial.release();
+        assert_eq!(b.state(), CircuitState::HalfOpen);
+        assert_eq!(b.metrics().failures, 1, "release is not a failure");
+        let next = b.try_acquire_owned().expect("next trial admitted");
+        drop(b.clone());
+        next.success();
+        assert_eq!(b.state(), CircuitState::Closed);
+    }
+
+    #[test]
+    fn an_owned_permit_dropped_unreported_counts_as_a_failure() {
+        let b = Arc::new(breaker(1, 60_000, 1));
+        let permit = b.try_acquire_owned().expect("admitted");
+        drop(permit);
+        assert_eq!(b.state(), CircuitState::Open);
+    }
 }
