@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -143,6 +143,8 @@ pub struct CircuitBreaker {
     successes: AtomicU64,
     failures: AtomicU64,
     rejections: AtomicU64,
+    /// `Inner::consecutive_failures`, readable without the lock (written under it).
+    streak: AtomicU32,
 }
 
 /// Permission to run one call; report how it went with [`Permit::success`] or
@@ -222,6 +224,7 @@ impl CircuitBreaker {
             successes: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             rejections: AtomicU64::new(0),
+            streak: AtomicU32::new(0),
         }
     }
 
@@ -280,7 +283,11 @@ impl CircuitBreaker {
         let granted = match state {
             CircuitState::Closed => Ok(false),
             CircuitState::Open => {
-                let waited = inner.opened_at.map_or(Duration::ZERO, |t| t.elapsed());
+                let waited = if inner.forced {
+                    Duration::ZERO
+                } else {
+                    inner.opened_at.map_or(Duration::ZERO, |t| t.elapsed())
+                };
                 if inner.forced {
                     Err(inner.config.open_timeout)
                 } else if waited >= inner.config.open_timeout {
@@ -342,13 +349,13 @@ impl CircuitBreaker {
         } else {
             self.failures.fetch_add(1, Ordering::Relaxed);
         }
-        // A success while closed with no failure streak changes nothing.
-        if ok && !trial && self.state.load(Ordering::Acquire) == CircuitState::Closed.as_u8() {
-            let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-            if inner.consecutive_failures == 0 {
-                return;
-            }
-            drop(inner);
+        // A success while closed with no failure streak changes nothing (no lock taken).
+        if ok
+            && !trial
+            && self.state.load(Ordering::Acquire) == CircuitState::Closed.as_u8()
+            && self.streak.load(Ordering::Acquire) == 0
+        {
+            return;
         }
         let mut inner = self.lock();
         let state = CircuitState::from_u8(self.state.load(Ordering::Acquire));
@@ -380,6 +387,8 @@ impl CircuitBreaker {
                 }
             }
         }
+        self.streak
+            .store(inner.consecutive_failures, Ordering::Release);
     }
 
     /// Open the breaker and keep it open until [`CircuitBreaker::force_closed`].
@@ -449,6 +458,8 @@ impl CircuitBreaker {
             CircuitState::HalfOpen => inner.trial_successes = 0,
         }
         self.state.store(to.as_u8(), Ordering::Release);
+        self.streak
+            .store(inner.consecutive_failures, Ordering::Release);
         if from != to {
             tracing::warn!(breaker = %self.name, from = %from, to = %to, reason, "circuit breaker state changed");
             if inner.transitions.len() == TRANSITION_LOG {
