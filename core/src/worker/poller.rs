@@ -162,11 +162,7 @@ impl PollerCtx {
                     let secs = retry_after.as_secs_f64().ceil().clamp(1.0, 5.0) as i32;
                     tracing::debug!(step_uuid = %step_msg.step_uuid, handler, secs,
                         "handler circuit breaker open; step left enqueued");
-                    if let Err(e) =
-                        messaging::set_vt(&self.shared.queue_pool, &self.queue, msg_id, secs).await
-                    {
-                        tracing::warn!(error = %e, "could not postpone a step of an open handler breaker");
-                    }
+                    self.postpone(msg_id, secs).await;
                     return None;
                 }
             },
@@ -196,25 +192,43 @@ impl PollerCtx {
                 self.archive(msg_id, &format!("step is {state}; nothing to run"))
                     .await
             }
-            Some(ClaimRefusal::Busy(secs)) => {
-                if let Err(e) =
-                    messaging::set_vt(&self.shared.queue_pool, &self.queue, msg_id, secs.max(1))
-                        .await
-                {
-                    tracing::warn!(error = %e, "could not postpone a message of a claimed step");
-                }
-            }
+            Some(ClaimRefusal::Busy(secs)) => self.postpone(msg_id, secs.max(1)).await,
             None => {}
         }
         None
     }
 
+    /// Hide a message for `secs` (through the queue's breaker; when that is open the message
+    /// simply reappears after its read visibility timeout).
+    async fn postpone(&self, msg_id: i64, secs: i32) {
+        let breaker = self.shared.queue_breakers.get(self.queue.as_str());
+        let Ok(permit) = breaker.try_acquire() else {
+            return;
+        };
+        match messaging::set_vt(&self.shared.queue_pool, &self.queue, msg_id, secs).await {
+            Ok(()) => permit.success(),
+            Err(e) => {
+                permit.failure();
+                tracing::warn!(queue = %self.queue, msg_id, error = %e, "could not postpone a message");
+            }
+        }
+    }
+
+    /// Archive a message that cannot be processed (through the queue's breaker; when that is
+    /// open the message comes back later and is archived then).
     async fn archive(&self, msg_id: i64, reason: &str) {
         tracing::warn!(queue = %self.queue, msg_id, reason, "archiving a message that cannot be processed");
-        if let Err(e) =
-            messaging::archive_poison(&self.shared.queue_pool, &self.queue, msg_id, reason).await
+        let breaker = self.shared.queue_breakers.get(self.queue.as_str());
+        let Ok(permit) = breaker.try_acquire() else {
+            return;
+        };
+        match messaging::archive_poison(&self.shared.queue_pool, &self.queue, msg_id, reason).await
         {
-            tracing::error!(queue = %self.queue, msg_id, error = %e, "archiving a poison message failed");
+            Ok(_) => permit.success(),
+            Err(e) => {
+                permit.failure();
+                tracing::error!(queue = %self.queue, msg_id, error = %e, "archiving a poison message failed");
+            }
         }
     }
 }
