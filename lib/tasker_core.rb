@@ -5,6 +5,7 @@ require "pathname"
 require_relative "tasker_core/version"
 require_relative "tasker_core/errors"
 require_relative "tasker_core/native"
+require_relative "tasker_core/logger"
 require_relative "tasker_core/configuration"
 require_relative "tasker_core/circuit_breaker_settings"
 require_relative "tasker_core/types/step_handler_call_result"
@@ -63,13 +64,15 @@ module TaskerCore
         return self if Native.running?
 
         configuration.validate!
+        Logger.configure(level: configuration.log_level, format: configuration.log_format,
+                         output: configuration.log_output)
         templates = Native.start(configuration.to_native)
         apply_named_breaker_settings(configuration.resolved_circuit_breakers)
         @registry = Registry.new(templates)
         @pid = Process.pid
         if configuration.namespaces.any?
           @worker = Worker.new(registry: @registry, concurrency: configuration.concurrency,
-                               logger: configuration.logger, timeout_grace: configuration.timeout_grace).start
+                               logger: Logger, timeout_grace: configuration.timeout_grace).start
         end
       end
       self

@@ -25,6 +25,14 @@ namespace :bench do
   task budget: %i[dhat_build compile] do
     ruby File.join(root, "benches/ruby/memory_report.rb"), "--check", "--count-steps", "5000",
          "--dhat", File.join(dhat_dir, "tasker_core_rb.so")
+    sh({ "TASKER_CORE_NATIVE" => File.join(dhat_dir, "tasker_core_rb.so") },
+       RbConfig.ruby, File.join(root, "benches/ruby/log_cost.rb"), "--calls", "20000", "--check")
+  end
+
+  desc "Cost of a TaskerCore::Logger call, disabled and enabled (Rust allocations counted with dhat)"
+  task log: %i[dhat_build compile] do
+    sh({ "TASKER_CORE_NATIVE" => File.join(dhat_dir, "tasker_core_rb.so") },
+       RbConfig.ruby, File.join(root, "benches/ruby/log_cost.rb"))
   end
 end
 

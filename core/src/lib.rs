@@ -6,6 +6,7 @@
 //! nothing of Ruby.
 
 pub mod error;
+pub mod logging;
 pub mod messaging;
 pub mod orchestration;
 pub mod resilience;

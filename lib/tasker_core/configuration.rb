@@ -51,8 +51,16 @@ module TaskerCore
     # @return [Numeric] seconds a queue read waits for a lock on its queue table before it
     #   fails (and counts against that queue's circuit breaker)
     attr_accessor :queue_lock_timeout
-    # @return [Logger] where the gem's own messages go
+    # @return [::Logger] where the gem's boot and shutdown messages also go (e.g. Rails.logger);
+    #   everything else goes through {TaskerCore::Logger}
     attr_accessor :logger
+    # @return [String] log filter directives, RUST_LOG style ("info", "warn,ruby=debug");
+    #   default TASKER_LOG, else RUST_LOG, else "warn,ruby=info"
+    attr_accessor :log_level
+    # @return [Symbol] :text (human) or :json (one object per line)
+    attr_accessor :log_format
+    # @return [Symbol, String] :stderr, :stdout or a file path
+    attr_accessor :log_output
 
     def initialize
       @database_url = ENV["TASKER_DATABASE_URL"] || ENV.fetch("DATABASE_URL", nil)
@@ -71,6 +79,9 @@ module TaskerCore
       @circuit_breakers = {}
       @environment = ENV["TASKER_ENV"] || ENV["RAILS_ENV"] || ENV["RACK_ENV"] || "development"
       @logger = default_logger
+      @log_level = ENV["TASKER_LOG"] || ENV["RUST_LOG"] || "warn,ruby=info"
+      @log_format = :text
+      @log_output = :stderr
     end
 
     # @raise [Errors::ConfigurationError] naming the first invalid setting
@@ -96,6 +107,11 @@ module TaskerCore
       invalid!(:claim_grace, "must be an Integer from 1 to 86400 (seconds)") unless int_in?(claim_grace, 1..86_400)
       invalid!(:environment, "must be a String such as \"production\"") unless environment.is_a?(String) || environment.is_a?(Symbol)
       CircuitBreakerSettings.validate!(circuit_breakers)
+      invalid!(:log_level, "must be a String of filter directives") unless log_level.is_a?(String)
+      invalid!(:log_format, "must be :text or :json") unless %w[text json].include?(log_format.to_s)
+      unless log_output.is_a?(String) || log_output.is_a?(Pathname) || %i[stderr stdout].include?(log_output)
+        invalid!(:log_output, "must be :stderr, :stdout or a file path")
+      end
       unless int_in?(string_cache_capacity, 1..10_000_000)
         invalid!(:string_cache_capacity, "must be an Integer from 1 to 10000000")
       end
@@ -153,7 +169,7 @@ module TaskerCore
 
     def default_logger
       require "logger"
-      Logger.new($stderr, level: Logger::WARN, progname: "tasker_core")
+      ::Logger.new($stderr, level: ::Logger::WARN, progname: "tasker_core")
     end
   end
 end

@@ -18,7 +18,7 @@ module TaskerCore
 
     # @param registry [Registry]
     # @param concurrency [Integer]
-    # @param logger [Logger]
+    # @param logger [#warn, #error] TaskerCore::Logger or a ::Logger
     # @param timeout_grace [Numeric] seconds a handler gets to react to its timeout before its
     #   thread is retired and replaced
     def initialize(registry:, concurrency:, logger:, timeout_grace: 5)
@@ -94,8 +94,13 @@ module TaskerCore
           break if event == false
           next if event.nil?
 
-          outcome = guarded(event)
-          StepExecution.deliver(event, outcome, @logger) unless outcome.nil?
+          Thread.current[Logger::CONTEXT_KEY] = event
+          begin
+            outcome = guarded(event)
+            StepExecution.deliver(event, outcome, @logger) unless outcome.nil?
+          ensure
+            Thread.current[Logger::CONTEXT_KEY] = nil
+          end
         end
       end
     rescue Exception => e # rubocop:disable Lint/RescueException

@@ -27,6 +27,7 @@ module OrderFulfillment
                                                error_code: "order_total_exceeded")
         end
 
+        TaskerCore::Logger.info("order validated", customer_id: ctx["customer_id"], order_total: total)
         { "customer_id" => ctx["customer_id"], "order_total" => total,
           "item_count" => items.sum { |i| i["quantity"] } }
       end

@@ -5,6 +5,7 @@ mod bench;
 mod circuit_breaker;
 mod convert;
 mod errors;
+mod logging;
 mod native;
 mod nogvl;
 mod step_event;
@@ -21,5 +22,6 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     step_event::init(ruby, native)?;
     bench::init(ruby, native)?;
     circuit_breaker::init(ruby, native)?;
+    logging::init(native)?;
     Ok(())
 }

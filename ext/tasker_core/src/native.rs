@@ -2,7 +2,7 @@
 //! engine (rebuilt after `fork`), and converts arguments at the boundary.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use magnus::{
@@ -18,7 +18,6 @@ use crate::nogvl::{self, Waited};
 use crate::step_event::RbStepEvent;
 
 static ENGINE: Mutex<Option<Arc<Engine>>> = Mutex::new(None);
-static TRACING: Once = Once::new();
 
 pub fn init(ruby: &Ruby) -> Result<RModule, Error> {
     let root = ruby.define_module("TaskerCore")?;
@@ -83,18 +82,6 @@ fn abandon(engine: Option<Arc<Engine>>) {
     }
 }
 
-fn init_tracing() {
-    TRACING.call_once(|| {
-        let filter = tracing_subscriber::EnvFilter::try_from_env("TASKER_LOG")
-            .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .try_init();
-    });
-}
-
 fn panic_error(ruby: &Ruby, payload: Box<dyn std::any::Any + Send>) -> Error {
     let detail = payload
         .downcast_ref::<&str>()
@@ -109,7 +96,6 @@ fn panic_error(ruby: &Ruby, payload: Box<dyn std::any::Any + Send>) -> Error {
 }
 
 fn migrate(ruby: &Ruby, database_url: String) -> Result<(), Error> {
-    init_tracing();
     nogvl::run(ruby, || tasker_core::runtime::migrate(&database_url))?
         .map_err(|p| panic_error(ruby, p))?
         .map_err(|e| to_ruby(ruby, e))
@@ -150,7 +136,6 @@ fn fetch<T: magnus::TryConvert>(config: RHash, key: &str) -> Result<T, Error> {
 }
 
 fn start(ruby: &Ruby, config: RHash) -> Result<RArray, Error> {
-    init_tracing();
     {
         let mut slot = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
         match slot.as_ref() {

@@ -1,0 +1,82 @@
+//! `TaskerCore::Native::Log`: Ruby's entry into the engine's log pipeline
+//! (`tasker_core::logging`). A disabled level costs one callsite check and no allocation.
+
+use magnus::{function, prelude::*, Error, RHash, RModule, RString, Ruby};
+use serde_json::{Map, Value as Json};
+use tasker_core::logging::{self, LogFormat, LogOutput, LogSettings};
+use tracing::Level;
+
+pub fn init(native: RModule) -> Result<(), Error> {
+    logging::init_from_env();
+    let m = native.define_module("Log")?;
+    m.define_singleton_method("enabled?", function!(enabled, 1))?;
+    m.define_singleton_method("write", function!(write, 3))?;
+    m.define_singleton_method("configure", function!(configure, 3))?;
+    Ok(())
+}
+
+/// Levels as Ruby numbers them: 0 trace, 1 debug, 2 info, 3 warn, 4 error.
+fn enabled(level: i64) -> bool {
+    match level {
+        0 => tracing::enabled!(target: "ruby", Level::TRACE),
+        1 => tracing::enabled!(target: "ruby", Level::DEBUG),
+        2 => tracing::enabled!(target: "ruby", Level::INFO),
+        3 => tracing::enabled!(target: "ruby", Level::WARN),
+        _ => tracing::enabled!(target: "ruby", Level::ERROR),
+    }
+}
+
+/// Write one record under the target `ruby` with the Hash's entries as top-level fields.
+/// Returns false (having done nothing) when the level is filtered out.
+fn write(ruby: &Ruby, level: i64, message: RString, fields: Option<RHash>) -> Result<bool, Error> {
+    if !enabled(level) {
+        return Ok(false);
+    }
+    let fields = match fields {
+        Some(h) if !h.is_empty() => match crate::convert::to_json(ruby, h.as_value(), "log fields")
+        {
+            Ok(Json::Object(map)) => map,
+            Ok(_) => Map::new(),
+            // A field without a JSON form must not lose the line.
+            Err(e) => Map::from_iter([("fields_error".to_owned(), Json::from(e.to_string()))]),
+        },
+        _ => Map::new(),
+    };
+    // SAFETY: the message is read while no Ruby code runs (the pipeline never calls Ruby),
+    // so the string cannot be moved or freed meanwhile.
+    let message = unsafe { message.as_str() }?;
+    logging::with_fields(fields, || match level {
+        0 => tracing::event!(target: "ruby", Level::TRACE, message),
+        1 => tracing::event!(target: "ruby", Level::DEBUG, message),
+        2 => tracing::event!(target: "ruby", Level::INFO, message),
+        3 => tracing::event!(target: "ruby", Level::WARN, message),
+        _ => tracing::event!(target: "ruby", Level::ERROR, message),
+    });
+    Ok(true)
+}
+
+/// Apply new settings: directives, "text" | "json", "stderr" | "stdout" | a file path.
+fn configure(ruby: &Ruby, filter: String, format: String, output: String) -> Result<(), Error> {
+    let format = match format.as_str() {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            return Err(crate::errors::error(
+                ruby,
+                "ConfigurationError",
+                format!("log format must be text or json, not {other:?}"),
+            ))
+        }
+    };
+    let output = match output.as_str() {
+        "stderr" => LogOutput::Stderr,
+        "stdout" => LogOutput::Stdout,
+        path => LogOutput::File(path.into()),
+    };
+    logging::configure(&LogSettings {
+        filter,
+        format,
+        output,
+    })
+    .map_err(|e| crate::errors::to_ruby(ruby, e))
+}

@@ -1,0 +1,61 @@
+# frozen_string_literal: true
+
+module TaskerCore
+  # The gem's logger. Every line goes through the engine's one log pipeline (Rust `tracing`),
+  # with the engine's own lines: one filter, one format (text or JSON lines), one output.
+  # Inside a step handler the step's correlation id, task and step uuids, namespace and step
+  # name are attached to every line automatically.
+  #
+  # @example
+  #   TaskerCore::Logger.info("charged card", order_id: order.id, amount_cents: 1299)
+  #   TaskerCore::Logger.debug { "expensive #{dump}" }   # the block runs only when enabled
+  #
+  # The filter takes `RUST_LOG`-style directives; this logger's target is `ruby`
+  # (`config.log_level = "warn,ruby=debug"`). A call at a disabled level returns false at once:
+  # no message is built and the engine allocates nothing.
+  module Logger
+    LEVELS = { trace: 0, debug: 1, info: 2, warn: 3, error: 4 }.freeze
+    CONTEXT_KEY = :tasker_step_event
+
+    # Plain methods (not define_method): a disabled call allocates nothing but what the caller
+    # passes. Fields arrive as keywords, which Ruby hands over as one positional Hash.
+    LEVELS.each do |name, number|
+      module_eval(<<~RUBY, __FILE__, __LINE__ + 1)
+        # @param message [String, nil] (or a block returning it)
+        # @param fields [Hash, nil] structured fields (keywords), top-level keys of a JSON record
+        # @return [Boolean] whether the line was written
+        def self.#{name}(message = nil, fields = nil)
+          return false unless Native::Log.enabled?(#{number})
+
+          message = yield if message.nil? && block_given?
+          Native::Log.write(#{number}, message.to_s, with_context(fields))
+        end
+
+        # @return [Boolean] whether lines at this level are written
+        def self.#{name}? = Native::Log.enabled?(#{number})
+      RUBY
+    end
+
+    # Change the pipeline now (TaskerCore.start applies the configuration's settings).
+    # @param level [String] filter directives, e.g. "info" or "warn,tasker_core=debug"
+    # @param format [Symbol, String] :text or :json
+    # @param output [Symbol, String] :stderr, :stdout or a file path
+    # @raise [Errors::ConfigurationError] for an invalid filter, format or unwritable file
+    def self.configure(level:, format: :text, output: :stderr)
+      Native::Log.configure(level.to_s, format.to_s, output.to_s)
+    end
+
+    # The fields of the step a handler thread is running, merged under the caller's.
+    # @api private
+    def self.with_context(fields)
+      event = Thread.current[CONTEXT_KEY]
+      return fields if event.nil?
+
+      context = {
+        "correlation_id" => event.correlation_id, "task_uuid" => event.task_uuid,
+        "step_uuid" => event.step_uuid, "namespace" => event.namespace, "step_name" => event.step_name
+      }
+      fields ? context.merge(fields.transform_keys(&:to_s)) : context
+    end
+  end
+end
