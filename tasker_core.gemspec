@@ -37,6 +37,8 @@ Gem::Specification.new do |spec|
     .sqlx/*.json
     benches/{Cargo.toml,build.rs}
     benches/{src,benches}/**/*
+    otlp-receiver/Cargo.toml
+    otlp-receiver/src/**/*
     migrations/*.sql
     Cargo.toml
     Cargo.lock

@@ -156,7 +156,12 @@ BEGIN
                         CASE WHEN runs_again THEN p_retry_ms END, write_error;
 END $$;
 
--- claim_step gains a bounded wait for the queue table (p_lock_timeout_ms).
+-- A task's W3C trace context (its task.initialize span, or the caller's when the creating
+-- process exported no traces): step attempts join the task's trace in any process.
+ALTER TABLE tasker.tasks ADD COLUMN traceparent text;
+
+-- claim_step gains a bounded wait for the queue table (p_lock_timeout_ms) and returns the
+-- task's traceparent.
 DROP FUNCTION tasker.claim_step(uuid, uuid, uuid, text, integer, text, bigint);
 
 CREATE FUNCTION tasker.claim_step(p_step uuid, p_task uuid, p_token uuid, p_worker text,
@@ -165,7 +170,7 @@ CREATE FUNCTION tasker.claim_step(p_step uuid, p_task uuid, p_token uuid, p_work
 RETURNS TABLE (outcome text, state text, busy_seconds double precision, attempts integer,
                max_attempts integer, timeout_seconds integer, step_name text, named_task_id bigint,
                context jsonb, correlation_id uuid, parent_correlation_id uuid,
-               dependency_results jsonb)
+               dependency_results jsonb, traceparent text)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
@@ -178,18 +183,18 @@ BEGIN
       FROM tasker.workflow_steps ws WHERE ws.step_uuid = p_step FOR UPDATE;
     IF NOT FOUND OR s.task_uuid <> p_task THEN
         RETURN QUERY SELECT 'missing'::text, NULL::text, NULL::float8, NULL::int, NULL::int, NULL::int,
-                            NULL::text, NULL::bigint, NULL::jsonb, NULL::uuid, NULL::uuid, NULL::jsonb;
+                            NULL::text, NULL::bigint, NULL::jsonb, NULL::uuid, NULL::uuid, NULL::jsonb, NULL::text;
         RETURN;
     END IF;
     IF s.state = 'in_progress' AND s.claim_expires_at > now() THEN
         RETURN QUERY SELECT 'busy'::text, s.state, extract(epoch FROM s.claim_expires_at - now())::float8,
                             NULL::int, NULL::int, NULL::int, NULL::text, NULL::bigint, NULL::jsonb,
-                            NULL::uuid, NULL::uuid, NULL::jsonb;
+                            NULL::uuid, NULL::uuid, NULL::jsonb, NULL::text;
         RETURN;
     END IF;
     IF s.state NOT IN ('enqueued', 'in_progress') THEN
         RETURN QUERY SELECT 'stale'::text, s.state, NULL::float8, NULL::int, NULL::int, NULL::int,
-                            NULL::text, NULL::bigint, NULL::jsonb, NULL::uuid, NULL::uuid, NULL::jsonb;
+                            NULL::text, NULL::bigint, NULL::jsonb, NULL::uuid, NULL::uuid, NULL::jsonb, NULL::text;
         RETURN;
     END IF;
     UPDATE tasker.workflow_steps ws
@@ -212,7 +217,7 @@ BEGIN
     PERFORM tasker.record_step_transition(p_step, p_task, s.state, 'in_progress',
         jsonb_build_object('attempt', c.attempts, 'worker', p_worker)
         || CASE WHEN s.state = 'in_progress' THEN '{"reclaimed": true}'::jsonb ELSE '{}'::jsonb END);
-    SELECT tk.named_task_id, tk.context, tk.correlation_id, tk.parent_correlation_id INTO t
+    SELECT tk.named_task_id, tk.context, tk.correlation_id, tk.parent_correlation_id, tk.traceparent INTO t
       FROM tasker.tasks tk WHERE tk.task_uuid = p_task;
     RETURN QUERY
     WITH RECURSIVE ancestors(step_uuid) AS (
@@ -224,5 +229,6 @@ BEGIN
            c.timeout_seconds, c.name, t.named_task_id, t.context, t.correlation_id,
            t.parent_correlation_id,
            coalesce((SELECT jsonb_agg(jsonb_build_array(ws.name, coalesce(ws.results, 'null'::jsonb)))
-                       FROM tasker.workflow_steps ws JOIN ancestors USING (step_uuid)), '[]'::jsonb);
+                       FROM tasker.workflow_steps ws JOIN ancestors USING (step_uuid)), '[]'::jsonb),
+           t.traceparent;
 END $$;

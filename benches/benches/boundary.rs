@@ -28,6 +28,7 @@ fn registered() -> RegisteredTemplate {
 
 fn row() -> ClaimedRow {
     ClaimedRow {
+        parent_trace: None,
         task_uuid: Uuid::nil(),
         step_uuid: Uuid::nil(),
         token: Uuid::nil(),

@@ -124,6 +124,7 @@ fn sql(c: &mut Criterion) {
                     parent_correlation_id: None,
                     idempotency_key: None,
                     priority: 0,
+                    traceparent: None,
                 })
                 .await
                 .expect("create");

@@ -14,6 +14,7 @@ pub mod runtime;
 pub mod state;
 pub mod store;
 pub mod strings;
+pub mod telemetry;
 pub mod template;
 pub mod worker;
 

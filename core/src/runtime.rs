@@ -24,6 +24,7 @@ use crate::resilience::{BreakerRegistry, CircuitBreakerConfig, CircuitState, Own
 use crate::state::TaskState;
 use crate::store::snapshot::{self, TaskView};
 use crate::strings::StringCache;
+use crate::telemetry::{BreakerSource, StepTrace, Telemetry};
 use crate::worker::poller::Poller;
 use crate::worker::{ClaimTicket, StepEvent, StepOutcome};
 
@@ -54,6 +55,8 @@ pub struct EngineConfig {
     pub requeue_after: Duration,
     /// How long a queue read waits for a lock on the queue table before it fails.
     pub queue_lock_timeout: Duration,
+    /// OpenTelemetry export; None: off.
+    pub telemetry: Option<crate::telemetry::TelemetryConfig>,
 }
 
 impl Default for EngineConfig {
@@ -80,6 +83,7 @@ impl Default for EngineConfig {
             },
             requeue_after: Duration::from_secs(60),
             queue_lock_timeout: Duration::from_secs(2),
+            telemetry: None,
         }
     }
 }
@@ -97,6 +101,7 @@ pub struct Dispatch {
 pub struct Slot {
     _permit: Option<OwnedSemaphorePermit>,
     handler: Option<OwnedPermit>,
+    trace: Option<StepTrace>,
 }
 
 impl Slot {
@@ -117,12 +122,14 @@ impl Dispatch {
         event: StepEvent,
         permit: OwnedSemaphorePermit,
         handler: Option<OwnedPermit>,
+        trace: Option<StepTrace>,
     ) -> Self {
         Dispatch {
             event,
             slot: Slot {
                 _permit: Some(permit),
                 handler,
+                trace,
             },
         }
     }
@@ -134,6 +141,7 @@ impl Dispatch {
             slot: Slot {
                 _permit: None,
                 handler: None,
+                trace: None,
             },
         }
     }
@@ -185,7 +193,7 @@ pub enum NextStep {
     Closed,
 }
 
-type Completion = (ClaimTicket, StepOutcome);
+type Completion = (ClaimTicket, StepOutcome, Option<StepTrace>);
 
 /// Callers waiting for a task's finalization: (waiter id, wake-up sender).
 type Waiters = HashMap<Uuid, Vec<(u64, crossbeam_channel::Sender<()>)>>;
@@ -208,6 +216,8 @@ pub(crate) struct Shared {
     pub queue_breakers: BreakerRegistry,
     /// One breaker per handler class, consulted before a step of that handler is claimed.
     pub handler_breakers: BreakerRegistry,
+    /// Metrics and traces, when exported.
+    pub telemetry: Option<Telemetry>,
     /// Outcomes handed back and not yet applied.
     completions_pending: AtomicUsize,
     /// Wake-up signal per namespace served by this process.
@@ -240,7 +250,31 @@ impl Shared {
             breaker: &breaker,
             lock_timeout: self.queue_lock_timeout,
         };
-        orchestration::create::create_task(&self.pool, &reg, req, guard).await
+        let started = std::time::Instant::now();
+        let parent = req
+            .traceparent
+            .as_deref()
+            .and_then(crate::telemetry::parse_traceparent);
+        // The task's trace: its own span when exporting, else the caller's context as given.
+        let span = self.telemetry.as_ref().map(|t| t.task_span(parent.clone()));
+        let traceparent = match &span {
+            Some(span) => Some(crate::telemetry::format_traceparent(
+                opentelemetry::trace::Span::span_context(span),
+            )),
+            None => parent.as_ref().map(crate::telemetry::format_traceparent),
+        };
+        let created = orchestration::create::create_task(
+            &self.pool,
+            &reg,
+            req,
+            guard,
+            traceparent.as_deref(),
+        )
+        .await?;
+        if let (Some(t), Some(span)) = (&self.telemetry, span) {
+            t.task_created(span, &reg, &created, started.elapsed());
+        }
+        Ok(created)
     }
 
     /// Send step messages inside `conn`'s transaction through the queue's breaker. Returns
@@ -469,7 +503,12 @@ impl Engine {
             .enable_all()
             .build()
             .map_err(|e| Error::Configuration(format!("cannot start the tokio runtime: {e}")))?;
-        let started = runtime.block_on(Self::boot(config));
+        // Exporters use blocking HTTP clients: built here, outside the runtime.
+        let telemetry = match &config.telemetry {
+            Some(t) => Some(Telemetry::start(t, &config.namespaces)?),
+            None => None,
+        };
+        let started = runtime.block_on(Self::boot(config, telemetry));
         match started {
             Ok(parts) => Ok(Self::from_parts(runtime, parts)),
             Err(e) => {
@@ -479,7 +518,7 @@ impl Engine {
         }
     }
 
-    async fn boot(config: EngineConfig) -> Result<Boot> {
+    async fn boot(config: EngineConfig, telemetry: Option<Telemetry>) -> Result<Boot> {
         let templates = crate::template::load_paths(&config.template_paths)?;
         let pool = connect(&config.database_url, config.pool_size).await?;
         let queue_pool = connect_queue_pool(
@@ -522,6 +561,7 @@ impl Engine {
                 breakers.set_defaults(config.handler_breaker);
                 breakers
             },
+            telemetry,
             completions_pending: AtomicUsize::new(0),
             wakeups,
             retry_wakeup: Notify::new(),
@@ -559,6 +599,14 @@ impl Engine {
         let slots = Arc::new(Semaphore::new(concurrency));
         let mut services = Vec::new();
         let _guard = runtime.enter();
+        if let Some(t) = &shared.telemetry {
+            let source: std::sync::Weak<dyn BreakerSource> = Arc::downgrade(&shared) as _;
+            t.observe(source);
+            services.push(tokio::spawn(refresh_queue_depths(
+                shared.clone(),
+                stop_rx.clone(),
+            )));
+        }
         services.push(tokio::spawn(listen(shared.clone(), stop_rx.clone())));
         if !queues.is_empty() {
             services.push(tokio::spawn(release_retries(
@@ -648,11 +696,20 @@ impl Engine {
         &self.dispatch_rx
     }
 
+    /// Mark a step received from [`Engine::dispatch_receiver`] as taken by a handler thread
+    /// (starts its handler span when traces are exported; the event then carries its ids).
+    pub fn handed_out(&self, mut d: Dispatch) -> Dispatch {
+        if let (Some(t), Some(trace)) = (&self.shared.telemetry, d.slot.trace.as_mut()) {
+            d.event.trace_ids = Some(t.taken(trace));
+        }
+        d
+    }
+
     /// Wait up to `timeout` for the next step (for Rust executors; Ruby waits through the
     /// extension with the GVL released).
     pub fn next_step(&self, timeout: Duration) -> NextStep {
         match self.dispatch_rx.recv_timeout(timeout) {
-            Ok(d) => NextStep::Step(Box::new(d)),
+            Ok(d) => NextStep::Step(Box::new(self.handed_out(d))),
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => NextStep::Timeout,
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => NextStep::Closed,
         }
@@ -673,8 +730,12 @@ impl Engine {
         outcome: StepOutcome,
     ) -> Result<()> {
         slot.settle(&outcome);
+        if let (Some(t), Some(trace)) = (&self.shared.telemetry, slot.trace.as_mut()) {
+            t.handed_back(trace, &outcome);
+        }
+        let trace = slot.trace.take();
         let sent = match &*self.completion_tx.lock().unwrap_or_else(|e| e.into_inner()) {
-            Some(tx) => tx.send((ticket, outcome)).is_ok(),
+            Some(tx) => tx.send((ticket, outcome, trace)).is_ok(),
             None => false,
         };
         if sent {
@@ -792,6 +853,10 @@ impl Engine {
             queue_pool.close().await;
         });
         runtime.shutdown_timeout(Duration::from_secs(1));
+        // Flushes what is left to export (blocking; outside the runtime).
+        if let Some(t) = &self.shared.telemetry {
+            t.shutdown();
+        }
     }
 
     /// Leave the engine without touching its threads or connections. For a forked child:
@@ -886,21 +951,38 @@ async fn apply_one(shared: Arc<Shared>, completion: Completion) {
 /// Apply an outcome, retrying through database outages for as long as the engine runs (a
 /// result applied after its claim expired is still applied if nobody took the step over, and
 /// discarded otherwise; engine shutdown bounds the wait).
-async fn apply_with_retries(shared: &Shared, (ticket, outcome): Completion) {
+async fn apply_with_retries(shared: &Shared, (ticket, outcome, trace): Completion) {
+    let started = std::time::Instant::now();
+    let report = apply_until_done(shared, &ticket, &outcome).await;
+    if let (Some(t), Some(report)) = (&shared.telemetry, report) {
+        t.applied(trace, &report, started.elapsed());
+    }
+}
+
+async fn apply_until_done(
+    shared: &Shared,
+    ticket: &ClaimTicket,
+    outcome: &StepOutcome,
+) -> Option<ApplyReport> {
     let mut delay = Duration::from_millis(100);
     let breaker = shared.queue_breakers.get(ticket.queue.as_str());
-    for attempt in 1u32.. {
+    let mut attempt = 0u64;
+    let mut next_log = 1u64;
+    loop {
+        attempt += 1;
         let guard = orchestration::results::QueueGuard {
             breaker: &breaker,
             lock_timeout: shared.queue_lock_timeout,
         };
-        match orchestration::results::apply(&shared.pool, &ticket, &outcome, guard).await {
-            Ok(ApplyReport::Applied {
-                enqueued_children,
-                task_state,
-                retry_in,
-                ..
-            }) => {
+        match orchestration::results::apply(&shared.pool, ticket, outcome, guard).await {
+            Ok(
+                report @ ApplyReport::Applied {
+                    enqueued_children,
+                    task_state,
+                    retry_in,
+                    ..
+                },
+            ) => {
                 if enqueued_children > 0 {
                     shared.wake_namespace(&ticket.namespace);
                 }
@@ -910,11 +992,12 @@ async fn apply_with_retries(shared: &Shared, (ticket, outcome): Completion) {
                 if task_state.is_some_and(TaskState::is_terminal) {
                     shared.task_finished(ticket.task_uuid);
                 }
-                return;
+                return Some(report);
             }
-            Ok(ApplyReport::Discarded) => return,
+            Ok(ApplyReport::Discarded) => return Some(ApplyReport::Discarded),
             Err(e) => {
-                if attempt == 1 || attempt % 10 == 0 {
+                if attempt == next_log {
+                    next_log += 10;
                     tracing::warn!(step_uuid = %ticket.step_uuid, correlation_id = %ticket.correlation_id,
                         attempt, error = %e, "applying a step result failed; retrying");
                 }
@@ -925,13 +1008,54 @@ async fn apply_with_retries(shared: &Shared, (ticket, outcome): Completion) {
     }
 }
 
+/// Keep the queue depth gauges current (read at export).
+async fn refresh_queue_depths(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let Some(t) = &shared.telemetry else { return };
+    loop {
+        for (ns, depth) in t.queue_depths.iter() {
+            let Ok(queue) = QueueName::for_namespace(ns) else {
+                continue;
+            };
+            let length: std::result::Result<i64, sqlx::Error> =
+                sqlx::query_scalar("SELECT queue_length FROM pgmq.metrics($1)")
+                    .bind(queue.as_str())
+                    .fetch_one(&shared.queue_pool)
+                    .await;
+            depth.store(length.unwrap_or(-1), Ordering::Relaxed);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = stop.changed() => break,
+        }
+    }
+}
+
+impl BreakerSource for Shared {
+    fn breakers(&self) -> Vec<(&'static str, Arc<crate::resilience::CircuitBreaker>)> {
+        let queues = self.queue_breakers.all().into_iter().map(|b| ("queue", b));
+        let handlers = self
+            .handler_breakers
+            .all()
+            .into_iter()
+            .map(|b| ("handler", b));
+        let named = crate::resilience::registry()
+            .all()
+            .into_iter()
+            .map(|b| ("named", b));
+        queues.chain(handlers).chain(named).collect()
+    }
+}
+
 /// Move steps whose backoff elapsed back to their queues.
 async fn release_retries(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     loop {
         let wait = match orchestration::retry::release_due(&shared).await {
             Ok((namespaces, next)) => {
-                for ns in &namespaces {
+                for (ns, count) in &namespaces {
                     shared.wake_namespace(ns);
+                    if let Some(t) = &shared.telemetry {
+                        t.enqueued(ns, *count);
+                    }
                 }
                 next.unwrap_or(Duration::from_secs(1))
                     .clamp(Duration::from_millis(5), Duration::from_secs(1))
@@ -960,7 +1084,12 @@ async fn requeue_lost_messages(shared: Arc<Shared>, mut stop: watch::Receiver<bo
         }
         for ns in shared.wakeups.keys() {
             match orchestration::recovery::requeue_lost(&shared, ns).await {
-                Ok(n) if n > 0 => shared.wake_namespace(ns),
+                Ok(n) if n > 0 => {
+                    shared.wake_namespace(ns);
+                    if let Some(t) = &shared.telemetry {
+                        t.enqueued(ns, n);
+                    }
+                }
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(namespace = %ns, error = %e, "looking for lost messages failed")

@@ -34,6 +34,7 @@ fn request(ns: &str, context: Value) -> TaskRequest {
         parent_correlation_id: None,
         idempotency_key: None,
         priority: 0,
+        traceparent: None,
     }
 }
 

@@ -19,10 +19,12 @@ module TaskerCore
     # @param parent_correlation_id [String, nil] correlation id of the workflow that started this one
     # @param idempotency_key [String, nil] same key (for the same template) → the existing task
     # @param priority [Symbol, Integer] :low, :normal, :high, :critical or an Integer
+    # @param traceparent [String, nil] a W3C trace context (e.g. the current Rails request's):
+    #   the task's trace continues it (an invalid header is ignored)
     # @return [Types::TaskRecord] with uuid, status and correlation_id
     # @raise [Errors::TemplateNotFoundError, Errors::ValidationError, Errors::NotStartedError]
     def create_task(namespace:, name:, version:, context:, correlation_id: nil,
-                    parent_correlation_id: nil, idempotency_key: nil, priority: :normal)
+                    parent_correlation_id: nil, idempotency_key: nil, priority: :normal, traceparent: nil)
       unless context.is_a?(Hash)
         raise Errors::ValidationError, "context must be a Hash (a JSON object), got #{context.class}"
       end
@@ -33,7 +35,8 @@ module TaskerCore
         "correlation_id" => correlation_id&.to_s,
         "parent_correlation_id" => parent_correlation_id&.to_s,
         "idempotency_key" => idempotency_key&.to_s,
-        "priority" => priority_value(priority)
+        "priority" => priority_value(priority),
+        "traceparent" => traceparent&.to_s
       )
       Types::TaskRecord.new(created)
     end

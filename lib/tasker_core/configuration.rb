@@ -59,6 +59,12 @@ module TaskerCore
     attr_accessor :log_level
     # @return [Symbol] :text (human) or :json (one object per line)
     attr_accessor :log_format
+    # @return [Hash] OpenTelemetry export (metrics and traces over OTLP/HTTP protobuf): endpoint
+    #   (base URL, e.g. "http://127.0.0.1:4318"), service_name, export_interval (seconds),
+    #   sampling_ratio, enabled. Off unless an endpoint is given here or in
+    #   OTEL_EXPORTER_OTLP_ENDPOINT; OTEL_SERVICE_NAME, OTEL_METRIC_EXPORT_INTERVAL (ms),
+    #   OTEL_TRACES_SAMPLER_ARG and OTEL_SDK_DISABLED are honoured
+    attr_accessor :telemetry
     # @return [Symbol, String] :stderr, :stdout or a file path
     attr_accessor :log_output
 
@@ -81,6 +87,7 @@ module TaskerCore
       @logger = default_logger
       @log_level = ENV["TASKER_LOG"] || ENV["RUST_LOG"] || "warn,ruby=info"
       @log_format = :text
+      @telemetry = {}
       @log_output = :stderr
     end
 
@@ -107,6 +114,7 @@ module TaskerCore
       invalid!(:claim_grace, "must be an Integer from 1 to 86400 (seconds)") unless int_in?(claim_grace, 1..86_400)
       invalid!(:environment, "must be a String such as \"production\"") unless environment.is_a?(String) || environment.is_a?(Symbol)
       CircuitBreakerSettings.validate!(circuit_breakers)
+      validate_telemetry!
       invalid!(:log_level, "must be a String of filter directives") unless log_level.is_a?(String)
       invalid!(:log_format, "must be :text or :json") unless %w[text json].include?(log_format.to_s)
       unless log_output.is_a?(String) || log_output.is_a?(Pathname) || %i[stderr stdout].include?(log_output)
@@ -138,7 +146,28 @@ module TaskerCore
         "handler_circuit_breaker" => CircuitBreakerSettings.to_native(breakers[:handlers]),
         "namespace_circuit_breakers" => breakers[:namespaces].transform_values { |v| CircuitBreakerSettings.to_native(v) },
         "handler_class_circuit_breakers" =>
-          breakers[:handler_classes].transform_values { |v| CircuitBreakerSettings.to_native(v) }
+          breakers[:handler_classes].transform_values { |v| CircuitBreakerSettings.to_native(v) },
+        "telemetry" => resolved_telemetry
+      }
+    end
+
+    TELEMETRY_KEYS = %i[enabled endpoint service_name export_interval sampling_ratio protocol].freeze
+
+    # The OpenTelemetry settings in effect (nil: export is off).
+    # @return [Hash, nil]
+    def resolved_telemetry
+      t = telemetry.to_h { |k, v| [k.to_sym, v] }
+      return nil if t[:enabled] == false || ENV["OTEL_SDK_DISABLED"].to_s.casecmp?("true")
+
+      endpoint = t[:endpoint] || ENV.fetch("OTEL_EXPORTER_OTLP_ENDPOINT", nil)
+      return nil if endpoint.nil? && t[:enabled] != true
+
+      interval = t[:export_interval] || (ENV["OTEL_METRIC_EXPORT_INTERVAL"]&.to_f&./ 1000.0) || 60.0
+      {
+        "endpoint" => t[:endpoint]&.to_s, # nil: the exporter reads the OTEL_EXPORTER_OTLP_* variables
+        "service_name" => (t[:service_name] || ENV["OTEL_SERVICE_NAME"] || "tasker_core").to_s,
+        "export_interval_seconds" => interval.to_f,
+        "sampling_ratio" => (t[:sampling_ratio] || ENV["OTEL_TRACES_SAMPLER_ARG"] || 1.0).to_f
       }
     end
 
@@ -150,6 +179,21 @@ module TaskerCore
     end
 
     private
+
+    def validate_telemetry!
+      invalid!(:telemetry, "must be a Hash") unless telemetry.is_a?(Hash)
+      unknown = telemetry.keys.map(&:to_sym) - TELEMETRY_KEYS
+      invalid!(:telemetry, "has unknown keys #{unknown.join(", ")} (known: #{TELEMETRY_KEYS.join(", ")})") if unknown.any?
+      t = telemetry.to_h { |k, v| [k.to_sym, v] }
+      protocol = (t[:protocol] || ENV["OTEL_EXPORTER_OTLP_PROTOCOL"] || "http/protobuf").to_s
+      invalid!(:telemetry, "protocol #{protocol.inspect} is not supported (use http/protobuf)") unless protocol == "http/protobuf"
+      if t[:endpoint] && !%r{\Ahttps?://[^/\s]+}.match?(t[:endpoint].to_s)
+        invalid!(:telemetry, "endpoint must be an http(s) URL such as http://127.0.0.1:4318")
+      end
+      invalid!(:telemetry, "export_interval must be a positive number of seconds") if t[:export_interval] && !positive?(t[:export_interval])
+      ratio = t[:sampling_ratio]
+      invalid!(:telemetry, "sampling_ratio must be a number from 0 to 1") if ratio && !(ratio.is_a?(Numeric) && ratio.between?(0, 1))
+    end
 
     def invalid!(setting, message)
       raise Errors::ConfigurationError, "TaskerCore configuration: #{setting} #{message}"

@@ -55,6 +55,10 @@ module TaskerCore
         "correlation_id" => event.correlation_id, "task_uuid" => event.task_uuid,
         "step_uuid" => event.step_uuid, "namespace" => event.namespace, "step_name" => event.step_name
       }
+      if (trace_id = event.trace_id)
+        context["trace_id"] = trace_id
+        context["span_id"] = event.span_id
+      end
       fields ? context.merge(fields.transform_keys(&:to_s)) : context
     end
   end

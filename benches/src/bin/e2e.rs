@@ -131,6 +131,7 @@ fn create(engine: &Engine, namespace: &str, name: &str) -> Uuid {
         parent_correlation_id: None,
         idempotency_key: None,
         priority: 0,
+        traceparent: None,
     };
     match engine.block_on(async move { h.create_task(req).await }) {
         Some(Ok(t)) => t.task_uuid,

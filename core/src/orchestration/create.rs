@@ -24,6 +24,8 @@ pub struct TaskRequest {
     pub parent_correlation_id: Option<Uuid>,
     pub idempotency_key: Option<String>,
     pub priority: i16,
+    /// The caller's W3C trace context: the task's trace continues it.
+    pub traceparent: Option<String>,
 }
 
 /// The task that a request produced (or, with an idempotency key, found).
@@ -73,6 +75,7 @@ pub(crate) async fn create_task(
     reg: &RegisteredTemplate,
     req: &TaskRequest,
     queue: QueueGuard<'_>,
+    traceparent: Option<&str>,
 ) -> Result<CreatedTask> {
     validate_request(req)?;
     let template = &reg.template;
@@ -82,8 +85,8 @@ pub(crate) async fn create_task(
     let mut tx = pool.begin().await?;
     let inserted: Option<Uuid> = sqlx::query_scalar(
         "INSERT INTO tasker.tasks (task_uuid, named_task_id, namespace, status, context, \
-           correlation_id, parent_correlation_id, idempotency_key, priority) \
-         VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8) \
+           correlation_id, parent_correlation_id, idempotency_key, priority, traceparent) \
+         VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9) \
          ON CONFLICT (named_task_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
          RETURNING task_uuid",
     )
@@ -95,6 +98,7 @@ pub(crate) async fn create_task(
     .bind(req.parent_correlation_id)
     .bind(&req.idempotency_key)
     .bind(req.priority)
+    .bind(traceparent)
     .fetch_optional(&mut *tx)
     .await?;
 

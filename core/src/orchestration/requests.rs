@@ -31,6 +31,9 @@ struct RequestMessage {
     idempotency_key: Option<String>,
     #[serde(default)]
     priority: Option<Value>,
+    /// W3C trace context of the producer.
+    #[serde(default)]
+    traceparent: Option<String>,
 }
 
 fn empty_object() -> Value {
@@ -130,6 +133,7 @@ pub(crate) async fn process_batch(
                     .unwrap_or_else(|| format!("task-request:{}", m.msg_id)),
             ),
             priority,
+            traceparent: request.traceparent,
         };
         let created = shared.create_task(&req).await;
         let outcome = match created {

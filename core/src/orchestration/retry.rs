@@ -1,6 +1,6 @@
 //! Releasing steps whose backoff has elapsed: waiting_for_retry → enqueued, with a message.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde_json::json;
@@ -19,7 +19,9 @@ const BATCH: i64 = 200;
 /// step is due (None when nothing waits). Steps of a namespace whose queue breaker is open stay
 /// waiting until it closes; a queue that fails the send leaves its steps enqueued without a
 /// message, for the recovery loop.
-pub(crate) async fn release_due(shared: &Shared) -> Result<(BTreeSet<String>, Option<Duration>)> {
+pub(crate) async fn release_due(
+    shared: &Shared,
+) -> Result<(BTreeMap<String, usize>, Option<Duration>)> {
     let blocked: Vec<String> = shared
         .queue_breakers
         .all()
@@ -43,7 +45,7 @@ pub(crate) async fn release_due(shared: &Shared) -> Result<(BTreeSet<String>, Op
     .bind(&blocked)
     .fetch_all(&mut *tx)
     .await?;
-    let mut namespaces = BTreeSet::new();
+    let mut namespaces = BTreeMap::new();
     if !due.is_empty() {
         let items: Vec<StepTransition> = due
             .iter()
@@ -71,7 +73,7 @@ pub(crate) async fn release_due(shared: &Shared) -> Result<(BTreeSet<String>, Op
                 })
                 .collect();
             if shared.send_guarded(&mut tx, &queue, ns, &messages).await? {
-                namespaces.insert(ns.to_owned());
+                namespaces.insert(ns.to_owned(), messages.len());
             }
         }
     }

@@ -46,6 +46,7 @@ pub(crate) async fn claim(
         Option<Uuid>,
         Option<Uuid>,
         Option<Value>,
+        Option<String>,
     );
     let token = Uuid::now_v7();
     let row: Row =
@@ -99,7 +100,12 @@ pub(crate) async fn claim(
         _ => Vec::new(),
     };
     let reg = shared.registry.by_id(&shared.pool, named_task_id).await?;
+    let parent_trace = row
+        .12
+        .as_deref()
+        .and_then(crate::telemetry::parse_traceparent);
     let row = ClaimedRow {
+        parent_trace,
         task_uuid: msg.task_uuid,
         step_uuid: msg.step_uuid,
         token,

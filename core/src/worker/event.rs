@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use opentelemetry::trace::{SpanContext, SpanId, TraceId};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -48,6 +49,10 @@ pub struct StepEvent {
     pub parent_names: Arc<[Arc<str>]>,
     /// Results of every ancestor step, by step name.
     pub dependency_results: Vec<(Arc<str>, Value)>,
+    /// The task's trace context (from its `traceparent`), parent of this attempt's span.
+    pub parent_trace: Option<SpanContext>,
+    /// Trace and span id of the handler's span, when traces are exported.
+    pub trace_ids: Option<(TraceId, SpanId)>,
 }
 
 impl StepEvent {
@@ -94,6 +99,8 @@ pub enum StepOutcome {
 /// A claimed step as read from the database, before it becomes a [`StepEvent`].
 #[derive(Debug, Clone)]
 pub struct ClaimedRow {
+    /// The task's stored trace context.
+    pub parent_trace: Option<SpanContext>,
     pub task_uuid: Uuid,
     pub step_uuid: Uuid,
     pub token: Uuid,
@@ -181,5 +188,7 @@ pub fn build_event(
             .into_iter()
             .map(|(name, value)| (intern(&name), value))
             .collect(),
+        parent_trace: row.parent_trace,
+        trace_ids: None,
     }
 }

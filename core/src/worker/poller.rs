@@ -90,8 +90,9 @@ impl Poller {
                     for (msg, permit) in msgs.into_iter().zip(permits.drain(..)) {
                         let ctx = this.clone();
                         claims.spawn(async move {
-                            if let Some((event, admission)) = ctx.handle(msg).await {
-                                let _ = ctx.out.send(Dispatch::new(event, permit, admission));
+                            if let Some((event, admission, trace)) = ctx.handle(msg).await {
+                                let _ =
+                                    ctx.out.send(Dispatch::new(event, permit, admission, trace));
                             }
                         });
                     }
@@ -137,7 +138,11 @@ impl PollerCtx {
     async fn handle(
         &self,
         msg: ReadMessage,
-    ) -> Option<(crate::worker::StepEvent, Option<OwnedPermit>)> {
+    ) -> Option<(
+        crate::worker::StepEvent,
+        Option<OwnedPermit>,
+        Option<crate::telemetry::StepTrace>,
+    )> {
         let msg_id = msg.msg_id;
         let parsed: Result<StepMessage, _> = serde_json::from_value(msg.payload);
         let step_msg = match parsed {
@@ -172,8 +177,19 @@ impl PollerCtx {
             shared: &self.shared,
             queue: &self.queue,
         };
+        let started = self
+            .shared
+            .telemetry
+            .as_ref()
+            .map(|_| (std::time::Instant::now(), std::time::SystemTime::now()));
         let refusal = match claim::claim(&site, msg_id, &step_msg).await {
-            Ok(Ok(event)) => return Some((event, admission)),
+            Ok(Ok(event)) => {
+                let trace = match (&self.shared.telemetry, started) {
+                    (Some(t), Some((at, at_wall))) => Some(t.claimed(&event, at, at_wall)),
+                    _ => None,
+                };
+                return Some((event, admission, trace));
+            }
             Ok(Err(refusal)) => Some(refusal),
             Err(e) => {
                 // The message stays invisible until its visibility timeout, then comes back.

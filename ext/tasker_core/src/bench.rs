@@ -61,6 +61,7 @@ fn harness(ruby: &Ruby) -> Result<&'static Harness, Error> {
 /// What the claim query returns for the third step of an order workflow.
 fn row() -> ClaimedRow {
     ClaimedRow {
+        parent_trace: None,
         task_uuid: Uuid::now_v7(),
         step_uuid: Uuid::now_v7(),
         token: Uuid::now_v7(),

@@ -177,6 +177,23 @@ fn start(ruby: &Ruby, config: RHash) -> Result<RArray, Error> {
             fetch(config, "handler_circuit_breaker")?,
             EngineConfig::default().handler_breaker,
         )?,
+        telemetry: None,
+    };
+    let telemetry: Option<RHash> = config.lookup("telemetry")?;
+    let cfg = EngineConfig {
+        telemetry: telemetry
+            .map(|t| -> Result<_, Error> {
+                Ok(tasker_core::telemetry::TelemetryConfig {
+                    endpoint: t.lookup("endpoint")?,
+                    service_name: fetch(t, "service_name")?,
+                    export_interval: Duration::from_secs_f64(
+                        fetch::<f64>(t, "export_interval_seconds")?.clamp(0.1, 86_400.0),
+                    ),
+                    sampling_ratio: fetch(t, "sampling_ratio")?,
+                })
+            })
+            .transpose()?,
+        ..cfg
     };
     let namespace_breakers: RHash = fetch(config, "namespace_circuit_breakers")?;
     let handler_class_breakers: RHash = fetch(config, "handler_class_circuit_breakers")?;
@@ -308,7 +325,9 @@ fn next_step(ruby: &Ruby, timeout_seconds: f64) -> Result<Value, Error> {
     };
     let timeout = Duration::from_secs_f64(timeout_seconds.max(0.0));
     match nogvl::recv(engine.dispatch_receiver(), Some(timeout)) {
-        Waited::Value(dispatch) => Ok(RbStepEvent::new(dispatch).into_value_with(ruby)),
+        Waited::Value(dispatch) => {
+            Ok(RbStepEvent::new(engine.handed_out(dispatch)).into_value_with(ruby))
+        }
         Waited::TimedOut => Ok(ruby.qnil().as_value()),
         Waited::Closed => Ok(ruby.qfalse().as_value()),
         Waited::Interrupted => {
@@ -367,6 +386,7 @@ fn create_task(ruby: &Ruby, args: RHash) -> Result<RHash, Error> {
         parent_correlation_id: optional_uuid(ruby, args, "parent_correlation_id")?,
         idempotency_key: args.fetch("idempotency_key")?,
         priority: args.fetch("priority")?,
+        traceparent: args.lookup("traceparent")?,
     };
     let h = engine.handle();
     let created = call(ruby, &engine, async move { h.create_task(req).await })?;

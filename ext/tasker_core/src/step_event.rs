@@ -36,6 +36,8 @@ pub fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
         method!(RbStepEvent::parent_correlation_id, 0),
     )?;
     class.define_method("namespace", method!(RbStepEvent::namespace, 0))?;
+    class.define_method("trace_id", method!(RbStepEvent::trace_id, 0))?;
+    class.define_method("span_id", method!(RbStepEvent::span_id, 0))?;
     class.define_method("task_name", method!(RbStepEvent::task_name, 0))?;
     class.define_method("task_version", method!(RbStepEvent::task_version, 0))?;
     class.define_method("step_name", method!(RbStepEvent::step_name, 0))?;
@@ -136,6 +138,16 @@ impl RbStepEvent {
 
     fn correlation_id(ruby: &Ruby, rb_self: &Self) -> RString {
         rb_self.uuid(ruby, &rb_self.event.ticket.correlation_id)
+    }
+
+    /// The handler span's trace id (32 hex digits), when traces are exported.
+    fn trace_id(rb_self: &Self) -> Option<String> {
+        rb_self.event.trace_ids.map(|(t, _)| t.to_string())
+    }
+
+    /// The handler span's id (16 hex digits), when traces are exported.
+    fn span_id(rb_self: &Self) -> Option<String> {
+        rb_self.event.trace_ids.map(|(_, s)| s.to_string())
     }
 
     fn parent_correlation_id(ruby: &Ruby, rb_self: &Self) -> Option<RString> {

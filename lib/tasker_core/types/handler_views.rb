@@ -74,6 +74,10 @@ module TaskerCore
       def timeout_seconds = @event.timeout_seconds
       # @return [String] the handler class name from the template
       def handler_class = @event.handler_class
+      # @return [String, nil] trace id of this attempt (32 hex digits) when traces are exported
+      def trace_id = @event.trace_id
+      # @return [String, nil] span id of this handler run (16 hex digits) when traces are exported
+      def span_id = @event.span_id
     end
   end
 end
