@@ -28,7 +28,7 @@ module TaskerCore
         @naive = variant == "naive"
         @steps = steps
         @registry = Registry.new([{ "handlers" => ["TaskerCore::Bench::NoopHandler"] }])
-        @logger = Logger.new($stderr)
+        @logger = ::Logger.new($stderr)
       end
 
       def run
