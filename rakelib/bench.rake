@@ -61,4 +61,26 @@ namespace :bench do
     SH
     Dir.chdir(root) { sh "bash", "-c", script, verbose: false }
   end
+
+  desc "Latency of the hot paths (release build; DATABASE_URL or a private PostgreSQL): SQL on a " \
+       "5,000-task dataset (criterion, plans in target/criterion/sql-plans), the wake-up round trip, " \
+       "task creation from Ruby"
+  task :latency do
+    target = ENV.fetch("CARGO_TARGET_DIR", File.join(root, "target"))
+    sh "cargo", "build", "--quiet", "--locked", "--release", "-p", "tasker-core-rb", "-p", "tasker-core-benches",
+       "--target-dir", target, verbose: false
+    release = File.join(root, "tmp/bench/release")
+    FileUtils.mkdir_p(release)
+    FileUtils.cp(File.join(target, "release/libtasker_core_rb.so"), File.join(release, "tasker_core_rb.so"))
+    script = <<~SH
+      set -euo pipefail
+      if [[ -z ${DATABASE_URL:-} ]]; then source bin/lib/pg_cluster.sh; pg_cluster_start tasker_latency; fi
+      echo "machine: $(nproc) cores; PostgreSQL fsync=$(psql "$DATABASE_URL" -XAtc 'SHOW fsync'), synchronous_commit=$(psql "$DATABASE_URL" -XAtc 'SHOW synchronous_commit')"
+      exe/tasker_core migrate >/dev/null
+      cargo bench --quiet --locked -p tasker-core-benches --bench sql_dataset --target-dir #{target} -- --warm-up-time 1
+      #{File.join(target, 'release/notify')} 2000
+      TASKER_CORE_NATIVE=#{release}/tasker_core_rb.so ruby benches/ruby/create_latency.rb 2000
+    SH
+    Dir.chdir(root) { sh "bash", "-c", script, verbose: false }
+  end
 end

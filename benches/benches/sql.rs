@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use serde_json::{json, Value};
+use serde_json::json;
 use tasker_core::{Engine, EngineConfig, TaskRequest};
-use uuid::Uuid;
+use tasker_core_benches::sql::{apply_success, claim_next, Claimed};
 
 const STEPS: usize = 1000;
 const NAMESPACE: &str = "bench_sql";
@@ -27,65 +27,6 @@ fn template_dir() -> PathBuf {
     }
     std::fs::write(dir.join("wide.yaml"), t).expect("template");
     dir
-}
-
-struct Claimed {
-    task: Uuid,
-    step: Uuid,
-    token: Uuid,
-    msg_id: i64,
-    correlation: Uuid,
-}
-
-async fn claim_next(pool: &sqlx::PgPool) -> Option<Claimed> {
-    let msg: Option<(i64, Value)> = sqlx::query_as(&format!(
-        "WITH next AS (SELECT msg_id FROM pgmq.q_tasker_ns_{NAMESPACE} WHERE vt <= clock_timestamp() \
-         ORDER BY msg_id LIMIT 1 FOR UPDATE SKIP LOCKED) \
-         UPDATE pgmq.q_tasker_ns_{NAMESPACE} m SET vt = clock_timestamp() + interval '30 seconds', \
-           read_ct = read_ct + 1 FROM next WHERE m.msg_id = next.msg_id RETURNING m.msg_id, m.message"
-    ))
-    .fetch_optional(pool)
-    .await
-    .ok()?;
-    let (msg_id, body) = msg?;
-    let task: Uuid = body["task_uuid"].as_str()?.parse().ok()?;
-    let step: Uuid = body["step_uuid"].as_str()?.parse().ok()?;
-    let token = Uuid::now_v7();
-    let (outcome,): (String,) = sqlx::query_as(
-        "SELECT outcome FROM tasker.claim_step($1, $2, $3, 'bench', 30, $4, $5, 2000)",
-    )
-    .bind(step)
-    .bind(task)
-    .bind(token)
-    .bind(format!("tasker_ns_{NAMESPACE}"))
-    .bind(msg_id)
-    .fetch_one(pool)
-    .await
-    .ok()?;
-    (outcome == "claimed").then(|| Claimed {
-        task,
-        step,
-        token,
-        msg_id,
-        correlation: Uuid::nil(),
-    })
-}
-
-async fn apply(pool: &sqlx::PgPool, c: &Claimed) {
-    sqlx::query(
-        "SELECT * FROM tasker.apply_step_result($1, $2, $3, $4, $5, $6, $7, 0::smallint, true, \
-         '{\"ok\": true}'::jsonb, '{}'::jsonb, NULL, false, 0, true, 2000)",
-    )
-    .bind(c.task)
-    .bind(c.step)
-    .bind(c.token)
-    .bind(format!("tasker_ns_{NAMESPACE}"))
-    .bind(c.msg_id)
-    .bind(NAMESPACE)
-    .bind(c.correlation)
-    .execute(pool)
-    .await
-    .expect("apply_step_result");
 }
 
 fn sql(c: &mut Criterion) {
@@ -107,7 +48,7 @@ fn sql(c: &mut Criterion) {
         loop {
             let pool2 = pool.clone();
             if let Some(c) = engine
-                .block_on(async move { claim_next(&pool2).await })
+                .block_on(async move { claim_next(&pool2, NAMESPACE).await })
                 .flatten()
             {
                 return c;
@@ -128,8 +69,8 @@ fn sql(c: &mut Criterion) {
                 })
                 .await
                 .expect("create");
-                let root = claim_next(&pool3).await.expect("root");
-                apply(&pool3, &root).await;
+                let root = claim_next(&pool3, NAMESPACE).await.expect("root");
+                apply_success(&pool3, NAMESPACE, &root).await;
             });
         }
     };
@@ -144,7 +85,7 @@ fn sql(c: &mut Criterion) {
                 let c = next(&engine);
                 total += started.elapsed();
                 let pool = pool.clone();
-                engine.block_on(async move { apply(&pool, &c).await });
+                engine.block_on(async move { apply_success(&pool, NAMESPACE, &c).await });
             }
             total
         })
@@ -156,7 +97,7 @@ fn sql(c: &mut Criterion) {
                 let c = next(&engine);
                 let pool = pool.clone();
                 let started = Instant::now();
-                engine.block_on(async move { apply(&pool, &c).await });
+                engine.block_on(async move { apply_success(&pool, NAMESPACE, &c).await });
                 total += started.elapsed();
             }
             total

@@ -54,3 +54,88 @@ mod tests {
         assert_eq!(percentile(&[3.0], 95.0), 3.0);
     }
 }
+
+/// The hot-path SQL as the engine issues it, for the SQL benchmarks.
+pub mod sql {
+    use serde_json::Value;
+    use uuid::Uuid;
+
+    /// A step claimed by [`claim`], ready for [`apply_success`].
+    pub struct Claimed {
+        pub task: Uuid,
+        pub step: Uuid,
+        pub token: Uuid,
+        pub msg_id: i64,
+    }
+
+    /// Take the oldest visible message of the namespace's queue (hidden for 30 s).
+    pub async fn read_one(pool: &sqlx::PgPool, namespace: &str) -> Option<(i64, Uuid, Uuid)> {
+        let (msg_id, body): (i64, Value) = sqlx::query_as(&format!(
+            "WITH next AS (SELECT msg_id FROM pgmq.q_tasker_ns_{namespace} WHERE vt <= clock_timestamp() \
+             ORDER BY msg_id LIMIT 1 FOR UPDATE SKIP LOCKED) \
+             UPDATE pgmq.q_tasker_ns_{namespace} m SET vt = clock_timestamp() + interval '30 seconds', \
+               read_ct = read_ct + 1 FROM next WHERE m.msg_id = next.msg_id RETURNING m.msg_id, m.message"
+        ))
+        .fetch_optional(pool)
+        .await
+        .ok()??;
+        let task = body["task_uuid"].as_str()?.parse().ok()?;
+        let step = body["step_uuid"].as_str()?.parse().ok()?;
+        Some((msg_id, task, step))
+    }
+
+    /// `tasker.claim_step` for a message read by [`read_one`]; None unless it claimed.
+    pub async fn claim(
+        pool: &sqlx::PgPool,
+        namespace: &str,
+        (msg_id, task, step): (i64, Uuid, Uuid),
+    ) -> Option<Claimed> {
+        let token = Uuid::now_v7();
+        let (outcome,): (String,) = sqlx::query_as(
+            "SELECT outcome FROM tasker.claim_step($1, $2, $3, 'bench', 30, $4, $5, 2000)",
+        )
+        .bind(step)
+        .bind(task)
+        .bind(token)
+        .bind(format!("tasker_ns_{namespace}"))
+        .bind(msg_id)
+        .fetch_one(pool)
+        .await
+        .ok()?;
+        (outcome == "claimed").then_some(Claimed {
+            task,
+            step,
+            token,
+            msg_id,
+        })
+    }
+
+    /// Read and claim the next claimable step (skipping stale messages).
+    pub async fn claim_next(pool: &sqlx::PgPool, namespace: &str) -> Option<Claimed> {
+        loop {
+            let msg = read_one(pool, namespace).await?;
+            if let Some(c) = claim(pool, namespace, msg).await {
+                return Some(c);
+            }
+        }
+    }
+
+    /// `tasker.apply_step_result` with a success: settles the message, releases children
+    /// (sending their messages) and finalizes the task when it was the last step.
+    pub async fn apply_success(pool: &sqlx::PgPool, namespace: &str, c: &Claimed) {
+        sqlx::query(
+            "SELECT * FROM tasker.apply_step_result($1, $2, $3, $4, $5, $6, $7, 0::smallint, true, \
+             '{\"ok\": true}'::jsonb, '{}'::jsonb, NULL, false, 0, true, 2000)",
+        )
+        .bind(c.task)
+        .bind(c.step)
+        .bind(c.token)
+        .bind(format!("tasker_ns_{namespace}"))
+        .bind(c.msg_id)
+        .bind(namespace)
+        .bind(Uuid::nil())
+        .execute(pool)
+        .await
+        .expect("apply_step_result");
+    }
+}

@@ -96,7 +96,7 @@ const PRIORITY_EXPR: &str = "(CASE WHEN jsonb_typeof(message->'priority') = 'num
 
 /// The statement that reads a queue: like `pgmq.read`, but highest priority first, then FIFO.
 /// Fixed SQL per queue (built once from the validated name) instead of pgmq's dynamic SQL.
-pub(crate) fn read_sql(queue: &QueueName) -> String {
+pub fn read_sql(queue: &QueueName) -> String {
     format!(
         "WITH next AS ( \
            SELECT msg_id FROM pgmq.q_{q} WHERE vt <= clock_timestamp() \
