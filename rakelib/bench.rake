@@ -39,17 +39,24 @@ end
 namespace :bench do
   root = File.expand_path("..", __dir__)
 
-  desc "End-to-end latency (p50/p95/p99) and steps/s, Ruby and Rust-native handlers (release build; " \
-       "DATABASE_URL or a private PostgreSQL). ITERATIONS=300 TASKS=5000"
-  task :e2e do
+  # The release extension and bench binaries; the extension copied to tmp/bench/release for
+  # TASKER_CORE_NATIVE. Returns [CARGO_TARGET_DIR, that directory].
+  release_build = lambda do
     target = ENV.fetch("CARGO_TARGET_DIR", File.join(root, "target"))
-    iterations = ENV.fetch("ITERATIONS", "300")
-    tasks = ENV.fetch("TASKS", "5000")
     sh "cargo", "build", "--quiet", "--locked", "--release", "-p", "tasker-core-rb", "-p", "tasker-core-benches",
        "--target-dir", target, verbose: false
     release = File.join(root, "tmp/bench/release")
     FileUtils.mkdir_p(release)
     FileUtils.cp(File.join(target, "release/libtasker_core_rb.so"), File.join(release, "tasker_core_rb.so"))
+    [target, release]
+  end
+
+  desc "End-to-end latency (p50/p95/p99) and steps/s, Ruby and Rust-native handlers (release build; " \
+       "DATABASE_URL or a private PostgreSQL). ITERATIONS=300 TASKS=5000"
+  task :e2e do
+    iterations = ENV.fetch("ITERATIONS", "300")
+    tasks = ENV.fetch("TASKS", "5000")
+    target, release = release_build.call
     script = <<~SH
       set -euo pipefail
       if [[ -z ${DATABASE_URL:-} ]]; then source bin/lib/pg_cluster.sh; pg_cluster_start tasker_bench; fi
@@ -66,12 +73,7 @@ namespace :bench do
        "5,000-task dataset (criterion, plans in target/criterion/sql-plans), the wake-up round trip, " \
        "task creation from Ruby"
   task :latency do
-    target = ENV.fetch("CARGO_TARGET_DIR", File.join(root, "target"))
-    sh "cargo", "build", "--quiet", "--locked", "--release", "-p", "tasker-core-rb", "-p", "tasker-core-benches",
-       "--target-dir", target, verbose: false
-    release = File.join(root, "tmp/bench/release")
-    FileUtils.mkdir_p(release)
-    FileUtils.cp(File.join(target, "release/libtasker_core_rb.so"), File.join(release, "tasker_core_rb.so"))
+    target, release = release_build.call
     script = <<~SH
       set -euo pipefail
       if [[ -z ${DATABASE_URL:-} ]]; then source bin/lib/pg_cluster.sh; pg_cluster_start tasker_latency; fi

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use serde_json::json;
-use tasker_core::{Engine, EngineConfig, TaskRequest};
+use tasker_core::{Engine, TaskRequest};
 use tasker_core_benches::sql::{apply_success, claim_next, Claimed};
 
 const STEPS: usize = 1000;
@@ -30,17 +30,9 @@ fn template_dir() -> PathBuf {
 }
 
 fn sql(c: &mut Criterion) {
-    let Ok(url) = std::env::var("DATABASE_URL") else {
-        eprintln!("sql bench: DATABASE_URL is not set; nothing measured");
+    let Some(engine) = tasker_core_benches::sql::engine("sql", template_dir()) else {
         return;
     };
-    tasker_core::runtime::migrate(&url).expect("migrations");
-    let engine = Engine::start(EngineConfig {
-        database_url: url,
-        template_paths: vec![template_dir()],
-        ..EngineConfig::default()
-    })
-    .expect("engine");
     let h = engine.handle();
     let pool = h.pool().clone();
     // A claimable leaf, making a new 1,000-step task (and completing its root) when none is left.

@@ -15,7 +15,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use serde_json::json;
 use sqlx::PgPool;
 use tasker_core::messaging::queue::QueueName;
-use tasker_core::{Engine, EngineConfig, TaskRequest};
+use tasker_core::{Engine, TaskRequest};
 use tasker_core_benches::sql::{apply_success, claim_next};
 use uuid::Uuid;
 
@@ -194,17 +194,9 @@ fn sync_queue(engine: &Engine, pool: &PgPool) {
 }
 
 fn sql_dataset(c: &mut Criterion) {
-    let Ok(url) = std::env::var("DATABASE_URL") else {
-        eprintln!("sql_dataset bench: DATABASE_URL is not set; nothing measured");
+    let Some(engine) = tasker_core_benches::sql::engine("sql_dataset", template_dir()) else {
         return;
     };
-    tasker_core::runtime::migrate(&url).expect("migrations");
-    let engine = Engine::start(EngineConfig {
-        database_url: url,
-        template_paths: vec![template_dir()],
-        ..EngineConfig::default()
-    })
-    .expect("engine");
     let pool = engine.handle().pool().clone();
     seed(&engine, &pool);
     sync_queue(&engine, &pool);

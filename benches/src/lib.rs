@@ -58,7 +58,26 @@ mod tests {
 /// The hot-path SQL as the engine issues it, for the SQL benchmarks.
 pub mod sql {
     use serde_json::Value;
+    use tasker_core::{Engine, EngineConfig};
     use uuid::Uuid;
+
+    /// An engine (no namespaces served) on DATABASE_URL, migrated, with the templates in
+    /// `template_dir`; None (and a note) when DATABASE_URL is not set.
+    pub fn engine(bench: &str, template_dir: std::path::PathBuf) -> Option<Engine> {
+        let Ok(url) = std::env::var("DATABASE_URL") else {
+            eprintln!("{bench} bench: DATABASE_URL is not set; nothing measured");
+            return None;
+        };
+        tasker_core::runtime::migrate(&url).expect("migrations");
+        Some(
+            Engine::start(EngineConfig {
+                database_url: url,
+                template_paths: vec![template_dir],
+                ..EngineConfig::default()
+            })
+            .expect("engine"),
+        )
+    }
 
     /// A step claimed by [`claim`], ready for [`apply_success`].
     pub struct Claimed {
