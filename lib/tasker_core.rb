@@ -64,8 +64,10 @@ module TaskerCore
         return self if Native.running?
 
         configuration.validate!
+        telemetry = configuration.resolved_telemetry
         Logger.configure(level: configuration.log_level, format: configuration.log_format,
-                         output: configuration.log_output)
+                         output: configuration.log_output, endpoint: telemetry&.fetch("endpoint"),
+                         service_name: telemetry&.fetch("service_name"))
         templates = Native.start(configuration.to_native)
         apply_named_breaker_settings(configuration.resolved_circuit_breakers)
         @registry = Registry.new(templates)
@@ -95,6 +97,7 @@ module TaskerCore
         @worker = nil
         left = deadline - Process.clock_gettime(Process::CLOCK_MONOTONIC)
         Native.shutdown([left, 1.0].max)
+        Logger.flush
         true
       end
     end

@@ -23,6 +23,12 @@ use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
 
+use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity};
+use opentelemetry::trace::{SpanId, TraceId};
+use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_sdk::logs::{SdkLogger, SdkLoggerProvider};
+use opentelemetry_sdk::Resource;
+
 use crate::error::{Error, Result};
 
 /// How records are written.
@@ -41,6 +47,12 @@ pub enum LogOutput {
     Stdout,
     /// Appended to, created if missing.
     File(PathBuf),
+    /// OpenTelemetry logs over OTLP/HTTP (protobuf), batched. `endpoint` is the collector's
+    /// base URL (`/v1/logs` is appended); None: the `OTEL_EXPORTER_OTLP_*` variables decide.
+    Otlp {
+        endpoint: Option<String>,
+        service_name: String,
+    },
 }
 
 /// The pipeline's settings.
@@ -74,6 +86,7 @@ enum Sink {
     Stderr,
     Stdout,
     File(LineWriter<std::fs::File>),
+    Otlp(SdkLoggerProvider, SdkLogger),
 }
 
 impl Sink {
@@ -81,6 +94,31 @@ impl Sink {
         Ok(match output {
             LogOutput::Stderr => Sink::Stderr,
             LogOutput::Stdout => Sink::Stdout,
+            LogOutput::Otlp {
+                endpoint,
+                service_name,
+            } => {
+                let mut exporter = opentelemetry_otlp::LogExporter::builder()
+                    .with_http()
+                    .with_protocol(Protocol::HttpBinary);
+                if let Some(base) = endpoint {
+                    exporter =
+                        exporter.with_endpoint(format!("{}/v1/logs", base.trim_end_matches('/')));
+                }
+                let exporter = exporter.build().map_err(|e| {
+                    Error::Configuration(format!("OpenTelemetry log exporter: {e}"))
+                })?;
+                let provider = SdkLoggerProvider::builder()
+                    .with_resource(
+                        Resource::builder()
+                            .with_service_name(service_name.clone())
+                            .build(),
+                    )
+                    .with_batch_exporter(exporter)
+                    .build();
+                let logger = provider.logger("tasker_core");
+                Sink::Otlp(provider, logger)
+            }
             LogOutput::File(path) => Sink::File(LineWriter::new(
                 OpenOptions::new()
                     .create(true)
@@ -102,7 +140,76 @@ impl Sink {
             Sink::Stderr => std::io::stderr().lock().write_all(line.as_bytes()),
             Sink::Stdout => std::io::stdout().lock().write_all(line.as_bytes()),
             Sink::File(f) => f.write_all(line.as_bytes()),
+            Sink::Otlp(..) => Ok(()),
         };
+    }
+
+    /// Send what is buffered (OTLP batches); files and streams are written line by line.
+    fn flush(&self) {
+        if let Sink::Otlp(provider, _) = self {
+            if let Err(e) = provider.force_flush() {
+                eprintln!("tasker_core: flushing OTLP logs failed: {e}");
+            }
+        }
+    }
+
+    /// Stop a replaced sink (an OTLP sink flushes and stops its exporter thread).
+    fn close(self) {
+        if let Sink::Otlp(provider, _) = self {
+            let _ = provider.shutdown();
+        }
+    }
+}
+
+/// One record as an OpenTelemetry log: body = message, fields = attributes, the trace context
+/// taken from `trace_id` / `span_id` fields when present (set inside handlers).
+fn emit_otlp(logger: &SdkLogger, level: &tracing::Level, target: &str, fields: FieldMap) {
+    let mut record = logger.create_log_record();
+    let (severity, text) = match *level {
+        tracing::Level::TRACE => (Severity::Trace, "TRACE"),
+        tracing::Level::DEBUG => (Severity::Debug, "DEBUG"),
+        tracing::Level::INFO => (Severity::Info, "INFO"),
+        tracing::Level::WARN => (Severity::Warn, "WARN"),
+        tracing::Level::ERROR => (Severity::Error, "ERROR"),
+    };
+    record.set_timestamp(std::time::SystemTime::now());
+    record.set_severity_number(severity);
+    record.set_severity_text(text);
+    record.set_target(target.to_owned());
+    record.set_body(AnyValue::from(fields.message.unwrap_or_default()));
+    let trace = fields
+        .fields
+        .get("trace_id")
+        .and_then(Value::as_str)
+        .and_then(|t| TraceId::from_hex(t).ok());
+    let span = fields
+        .fields
+        .get("span_id")
+        .and_then(Value::as_str)
+        .and_then(|s| SpanId::from_hex(s).ok());
+    if let (Some(trace), Some(span)) = (trace, span) {
+        record.set_trace_context(trace, span, None);
+    }
+    for (k, v) in fields.fields {
+        let value = match v {
+            Value::String(s) => AnyValue::from(s),
+            Value::Bool(b) => AnyValue::from(b),
+            Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+                (Some(i), _) => AnyValue::from(i),
+                (None, Some(f)) => AnyValue::from(f),
+                _ => AnyValue::from(n.to_string()),
+            },
+            other => AnyValue::from(other.to_string()),
+        };
+        record.add_attribute(k, value);
+    }
+    logger.emit(record);
+}
+
+/// Send buffered log records (OTLP output) now; TaskerCore.stop and process exit call it.
+pub fn flush() {
+    if let Some(p) = PIPELINE.get() {
+        p.sink.lock().unwrap_or_else(|e| e.into_inner()).flush();
     }
 }
 
@@ -116,6 +223,7 @@ static PIPELINE: OnceLock<Pipeline> = OnceLock::new();
 
 thread_local! {
     static EXTRA_FIELDS: RefCell<Option<Map<String, Value>>> = const { RefCell::new(None) };
+    static IN_EMIT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Run `emit` (which writes one event) with `fields` attached to that event's record.
@@ -136,7 +244,8 @@ pub fn configure(settings: &LogSettings) -> Result<()> {
     let sink = Sink::open(&settings.output)?;
     let json = settings.format == LogFormat::Json;
     if let Some(p) = PIPELINE.get() {
-        *p.sink.lock().unwrap_or_else(|e| e.into_inner()) = sink;
+        let old = std::mem::replace(&mut *p.sink.lock().unwrap_or_else(|e| e.into_inner()), sink);
+        old.close();
         p.json.store(json, Ordering::Release);
         p.filter
             .reload(filter)
@@ -231,6 +340,19 @@ where
             }
         });
         let meta = event.metadata();
+        // Emitted without holding the sink, and never from inside an emit (an exporter that logs
+        // through `tracing` must not re-enter): such nested records are dropped.
+        let otlp = match &*self.sink.lock().unwrap_or_else(|e| e.into_inner()) {
+            Sink::Otlp(_, logger) => Some(logger.clone()),
+            _ => None,
+        };
+        if let Some(logger) = otlp {
+            if !IN_EMIT.with(|f| f.replace(true)) {
+                emit_otlp(&logger, meta.level(), meta.target(), fields);
+                IN_EMIT.with(|f| f.set(false));
+            }
+            return;
+        }
         let mut timestamp = String::with_capacity(32);
         let _ = SystemTime.format_time(&mut Writer::new(&mut timestamp));
         let line = if self.json.load(Ordering::Acquire) {

@@ -65,7 +65,8 @@ module TaskerCore
     #   OTEL_EXPORTER_OTLP_ENDPOINT; OTEL_SERVICE_NAME, OTEL_METRIC_EXPORT_INTERVAL (ms),
     #   OTEL_TRACES_SAMPLER_ARG and OTEL_SDK_DISABLED are honoured
     attr_accessor :telemetry
-    # @return [Symbol, String] :stderr, :stdout or a file path
+    # @return [Symbol, String] :stderr, :stdout, :otlp (OpenTelemetry logs to the telemetry
+    #   endpoint) or a file path
     attr_accessor :log_output
 
     def initialize
@@ -117,8 +118,8 @@ module TaskerCore
       validate_telemetry!
       invalid!(:log_level, "must be a String of filter directives") unless log_level.is_a?(String)
       invalid!(:log_format, "must be :text or :json") unless %w[text json].include?(log_format.to_s)
-      unless log_output.is_a?(String) || log_output.is_a?(Pathname) || %i[stderr stdout].include?(log_output)
-        invalid!(:log_output, "must be :stderr, :stdout or a file path")
+      unless log_output.is_a?(String) || log_output.is_a?(Pathname) || %i[stderr stdout otlp].include?(log_output)
+        invalid!(:log_output, "must be :stderr, :stdout, :otlp or a file path")
       end
       unless int_in?(string_cache_capacity, 1..10_000_000)
         invalid!(:string_cache_capacity, "must be an Integer from 1 to 10000000")

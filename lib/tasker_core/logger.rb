@@ -38,12 +38,23 @@ module TaskerCore
 
     # Change the pipeline now (TaskerCore.start applies the configuration's settings).
     # @param level [String] filter directives, e.g. "info" or "warn,tasker_core=debug"
-    # @param format [Symbol, String] :text or :json
-    # @param output [Symbol, String] :stderr, :stdout or a file path
+    # @param format [Symbol, String] :text or :json (not used by :otlp)
+    # @param output [Symbol, String] :stderr, :stdout, :otlp or a file path
+    # @param endpoint [String, nil] for :otlp, the collector's base URL (nil:
+    #   OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_LOGS_ENDPOINT)
+    # @param service_name [String, nil] for :otlp
     # @raise [Errors::ConfigurationError] for an invalid filter, format or unwritable file
-    def self.configure(level:, format: :text, output: :stderr)
-      Native::Log.configure(level.to_s, format.to_s, output.to_s)
+    def self.configure(level:, format: :text, output: :stderr, endpoint: nil, service_name: nil)
+      Native::Log.configure(level.to_s, format.to_s, output.to_s, endpoint&.to_s, service_name&.to_s)
+      if output.to_s == "otlp" && !@flush_at_exit
+        @flush_at_exit = true
+        at_exit { Native::Log.flush } # records still batched at exit are sent then
+      end
+      true
     end
+
+    # Send buffered records now (OTLP output batches them); TaskerCore.stop calls it.
+    def self.flush = Native::Log.flush
 
     # The fields of the step a handler thread is running, merged under the caller's.
     # @api private

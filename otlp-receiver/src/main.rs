@@ -1,5 +1,5 @@
-//! A tiny OTLP/HTTP receiver for tests: accepts protobuf exports on `/v1/metrics` and
-//! `/v1/traces`, decodes them with the `opentelemetry-proto` types and appends each one to a
+//! A tiny OTLP/HTTP receiver for tests: accepts protobuf exports on `/v1/metrics`,
+//! `/v1/traces` and `/v1/logs`, decodes them with the `opentelemetry-proto` types and appends each one to a
 //! file as a JSON line `{"path": …, "request": …}`.
 //!
 //!     otlp-receiver OUT_FILE        prints "listening on 127.0.0.1:PORT" once ready
@@ -13,6 +13,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
@@ -96,6 +97,9 @@ fn serve(stream: TcpStream, out: &Out) {
                 .map_err(|e| e.to_string())
                 .and_then(|r| serde_json::to_value(r).map_err(|e| e.to_string())),
             "/v1/traces" => ExportTraceServiceRequest::decode(body.as_slice())
+                .map_err(|e| e.to_string())
+                .and_then(|r| serde_json::to_value(r).map_err(|e| e.to_string())),
+            "/v1/logs" => ExportLogsServiceRequest::decode(body.as_slice())
                 .map_err(|e| e.to_string())
                 .and_then(|r| serde_json::to_value(r).map_err(|e| e.to_string())),
             _ => Err(format!("unknown path {path}")),

@@ -130,6 +130,31 @@ RSpec.describe "OpenTelemetry export over OTLP" do
     end
   end
 
+  it "sends the log pipeline to the collector as OTLP logs, with the step's trace context" do
+    with_otlp_receiver do |endpoint, exports|
+      task = nil
+      with_template_dir("traced.yaml" => template) do |dir|
+        with_engine(namespaces: ["spec_otel"], template_paths: [dir], log_output: :otlp, log_level: "warn,ruby=info",
+                    telemetry: { endpoint: endpoint, export_interval: 3600 }) do
+          task = TaskerCore::Client.create_task(namespace: "spec_otel", name: "traced", version: "1.0.0", context: {})
+          expect(TaskerCore::Client.wait_for(task.uuid, timeout: 15).status).to eq("complete")
+        end
+      end
+      TaskerCore::Logger.configure(level: "warn,ruby=info") # back to stderr
+      records = exports.call.select { |e| e["path"] == "/v1/logs" }.flat_map do |e|
+        e.dig("request", "resourceLogs").flat_map { |rl| rl["scopeLogs"].flat_map { |sl| sl["logRecords"] } }
+      end
+      mine = records.select { |r| r["attributes"].any? { |a| a["key"] == "correlation_id" && a.dig("value", "stringValue") == task.correlation_id } }
+      expect(mine.size).to eq(4)
+      trace = spans_of(exports.call).find { |s| s["name"] == "task.initialize" && attr(s, "tasker.correlation_id") == task.correlation_id }["traceId"]
+      mine.each do |r|
+        expect(r).to include("severityText" => "INFO", "traceId" => trace)
+        expect(r.dig("body", "stringValue")).to eq("traced step")
+        expect(r["attributes"].map { |a| a["key"] }).to include("step_name", "task_uuid", "span_id")
+      end
+    end
+  end
+
   it "starts new exporters in a forked child, whose engine exports on its own" do
     with_otlp_receiver do |endpoint, exports|
       with_template_dir("traced.yaml" => template) do |dir|

@@ -11,7 +11,8 @@ pub fn init(native: RModule) -> Result<(), Error> {
     let m = native.define_module("Log")?;
     m.define_singleton_method("enabled?", function!(enabled, 1))?;
     m.define_singleton_method("write", function!(write, 3))?;
-    m.define_singleton_method("configure", function!(configure, 3))?;
+    m.define_singleton_method("configure", function!(configure, 5))?;
+    m.define_singleton_method("flush", function!(flush, 0))?;
     Ok(())
 }
 
@@ -55,8 +56,28 @@ fn write(ruby: &Ruby, level: i64, message: RString, fields: Option<RHash>) -> Re
     Ok(true)
 }
 
-/// Apply new settings: directives, "text" | "json", "stderr" | "stdout" | a file path.
-fn configure(ruby: &Ruby, filter: String, format: String, output: String) -> Result<(), Error> {
+/// Send buffered records (OTLP output), with the GVL released.
+fn flush(ruby: &Ruby) -> Result<(), Error> {
+    match crate::nogvl::run(ruby, logging::flush)? {
+        Ok(()) => Ok(()),
+        Err(_) => Err(crate::errors::error(
+            ruby,
+            "Error",
+            "flushing the log pipeline panicked",
+        )),
+    }
+}
+
+/// Apply new settings: directives, "text" | "json", "stderr" | "stdout" | "otlp" | a file
+/// path; for "otlp" the collector's base URL (nil: OTEL_EXPORTER_OTLP_*) and service name.
+fn configure(
+    ruby: &Ruby,
+    filter: String,
+    format: String,
+    output: String,
+    endpoint: Option<String>,
+    service_name: Option<String>,
+) -> Result<(), Error> {
     let format = match format.as_str() {
         "text" => LogFormat::Text,
         "json" => LogFormat::Json,
@@ -71,6 +92,10 @@ fn configure(ruby: &Ruby, filter: String, format: String, output: String) -> Res
     let output = match output.as_str() {
         "stderr" => LogOutput::Stderr,
         "stdout" => LogOutput::Stdout,
+        "otlp" => LogOutput::Otlp {
+            endpoint,
+            service_name: service_name.unwrap_or_else(|| "tasker_core".into()),
+        },
         path => LogOutput::File(path.into()),
     };
     logging::configure(&LogSettings {
