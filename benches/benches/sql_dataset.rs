@@ -167,6 +167,63 @@ const ANCESTORS: &str = "WITH RECURSIVE ancestors(step_uuid, depth) AS ( \
          JOIN ancestors a ON e.to_step_uuid = a.step_uuid) \
      SELECT s.name, a.depth, s.results FROM ancestors a JOIN tasker.workflow_steps s USING (step_uuid)";
 
+/// The plans of the statements inside claim, apply (with child enqueue) and a transition, as
+/// PostgreSQL's auto_explain reports them for nested statements (psql, one rolled-back
+/// transaction), written to `sql-plans/write paths.txt`.
+fn explain_write_paths(engine: &Engine, pool: &PgPool) {
+    let pool2 = pool.clone();
+    let Some((msg_id, task, step)) = engine
+        .block_on(async move { tasker_core_benches::sql::read_one(&pool2, NAMESPACE).await })
+        .flatten()
+    else {
+        eprintln!("sql_dataset: no ready message left to explain the write paths with");
+        return;
+    };
+    let token = Uuid::now_v7();
+    let queue = format!("tasker_ns_{NAMESPACE}");
+    let script = format!(
+        "BEGIN;\n\
+         LOAD 'auto_explain';\n\
+         SET auto_explain.log_min_duration = 0; SET auto_explain.log_analyze = on;\n\
+         SET auto_explain.log_buffers = on; SET auto_explain.log_nested_statements = on;\n\
+         SET auto_explain.log_level = notice;\n\
+         SELECT outcome FROM tasker.claim_step('{step}', '{task}', '{token}', 'bench', 30, '{queue}', {msg_id}, 2000);\n\
+         SELECT outcome, enqueued_children FROM tasker.apply_step_result('{task}', '{step}', '{token}', '{queue}', \
+           {msg_id}, '{NAMESPACE}', '{nil}', 0::smallint, true, '{{}}'::jsonb, '{{}}'::jsonb, NULL, false, 0, true, 2000);\n\
+         ROLLBACK;\n",
+        nil = Uuid::nil()
+    );
+    let url = std::env::var("DATABASE_URL").expect("DATABASE_URL");
+    let out = std::process::Command::new("psql")
+        .args([
+            url.as_str(),
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            &script,
+        ])
+        .output();
+    let text = match out {
+        Ok(o) => format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => format!("psql could not run: {e}"),
+    };
+    let dir = PathBuf::from(std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into()))
+        .join("criterion/sql-plans");
+    let file = dir.join("write paths.txt");
+    std::fs::write(&file, &text).expect("plan file");
+    let statements = text.matches("Query Text:").count();
+    eprintln!(
+        "plans of the write paths (claim_step, apply_step_result): {statements} nested statements ({})",
+        file.display()
+    );
+}
+
 /// Make the queue hold exactly one message per enqueued step of the dataset (the seed moved
 /// steps without messages; earlier runs consumed some).
 fn sync_queue(engine: &Engine, pool: &PgPool) {
@@ -368,6 +425,7 @@ fn sql_dataset(c: &mut Criterion) {
         })
     });
     group.finish();
+    explain_write_paths(&engine, &pool);
     engine.shutdown(Duration::from_secs(5));
 }
 
