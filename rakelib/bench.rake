@@ -69,6 +69,33 @@ namespace :bench do
     Dir.chdir(root) { sh "bash", "-c", script, verbose: false }
   end
 
+  desc "Cost of exporting metrics and traces: rake bench:e2e's Ruby runs, telemetry off and on " \
+       "(to a local OTLP receiver), alternated ROUNDS=2 times. ITERATIONS=200 TASKS=2000"
+  task :otel do
+    iterations = ENV.fetch("ITERATIONS", "200")
+    tasks = ENV.fetch("TASKS", "2000")
+    rounds = Integer(ENV.fetch("ROUNDS", "2"))
+    target, release = release_build.call
+    sh "cargo", "build", "--quiet", "--locked", "--release", "-p", "tasker-otlp-receiver", "--target-dir", target,
+       verbose: false
+    runs = (["off", "on"] * rounds).map do |mode|
+      <<~SH
+        psql "$DATABASE_URL" -Xq -c "VACUUM ANALYZE"
+        #{mode == "on" ? "OTLP_ENDPOINT=$endpoint " : ""}TASKER_CORE_NATIVE=#{release}/tasker_core_rb.so ruby benches/ruby/e2e.rb #{iterations} #{tasks}
+      SH
+    end
+    script = <<~SH
+      set -euo pipefail
+      if [[ -z ${DATABASE_URL:-} ]]; then source bin/lib/pg_cluster.sh; pg_cluster_start tasker_otel; fi
+      echo "machine: $(nproc) cores"
+      exec 3> >(#{File.join(target, 'release/otlp-receiver')} /dev/null > tmp/bench/otlp-receiver.out)
+      for _ in $(seq 50); do grep -q listening tmp/bench/otlp-receiver.out 2>/dev/null && break; sleep 0.1; done
+      endpoint="http://$(grep -o '127.0.0.1:[0-9]*' tmp/bench/otlp-receiver.out)"
+      #{runs.join}
+    SH
+    Dir.chdir(root) { sh "bash", "-c", script, verbose: false }
+  end
+
   desc "Latency of the hot paths (release build; DATABASE_URL or a private PostgreSQL): SQL on a " \
        "5,000-task dataset (criterion, plans in target/criterion/sql-plans), the wake-up round trip, " \
        "task creation from Ruby"

@@ -30,6 +30,8 @@ def configure(url, namespaces, root, concurrency)
     c.template_paths = [File.join(root, "examples"), File.join(root, "benches/templates")]
     c.concurrency = concurrency
     c.pool_size = 16
+    # OTLP_ENDPOINT=http://127.0.0.1:PORT: metrics and traces exported (rake bench:otel)
+    c.telemetry = { endpoint: ENV["OTLP_ENDPOINT"], export_interval: 10 } if ENV["OTLP_ENDPOINT"]
   end
 end
 
@@ -44,7 +46,8 @@ configure(database_url, %w[linear_workflow diamond_workflow bench_noop], root, c
 TaskerCore.start
 native = File.basename(ENV.fetch("TASKER_CORE_NATIVE", "lib/tasker_core/tasker_core_rb.so"))
 puts "Ruby handlers; #{concurrency} handler threads; Ruby #{RUBY_VERSION}; extension #{native}; " \
-     "PostgreSQL fsync=#{fsync}, synchronous_commit=#{sync}"
+     "PostgreSQL fsync=#{fsync}, synchronous_commit=#{sync}; " \
+     "telemetry #{ENV["OTLP_ENDPOINT"] ? "exported to #{ENV["OTLP_ENDPOINT"]}" : "off"}"
 
 [%w[linear_workflow mathematical_sequence], %w[diamond_workflow parallel_computation]].each do |namespace, name|
   20.times { TaskerCore::Client.wait_for(create(namespace, name).uuid, timeout: 30) }
