@@ -1,0 +1,103 @@
+# frozen_string_literal: true
+
+require "json"
+
+module TaskerCore
+  # Helpers for testing handlers and workflows. `require "tasker_core/rspec"` adds RSpec
+  # matchers; requiring either never changes how the engine runs.
+  module Testing
+    # What a handler sees, built in Ruby (no engine, no database): the same interface as the
+    # native step event, so {Types::Task}, {Types::Sequence} and {Types::Step} work unchanged.
+    class StepEvent
+      attr_reader :task_uuid, :step_uuid, :correlation_id, :parent_correlation_id, :namespace, :task_name,
+                  :task_version, :step_name, :handler_class, :attempts, :max_attempts, :timeout_seconds,
+                  :context, :handler_config, :parent_names, :dependency_names
+
+      def initialize(handler_class:, context:, dependency_results:, parent_names:, step_name:, task_name:,
+                     namespace:, config:, attempts:, max_attempts:, timeout_seconds:)
+        @task_uuid = Testing.uuid
+        @step_uuid = Testing.uuid
+        @correlation_id = Testing.uuid
+        @parent_correlation_id = nil
+        @namespace = namespace
+        @task_name = task_name
+        @task_version = "1.0.0"
+        @step_name = step_name
+        @handler_class = handler_class
+        @attempts = attempts
+        @max_attempts = max_attempts
+        @timeout_seconds = timeout_seconds
+        @context = context
+        @handler_config = config
+        @dependency_results = dependency_results
+        @dependency_names = dependency_results.keys
+        @parent_names = parent_names
+      end
+
+      def dependency_result(name) = @dependency_results[name.to_s]
+      def trace_id = nil
+      def span_id = nil
+    end
+
+    module_function
+
+    # Run one handler as the engine would, without a database: context and parent results go
+    # through JSON first (so the handler sees String keys, exactly as in production), the
+    # return value is checked for a JSON form.
+    #
+    # @example
+    #   result = TaskerCore::Testing.run_step(ChargeCard, context: { "amount" => 12 },
+    #                                         parent_results: { "validate" => { "ok" => true } })
+    #   expect(result.result).to eq("charged" => 12)
+    #
+    # @param handler [Class] a {StepHandler::Base} (or {BaseStepHandler}) subclass
+    # @param parent_results [Hash{String => Object}] results of the direct parents, by step name
+    # @param ancestor_results [Hash{String => Object}] results of further ancestors
+    # @param config [Hash] the step's `handler.initialization`
+    # @return [Types::StepHandlerCallResult] (a handler's step error is raised as is)
+    # @raise [Errors::InvalidResultError] when the result has no JSON form
+    def run_step(handler, context: {}, parent_results: {}, ancestor_results: {}, config: {}, step_name: "step",
+                 task_name: "task", namespace: "testing", attempts: 1, max_attempts: 3, timeout_seconds: 30)
+      parents = json_copy(parent_results.transform_keys(&:to_s))
+      event = StepEvent.new(
+        handler_class: handler.name, context: json_copy(context),
+        dependency_results: json_copy(ancestor_results.transform_keys(&:to_s)).merge(parents),
+        parent_names: parents.keys, step_name: step_name.to_s, task_name: task_name.to_s, namespace: namespace.to_s,
+        config: Types.deep_freeze(json_copy(config)), attempts: attempts, max_attempts: max_attempts,
+        timeout_seconds: timeout_seconds
+      )
+      returned = handler.new(config: event.handler_config)
+                        .call(Types::Task.new(event), Types::Sequence.new(event), Types::Step.new(event))
+      result = Types::StepHandlerCallResult.from_handler_return(returned, handler)
+      if result.success? && (path = non_json_path(result.result, "result"))
+        raise Errors::InvalidResultError, "#{handler} returned a result with no JSON form at #{path}"
+      end
+      result
+    end
+
+    # Where `value` stops being JSON (as the engine converts it), or nil.
+    # @api private
+    def non_json_path(value, path)
+      case value
+      when nil, true, false, String, Integer then nil
+      when Float then value.finite? ? nil : path
+      when Symbol then nil
+      when Array then value.each_with_index.lazy.map { |v, i| non_json_path(v, "#{path}[#{i}]") }.find(&:itself)
+      when Hash
+        value.lazy.map do |k, v|
+          k.is_a?(String) || k.is_a?(Symbol) ? non_json_path(v, "#{path}[#{k.inspect}]") : "#{path} (key #{k.inspect})"
+        end.find(&:itself)
+      else "#{path} (#{value.class})"
+      end
+    end
+
+    # @api private
+    def json_copy(value) = JSON.parse(JSON.generate(value))
+
+    # @api private
+    def uuid
+      require "securerandom"
+      SecureRandom.uuid
+    end
+  end
+end
