@@ -73,7 +73,7 @@ module TaskerCore
         apply_named_breaker_settings(configuration.resolved_circuit_breakers)
         @registry = Registry.new(templates)
         @pid = Process.pid
-        if configuration.namespaces.any?
+        if configuration.namespaces.any? && configuration.mode.to_s == "embedded"
           @worker = Worker.new(registry: @registry, concurrency: configuration.concurrency,
                                logger: Logger, timeout_grace: configuration.timeout_grace).start
         end

@@ -38,7 +38,9 @@ module TaskerCore
         "priority" => priority_value(priority),
         "traceparent" => traceparent&.to_s
       )
-      Types::TaskRecord.new(created)
+      record = Types::TaskRecord.new(created)
+      Thread.current[:tasker_created_tasks]&.push([record, namespace.to_s, name.to_s, context])
+      record
     end
 
     # @param uuid [String]

@@ -19,6 +19,11 @@ module TaskerCore
     attr_accessor :template_paths
     # @return [Array<String>] namespaces whose steps this process runs ([]: create/read only)
     attr_accessor :namespaces
+    # @return [Symbol] :embedded (handler threads run the namespaces' steps; the default),
+    #   :client (creates and reads tasks only, e.g. a web process; namespaces are ignored), or
+    #   :inline (tests: steps are claimed but run only by {TaskerCore::Testing.drain!} /
+    #   {TaskerCore::Testing.inline}, in the calling thread)
+    attr_accessor :mode
     # @return [Integer] handler threads (and steps claimed at once)
     attr_accessor :concurrency
     # @return [Integer, nil] PostgreSQL connections (default: concurrency + 4)
@@ -73,6 +78,7 @@ module TaskerCore
       @database_url = ENV["TASKER_DATABASE_URL"] || ENV.fetch("DATABASE_URL", nil)
       @template_paths = []
       @namespaces = []
+      @mode = :embedded
       @concurrency = 4
       @pool_size = nil
       @poll_interval = 0.5
@@ -100,6 +106,7 @@ module TaskerCore
       end
       invalid!(:template_paths, "must be an Array of paths") unless string_array?(template_paths)
       invalid!(:namespaces, "must be an Array of Strings") unless string_array?(namespaces)
+      invalid!(:mode, "must be :embedded, :client or :inline") unless %w[embedded client inline].include?(mode.to_s)
       namespaces.each do |ns|
         next if NAMESPACE_FORMAT.match?(ns)
 
@@ -133,7 +140,7 @@ module TaskerCore
       breakers = resolved_circuit_breakers
       {
         "database_url" => database_url,
-        "namespaces" => namespaces.map(&:to_s),
+        "namespaces" => mode.to_s == "client" ? [] : namespaces.map(&:to_s),
         "template_paths" => template_paths.map(&:to_s),
         "concurrency" => concurrency,
         "pool_size" => pool_size || (concurrency + 4),

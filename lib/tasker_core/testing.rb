@@ -91,6 +91,63 @@ module TaskerCore
       end
     end
 
+    # Run, in this thread, the steps the engine has claimed for this process (mode :inline)
+    # until every task in `tasks` is finished, or — without `tasks` — until no step arrives for
+    # `idle` seconds. Retries run as their backoff elapses.
+    # @param tasks [Array<Types::TaskRecord, String>, nil]
+    # @return [Array<Types::TaskRecord>] the given tasks, reloaded
+    # @raise [Errors::TimeoutError] when they are not finished within `timeout` seconds
+    def drain!(tasks = nil, timeout: 30, idle: 0.3)
+      unless TaskerCore.running? && TaskerCore.configuration.mode.to_s == "inline"
+        raise Errors::ConfigurationError, "TaskerCore::Testing.drain! needs TaskerCore started with mode :inline"
+      end
+
+      uuids = tasks&.map { |t| t.respond_to?(:uuid) ? t.uuid : t.to_s }
+      deadline = monotonic + timeout
+      quiet_since = monotonic
+      loop do
+        event = Native.next_step(0.05)
+        if event
+          outcome = StepExecution.run_handler(event, TaskerCore.registry)
+          StepExecution.deliver(event, outcome, Logger)
+          quiet_since = monotonic
+        end
+        if uuids
+          break if uuids.all? { |u| Client.find_task(u)&.terminal? }
+        elsif event.nil? && monotonic - quiet_since >= idle
+          break
+        end
+        if monotonic > deadline
+          raise Errors::TimeoutError, "TaskerCore::Testing.drain!: not finished within #{timeout}s"
+        end
+      end
+      uuids ? uuids.map { |u| Client.find_task(u) } : []
+    end
+
+    # Run the block; tasks it creates (in this thread) are then run to completion here.
+    # Needs mode :inline.
+    # @return [Array<Types::TaskRecord>] the tasks the block created, finished
+    def inline(timeout: 30)
+      created = capture_created_tasks { yield }
+      drain!(created.map(&:first), timeout: timeout)
+    end
+
+    # The tasks created in this thread while the block runs: [record, namespace, name, context].
+    # @api private
+    def capture_created_tasks
+      outer = Thread.current[:tasker_created_tasks]
+      mine = []
+      Thread.current[:tasker_created_tasks] = mine
+      yield
+      mine
+    ensure
+      Thread.current[:tasker_created_tasks] = outer
+      outer&.concat(mine)
+    end
+
+    # @api private
+    def monotonic = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+
     # @api private
     def json_copy(value) = JSON.parse(JSON.generate(value))
 
