@@ -16,6 +16,7 @@ require_relative "tasker_core/step_handler/api"
 require_relative "tasker_core/base_step_handler"
 require_relative "tasker_core/registry"
 require_relative "tasker_core/step_execution"
+require_relative "tasker_core/error_reporter"
 require_relative "tasker_core/worker"
 require_relative "tasker_core/client"
 require_relative "tasker_core/circuit_breaker"
@@ -73,11 +74,13 @@ module TaskerCore
         apply_named_breaker_settings(configuration.resolved_circuit_breakers)
         @registry = Registry.new(templates)
         @pid = Process.pid
+        @error_reporter = ErrorReporter.new(configuration.error_handlers, Logger)
         if configuration.namespaces.any? && configuration.mode.to_s == "embedded"
           @worker = Worker.new(registry: @registry, concurrency: configuration.concurrency,
                                logger: Logger, timeout_grace: configuration.timeout_grace).start
         end
       end
+      run_hooks(:startup)
       self
     end
 
@@ -92,12 +95,14 @@ module TaskerCore
         return false unless Native.running?
 
         deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout.to_f
+        run_hooks(:shutdown)
         Native.begin_shutdown
         killed = @worker ? @worker.join(deadline) : 0
         configuration.logger.warn("stopped #{killed} handler thread(s) still busy at shutdown") if killed.positive?
         @worker = nil
         left = deadline - Process.clock_gettime(Process::CLOCK_MONOTONIC)
         Native.shutdown([left, 1.0].max)
+        @error_reporter&.stop
         Logger.flush
         true
       end
@@ -154,10 +159,31 @@ module TaskerCore
       running? && @worker ? @worker.alive_count : 0
     end
 
+    # Hand a handler's exception to the configured error handlers (never blocks the caller).
+    # @api private
+    def report_error(error, event)
+      return unless running? && @error_reporter
+
+      @error_reporter.report(error, {
+                               "correlation_id" => event.correlation_id, "task_uuid" => event.task_uuid,
+                               "step_uuid" => event.step_uuid, "namespace" => event.namespace,
+                               "task_name" => event.task_name, "step_name" => event.step_name,
+                               "attempt" => event.attempts, "handler_class" => event.handler_class
+                             })
+    end
+
     private
 
     def lifecycle
       @lifecycle ||= Monitor.new
+    end
+
+    def run_hooks(event)
+      configuration.hooks.fetch(event).each do |hook|
+        hook.call
+      rescue StandardError => e
+        Logger.error("#{event} hook raised #{e.class}: #{e.message}")
+      end
     end
 
     # Named breakers are process-wide (they outlive an engine): settings apply from now on.

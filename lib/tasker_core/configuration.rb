@@ -73,13 +73,36 @@ module TaskerCore
     # @return [Symbol, String] :stderr, :stdout, :otlp (OpenTelemetry logs to the telemetry
     #   endpoint) or a file path
     attr_accessor :log_output
+    # @return [Array<#call>] called with (exception, context Hash) for every exception a
+    #   handler raises (and every step timeout), on a Ruby thread of their own
+    attr_reader :error_handlers
+    # @return [Hash{Symbol => Array<#call>}] lifecycle hooks, see {#on}
+    attr_reader :hooks
+
+    EVENTS = %i[startup shutdown].freeze
+
+    # Run the block at a point of the engine's life: `:startup` (after TaskerCore.start has
+    # started the engine and its handler threads), `:shutdown` (when TaskerCore.stop begins,
+    # before running handlers are drained).
+    #
+    # @example
+    #   c.on(:startup) { Rails.logger.info("tasker up") }
+    def on(event, &block)
+      raise ArgumentError, "unknown event #{event.inspect} (known: #{EVENTS.join(", ")})" unless EVENTS.include?(event)
+      raise ArgumentError, "TaskerCore::Configuration#on needs a block" unless block
+
+      @hooks[event] << block
+      self
+    end
 
     def initialize
       @database_url = ENV["TASKER_DATABASE_URL"] || ENV.fetch("DATABASE_URL", nil)
-      @template_paths = []
-      @namespaces = []
-      @mode = :embedded
-      @concurrency = 4
+      @template_paths = env_list("TASKER_TEMPLATE_PATHS") || []
+      @namespaces = env_list("TASKER_NAMESPACES") || []
+      @mode = (ENV["TASKER_MODE"] || "embedded").to_sym
+      @error_handlers = []
+      @hooks = EVENTS.to_h { |e| [e, []] }
+      @concurrency = env_int("TASKER_CONCURRENCY") || 4
       @pool_size = nil
       @poll_interval = 0.5
       @shutdown_timeout = 30
@@ -107,6 +130,9 @@ module TaskerCore
       invalid!(:template_paths, "must be an Array of paths") unless string_array?(template_paths)
       invalid!(:namespaces, "must be an Array of Strings") unless string_array?(namespaces)
       invalid!(:mode, "must be :embedded, :client or :inline") unless %w[embedded client inline].include?(mode.to_s)
+      unless error_handlers.is_a?(Array) && error_handlers.all? { |h| h.respond_to?(:call) }
+        invalid!(:error_handlers, "must be an Array of callables (exception, context)")
+      end
       namespaces.each do |ns|
         next if NAMESPACE_FORMAT.match?(ns)
 
@@ -201,6 +227,21 @@ module TaskerCore
       invalid!(:telemetry, "export_interval must be a positive number of seconds") if t[:export_interval] && !positive?(t[:export_interval])
       ratio = t[:sampling_ratio]
       invalid!(:telemetry, "sampling_ratio must be a number from 0 to 1") if ratio && !(ratio.is_a?(Numeric) && ratio.between?(0, 1))
+    end
+
+    # "a,b" / "a:b" from the environment, nil when unset.
+    def env_list(name)
+      value = ENV.fetch(name, nil)
+      value&.split(/[,:]/)&.map(&:strip)&.reject(&:empty?)
+    end
+
+    def env_int(name)
+      value = ENV.fetch(name, nil)
+      return nil if value.nil?
+
+      Integer(value, 10)
+    rescue ArgumentError
+      invalid!(:concurrency, "from #{name}=#{value.inspect} must be an Integer")
     end
 
     def invalid!(setting, message)

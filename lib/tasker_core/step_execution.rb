@@ -13,14 +13,19 @@ module TaskerCore
       returned = handler.call(Types::Task.new(event), Types::Sequence.new(event), Types::Step.new(event))
       Types::StepHandlerCallResult.from_handler_return(returned, klass)
     rescue Errors::PermanentError => e
-      failure(e, "permanent", error_code: e.error_code)
+      reported(e, event) { failure(e, "permanent", error_code: e.error_code) }
     rescue Errors::RetryableError => e
-      failure(e, "retryable", retry_after: e.retry_after)
+      reported(e, event) { failure(e, "retryable", retry_after: e.retry_after) }
     rescue Errors::HandlerNotFoundError, Errors::InvalidResultError, Errors::ConfigurationError,
            NotImplementedError => e
-      failure(e, "permanent")
+      reported(e, event) { failure(e, "permanent") }
     rescue StandardError, ScriptError => e
-      failure(e, "retryable", fault: true)
+      reported(e, event) { failure(e, "retryable", fault: true) }
+    end
+
+    def reported(error, event)
+      TaskerCore.report_error(error, event)
+      yield
     end
 
     # The failure recorded when a handler outlives its step's timeout.
@@ -28,7 +33,7 @@ module TaskerCore
       error = Errors::StepTimeoutError.new(
         "step #{event.step_name} exceeded its timeout of #{event.timeout_seconds}s (attempt #{event.attempts})"
       )
-      failure(error, "retryable", fault: true)
+      reported(error, event) { failure(error, "retryable", fault: true) }
     end
 
     # `fault`: the handler itself misbehaved (timeout, unclassified exception); counts
