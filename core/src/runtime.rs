@@ -924,6 +924,24 @@ pub fn migrate(database_url: &str) -> Result<()> {
     })
 }
 
+/// The project's migrations, each with whether it is applied to `database_url`.
+pub fn migration_status(database_url: &str) -> Result<Vec<(i64, String, bool)>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Configuration(format!("cannot start a tokio runtime: {e}")))?;
+    rt.block_on(async {
+        let pool = connect(database_url, 1).await?;
+        let status = crate::store::migrate::status(&pool).await;
+        pool.close().await;
+        let (applied, known) = status?;
+        Ok(known
+            .into_iter()
+            .map(|(v, d)| (v, d, applied.contains(&v)))
+            .collect())
+    })
+}
+
 fn default_worker_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())

@@ -10,20 +10,22 @@ module TaskerCore
       Usage: tasker_core COMMAND [options]
 
       Commands:
-        migrate                    apply the database schema (pgmq + tasker tables)
+        migrate [up]               apply the database schema (pgmq + tasker tables)
+        migrate status             each migration and whether it is applied (exit 1 if any is pending)
         templates validate PATH..  check task template files or directories
         task create NAMESPACE/NAME@VERSION --context JSON [--priority P] [--idempotency-key K]
         task status UUID           the task and its steps
         task cancel UUID [--reason TEXT]
         task retry-step UUID STEP [--reason TEXT]
         task resolve-step UUID STEP --result JSON [--reason TEXT]
-        worker --namespaces a,b [--concurrency N] [--templates PATH] [-r FILE]
+        worker --namespaces a,b [--concurrency N] [--templates PATH] [-r FILE | --rails]
                                    run handlers until SIGTERM/SIGINT (drains, then exits 0)
         health                     print TaskerCore.health as JSON (exit 1 unless ok/degraded)
         demo [--number N]          run the linear demo workflow and print each step
         version                    print the version
 
       The database comes from --database-url, TASKER_DATABASE_URL or DATABASE_URL.
+      Every command takes --help.
     TEXT
 
     EXAMPLES = File.expand_path("../../examples", __dir__)
@@ -71,13 +73,32 @@ module TaskerCore
     end
 
     def migrate(argv)
-      options = database_options(argv, "Usage: tasker_core migrate [--database-url URL]")
-      TaskerCore.migrate!(database_url: options[:database_url])
-      @out.puts("migrations applied")
-      0
+      options = database_options(argv, "Usage: tasker_core migrate [up|status] [--database-url URL]")
+      case (action = argv.shift || "up")
+      when "up"
+        TaskerCore.migrate!(database_url: options[:database_url])
+        @out.puts("migrations applied")
+        0
+      when "status" then migrate_status(options[:database_url])
+      else fail_with("unknown migrate action #{action.inspect} (up or status)")
+      end
+    end
+
+    def migrate_status(database_url)
+      raise Errors::ConfigurationError, "no database: pass --database-url or set DATABASE_URL" unless database_url
+
+      rows = Native.migration_status(database_url)
+      rows.each do |version, description, applied|
+        @out.puts(format("%-8s %s  %s", applied ? "applied" : "pending", version, description))
+      end
+      pending = rows.count { |_, _, applied| !applied }
+      @out.puts(pending.zero? ? "up to date" : "#{pending} pending: run `tasker_core migrate`")
+      pending.zero? ? 0 : 1
     end
 
     def templates(argv)
+      OptionParser.new("Usage: tasker_core templates validate PATH...\n\n" \
+                       "Check task template files or directories; exit 1 at the first invalid one.").parse!(argv)
       sub = argv.shift
       return fail_with("usage: tasker_core templates validate PATH...") unless sub == "validate" && argv.any?
 
@@ -88,8 +109,9 @@ module TaskerCore
     end
 
     def task(argv)
-      sub = argv.shift
-      options = database_options(argv, "Usage: tasker_core task #{sub} ...") do |o, opts|
+      sub = argv.first&.start_with?("-") ? nil : argv.shift
+      banner = "Usage: tasker_core task create|status|cancel|retry-step|resolve-step ARGS [options]"
+      options = database_options(argv, sub ? "Usage: tasker_core task #{sub} ..." : banner) do |o, opts|
         o.on("--context JSON", "task input (a JSON object)") { |v| opts[:context] = parse_json(v, "--context") }
         o.on("--result JSON", "the step's result (any JSON value)") { |v| opts[:result] = parse_json(v, "--result") }
         o.on("--priority P", "low, normal, high, critical or an integer") { |v| opts[:priority] = v }
@@ -153,6 +175,16 @@ module TaskerCore
       TaskerCore.stop(timeout: 5)
     end
 
+    def load_rails_app
+      environment = File.expand_path("config/environment.rb")
+      raise Errors::ConfigurationError, "--rails: no Rails application here (#{environment} is missing)" unless File.file?(environment)
+
+      require environment
+      # Development-mode autoloading resolves handler classes on first use; a worker needs
+      # them loaded like production does.
+      Rails.application.eager_load! if defined?(Rails.application) && Rails.application.respond_to?(:eager_load!)
+    end
+
     def parse_json(text, flag)
       JSON.parse(text)
     rescue JSON::ParserError => e
@@ -179,16 +211,22 @@ module TaskerCore
         o.on("--concurrency N", Integer, "handler threads (default 4)") { |v| opts[:concurrency] = v }
         o.on("--templates PATH", "template file or directory (repeatable)") { |v| opts[:templates] << v }
         o.on("-r", "--require FILE", "Ruby file with handler classes (repeatable)") { |v| opts[:requires] << v }
+        o.on("--rails", "boot the Rails application in the current directory (its initializer configures " \
+                        "TaskerCore; handlers load from app/)") { opts[:rails] = true }
       end
-      raise OptionParser::MissingArgument, "--namespaces" if options[:namespaces].to_a.empty?
-
+      load_rails_app if options[:rails]
       options[:requires].each { |f| require File.expand_path(f) }
+      namespaces = options[:namespaces] || TaskerCore.configuration.namespaces
+      raise OptionParser::MissingArgument, "--namespaces" if namespaces.to_a.empty?
+
       TaskerCore.configure do |c|
-        c.database_url = options[:database_url]
-        c.namespaces = options[:namespaces]
+        c.database_url = options[:database_url] if options[:database_url]
+        c.namespaces = namespaces
+        c.mode = :embedded
         c.template_paths = options[:templates] unless options[:templates].empty?
         c.concurrency = options[:concurrency] if options[:concurrency]
       end
+      options[:namespaces] = namespaces
       stop = Queue.new
       %w[TERM INT].each { |sig| trap(sig) { stop << sig } }
       TaskerCore.start

@@ -21,6 +21,26 @@ RSpec.describe "exe/tasker_core" do
     expect([err, code]).to eq(["tasker_core: unknown command \"launch\" (see tasker_core --help)\n", 1])
   end
 
+  it "shows migration status and --help for every command" do
+    out, _, code = run_cli("migrate", "status")
+    expect(code).to eq(0)
+    expect(out).to match(/^applied  20261125000001  create tasker schema$/)
+    expect(out.lines.last).to eq("up to date\n")
+    %w[migrate templates task worker health demo].each do |command|
+      out, err, code = run_cli(command, "--help")
+      expect([code, err]).to eq([0, ""]), "#{command} --help: #{err}"
+      expect(out).to start_with("Usage: tasker_core #{command}")
+    end
+    _, err, code = run_cli("migrate", "sideways")
+    expect([err, code]).to eq(["tasker_core: unknown migrate action \"sideways\" (up or status)\n", 1])
+    Dir.mktmpdir do |dir|
+      _, err, code = Open3.capture3({ "DATABASE_URL" => DatabaseSupport.url }, RbConfig.ruby, exe, "worker", "--rails",
+                                    chdir: dir)
+      expect([err, code]).to eq(["tasker_core: --rails: no Rails application here " \
+                                 "(#{File.realpath(dir)}/config/environment.rb is missing)\n", 1])
+    end
+  end
+
   it "migrates and validates templates" do
     expect(run_cli("migrate")).to eq(["migrations applied\n", "", 0])
     out, _, code = run_cli("templates", "validate", linear_template_dir)

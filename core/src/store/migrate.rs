@@ -32,13 +32,17 @@ pub async fn migrate(pool: &PgPool) -> Result<()> {
     outcome.and(unlocked.map(|_| ()).map_err(Into::into))
 }
 
-/// Versions of the project's migrations that are applied, and those the library knows.
-pub async fn status(pool: &PgPool) -> Result<(Vec<i64>, Vec<i64>)> {
+/// Versions of the project's migrations that are applied, and those the library knows (with
+/// their descriptions).
+pub async fn status(pool: &PgPool) -> Result<(Vec<i64>, Vec<(i64, String)>)> {
     let applied: Vec<i64> =
         sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
             .fetch_all(pool)
             .await
             .unwrap_or_default();
-    let known = MIGRATOR.iter().map(|m| m.version).collect();
+    let known = MIGRATOR
+        .iter()
+        .map(|m| (m.version, m.description.to_string()))
+        .collect();
     Ok((applied, known))
 }

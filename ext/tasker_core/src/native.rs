@@ -24,6 +24,7 @@ pub fn init(ruby: &Ruby) -> Result<RModule, Error> {
     let native = root.define_module("Native")?;
     native.const_set("LOADED", true)?;
     native.define_singleton_method("migrate", function!(migrate, 1))?;
+    native.define_singleton_method("migration_status", function!(migration_status, 1))?;
     native.define_singleton_method("validate_templates", function!(validate_templates, 1))?;
     native.define_singleton_method("start", function!(start, 1))?;
     native.define_singleton_method("running?", function!(is_running, 0))?;
@@ -99,6 +100,15 @@ fn migrate(ruby: &Ruby, database_url: String) -> Result<(), Error> {
     nogvl::run(ruby, || tasker_core::runtime::migrate(&database_url))?
         .map_err(|p| panic_error(ruby, p))?
         .map_err(|e| to_ruby(ruby, e))
+}
+
+/// [[version, description, applied?], ...] of the project's migrations.
+fn migration_status(ruby: &Ruby, database_url: String) -> Result<Vec<(i64, String, bool)>, Error> {
+    nogvl::run(ruby, || {
+        tasker_core::runtime::migration_status(&database_url)
+    })?
+    .map_err(|p| panic_error(ruby, p))?
+    .map_err(|e| to_ruby(ruby, e))
 }
 
 fn template_summaries<'a>(
