@@ -34,9 +34,9 @@ RSpec.describe "exe/tasker_core" do
     _, err, code = run_cli("migrate", "sideways")
     expect([err, code]).to eq(["tasker_core: unknown migrate action \"sideways\" (up or status)\n", 1])
     Dir.mktmpdir do |dir|
-      _, err, code = Open3.capture3({ "DATABASE_URL" => DatabaseSupport.url }, RbConfig.ruby, exe, "worker", "--rails",
-                                    chdir: dir)
-      expect([err, code]).to eq(["tasker_core: --rails: no Rails application here " \
+      _, err, status = Open3.capture3({ "DATABASE_URL" => DatabaseSupport.url }, RbConfig.ruby, exe, "worker", "--rails",
+                                      chdir: dir)
+      expect([err, status.exitstatus]).to eq(["tasker_core: --rails: no Rails application here " \
                                  "(#{File.realpath(dir)}/config/environment.rb is missing)\n", 1])
     end
   end
