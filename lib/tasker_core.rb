@@ -154,6 +154,29 @@ module TaskerCore
       running? ? @registry : nil
     end
 
+    # Wraps every handler call (the Railtie sets the Rails reloader); nil: called directly.
+    # @return [#call, nil] a callable taking the call as a block
+    attr_accessor :handler_wrapper
+
+    # Stop, then start again with the current configuration.
+    # @return [self]
+    def restart(timeout: configuration.shutdown_timeout)
+      stop(timeout: timeout)
+      start
+    end
+
+    # Same as {.stop}.
+    def shutdown(timeout: configuration.shutdown_timeout) = stop(timeout: timeout)
+
+    # A process forked after start (Puma's preload, Spring, Resque) starts its own engine the
+    # first time it uses TaskerCore: the parent's threads and connections do not exist here.
+    # @api private
+    def ensure_started_after_fork
+      return if @pid.nil? || @pid == Process.pid
+
+      lifecycle.synchronize { start unless @pid == Process.pid }
+    end
+
     # @return [Integer] live handler threads in this process
     def worker_threads
       running? && @worker ? @worker.alive_count : 0
@@ -202,3 +225,5 @@ module TaskerCore
     end
   end
 end
+
+require_relative "tasker_core/railtie" if defined?(Rails::Railtie)

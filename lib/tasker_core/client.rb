@@ -29,7 +29,7 @@ module TaskerCore
         raise Errors::ValidationError, "context must be a Hash (a JSON object), got #{context.class}"
       end
 
-      created = Native.create_task(
+      created = native.create_task(
         "namespace" => namespace.to_s, "name" => name.to_s, "version" => version.to_s,
         "context" => context,
         "correlation_id" => correlation_id&.to_s,
@@ -46,7 +46,7 @@ module TaskerCore
     # @param uuid [String]
     # @return [Types::TaskRecord, nil] the task with its steps and histories
     def find_task(uuid)
-      found = Native.find_task(uuid.to_s)
+      found = native.find_task(uuid.to_s)
       found && Types::TaskRecord.new(found)
     end
 
@@ -54,7 +54,7 @@ module TaskerCore
     # first, without their steps.
     # @return [Array<Types::TaskRecord>]
     def find_tasks(correlation_id: nil, parent_correlation_id: nil, limit: 100)
-      Native.find_tasks("correlation_id" => correlation_id&.to_s,
+      native.find_tasks("correlation_id" => correlation_id&.to_s,
                         "parent_correlation_id" => parent_correlation_id&.to_s,
                         "limit" => Integer(limit)).map { |h| Types::TaskRecord.new(h) }
     end
@@ -69,7 +69,7 @@ module TaskerCore
         raise Errors::ValidationError, "context must be a Hash (a JSON object), got #{context.class}"
       end
 
-      Native.request_task(
+      native.request_task(
         "namespace" => namespace.to_s, "name" => name.to_s, "version" => version.to_s,
         "context" => context, "correlation_id" => correlation_id&.to_s,
         "parent_correlation_id" => parent_correlation_id&.to_s,
@@ -83,7 +83,7 @@ module TaskerCore
     # @return [Types::TaskRecord]
     # @raise [Errors::TimeoutError] if the task is still running after `timeout`
     def wait_for(uuid, timeout: 30)
-      Native.wait_for(uuid.to_s, timeout.to_f)
+      native.wait_for(uuid.to_s, timeout.to_f)
       find_task(uuid)
     end
 
@@ -95,7 +95,7 @@ module TaskerCore
     # @return [Types::TaskRecord]
     # @raise [Errors::InvalidTransitionError] if the task is already complete or cancelled
     def cancel_task(uuid, reason: nil, actor: nil)
-      Native.cancel_task(uuid.to_s, intervention(actor, reason))
+      native.cancel_task(uuid.to_s, intervention(actor, reason))
       find_task(uuid)
     end
 
@@ -105,7 +105,7 @@ module TaskerCore
     # @return [Types::TaskRecord]
     # @raise [Errors::InvalidTransitionError] if the step is not in `error`
     def retry_step(task_uuid, step_name, reason: nil, actor: nil)
-      Native.retry_step(task_uuid.to_s, step_name.to_s, intervention(actor, reason))
+      native.retry_step(task_uuid.to_s, step_name.to_s, intervention(actor, reason))
       find_task(task_uuid)
     end
 
@@ -115,8 +115,14 @@ module TaskerCore
     # @return [Types::TaskRecord]
     # @raise [Errors::InvalidTransitionError] if the step is not in `error`
     def resolve_step_manually(task_uuid, step_name, result:, reason: nil, actor: nil)
-      Native.resolve_step_manually(task_uuid.to_s, step_name.to_s, result, intervention(actor, reason))
+      native.resolve_step_manually(task_uuid.to_s, step_name.to_s, result, intervention(actor, reason))
       find_task(task_uuid)
+    end
+
+    # The extension, after starting this process's own engine if it was forked from a started one.
+    def native
+      TaskerCore.ensure_started_after_fork
+      Native
     end
 
     def intervention(actor, reason)
@@ -137,6 +143,6 @@ module TaskerCore
         raise Errors::ValidationError, "priority must be a Symbol or an Integer"
       end
     end
-    private_class_method :priority_value, :intervention
+    private_class_method :priority_value, :intervention, :native
   end
 end

@@ -128,7 +128,7 @@ module TaskerCore
         invalid!(:database_url, "must be a PostgreSQL URL (or set DATABASE_URL)")
       end
       invalid!(:template_paths, "must be an Array of paths") unless string_array?(template_paths)
-      invalid!(:namespaces, "must be an Array of Strings") unless string_array?(namespaces)
+      invalid!(:namespaces, "must be an Array of Strings") unless namespaces.is_a?(Array) && namespaces.all?(String)
       invalid!(:mode, "must be :embedded, :client or :inline") unless %w[embedded client inline].include?(mode.to_s)
       unless error_handlers.is_a?(Array) && error_handlers.all? { |h| h.respond_to?(:call) }
         invalid!(:error_handlers, "must be an Array of callables (exception, context)")

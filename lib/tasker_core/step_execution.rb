@@ -8,6 +8,13 @@ module TaskerCore
 
     # @return [Types::StepHandlerCallResult, Hash] a result, or a failure Hash for the engine
     def run_handler(event, registry)
+      wrapper = TaskerCore.handler_wrapper
+      return wrapper.call { run_handler_now(event, registry) } if wrapper
+
+      run_handler_now(event, registry)
+    end
+
+    def run_handler_now(event, registry)
       klass = registry.resolve(event.handler_class)
       handler = klass.new(config: registry.config_for(event))
       returned = handler.call(Types::Task.new(event), Types::Sequence.new(event), Types::Step.new(event))

@@ -1,0 +1,5 @@
+# frozen_string_literal: true
+
+TaskerCore.configure do |c|
+  c.namespaces = ["dummy"]
+end
