@@ -3,6 +3,8 @@
 require "tasker_core/rspec"
 
 RSpec.describe "TaskerCore::Testing with a database (mode :inline)" do
+  include_context "with a clean tasker database"
+
   let(:linear) { { namespace: "linear_workflow", name: "mathematical_sequence", version: "1.0.0" } }
 
   it "runs the tasks a block creates to completion in the calling thread" do
@@ -27,6 +29,7 @@ RSpec.describe "TaskerCore::Testing with a database (mode :inline)" do
       expect { nil }.not_to have_created_task("mathematical_sequence")
       # Left in the queue by the two blocks above: drained until nothing more arrives.
       expect(TaskerCore::Testing.drain!).to eq([])
+      expect(psql("SELECT count(*) FROM tasker.tasks WHERE status = 'complete'").to_i).to eq(2)
     end
   end
 
