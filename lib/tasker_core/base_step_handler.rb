@@ -15,6 +15,7 @@ module TaskerCore
   #     end
   #   end
   class BaseStepHandler < StepHandler::Base
+    # Calls {#execute} with an {Types::EventView} of the step.
     # @api private
     def call(task, sequence, step)
       execute(Types::EventView.new(task, sequence, step))
@@ -34,6 +35,7 @@ module TaskerCore
     # `:attempts`, `:max_attempts`, `:timeout_seconds`, `:handler_class`), `:sequence` (results of
     # the step's ancestors by step name) and `:context` (the task's).
     class EventView
+      # The keys the view answers (each also as a String).
       KEYS = %i[correlation_id parent_correlation_id task_uuid step_uuid namespace task step sequence context].freeze
 
       def initialize(task, sequence, step)
@@ -64,6 +66,7 @@ module TaskerCore
       def key?(key) = KEYS.include?(key.to_sym)
       alias has_key? key?
 
+      # @return [Array<Symbol>] {KEYS}
       def keys = KEYS
 
       # Like Hash#dig.

@@ -19,7 +19,9 @@ module TaskerCore
   # component settings over `defaults`, a named entry over its component.
   # @api private
   class CircuitBreakerSettings
+    # The settings of one breaker.
     KEYS = %i[failure_threshold timeout success_threshold].freeze
+    # The top-level keys of the section.
     SECTIONS = %i[defaults pgmq handlers namespaces handler_classes named].freeze
 
     # Production trips later and waits longer before a trial; development and test recover
@@ -29,6 +31,7 @@ module TaskerCore
       pgmq: { failure_threshold: 3, timeout: 2, success_threshold: 1 },
       handlers: { failure_threshold: 3, timeout: 5, success_threshold: 1 }
     }.freeze
+    # Defaults of the `defaults`, `pgmq` and `handlers` components, by environment name.
     ENVIRONMENT_DEFAULTS = {
       "production" => {
         defaults: { failure_threshold: 5, timeout: 30, success_threshold: 2 },
@@ -63,6 +66,10 @@ module TaskerCore
       end
     end
 
+    # Checks the settings of one breaker or component.
+    # @param where [String, Symbol] the entry's name in error messages
+    # @param value [Hash] failure_threshold, timeout and/or success_threshold
+    # @raise [Errors::ConfigurationError]
     def self.validate_one!(where, value)
       fail_with("#{where} must be a Hash of #{KEYS.join(", ")}") unless value.is_a?(Hash)
       value.each do |key, v|
@@ -77,6 +84,8 @@ module TaskerCore
       end
     end
 
+    # Checks that a `namespaces` key is a valid namespace name ({Configuration::NAMESPACE_FORMAT}).
+    # @raise [Errors::ConfigurationError]
     def self.validate_namespace!(name)
       return if Configuration::NAMESPACE_FORMAT.match?(name.to_s)
 

@@ -6,6 +6,7 @@ require "optparse"
 module TaskerCore
   # `exe/tasker_core`: migrate the database, validate templates, run the demo workflow.
   class CLI
+    # The text `tasker_core --help` prints.
     USAGE = <<~TEXT
       Usage: tasker_core COMMAND [options]
 
@@ -28,6 +29,8 @@ module TaskerCore
       Every command takes --help.
     TEXT
 
+    # The gem's examples/ directory (the demo command's templates and handlers).
+    # @api private
     EXAMPLES = File.expand_path("../../examples", __dir__)
 
     def initialize(out, err)

@@ -4,6 +4,7 @@ module TaskerCore
   # Create and read tasks. Works in any process where TaskerCore is started, including one
   # that serves no namespaces (a web process).
   module Client
+    # The named priorities `priority:` accepts, and their Integer values.
     PRIORITIES = { low: -10, normal: 0, high: 10, critical: 20 }.freeze
 
     module_function
@@ -61,7 +62,7 @@ module TaskerCore
 
     # Send a task request to the `tasker_task_requests` queue instead of creating the task
     # here: a worker process turns it into a task. Producers without this gem can do the
-    # same with plain SQL: `SELECT pgmq.send('tasker_task_requests', '{...}'::jsonb)`.
+    # same with plain SQL: <tt>SELECT pgmq.send('tasker_task_requests', '{...}'::jsonb)</tt>.
     # @return [Integer] the request's message id
     def request_task(namespace:, name:, version:, context:, correlation_id: nil,
                      parent_correlation_id: nil, idempotency_key: nil, priority: :normal)

@@ -11,6 +11,7 @@ module TaskerCore
   #     c.concurrency = 4
   #   end
   class Configuration
+    # What a namespace name must look like: a lowercase letter, then up to 29 of [a-z0-9_].
     NAMESPACE_FORMAT = /\A[a-z][a-z0-9_]{0,29}\z/
 
     # @return [String] PostgreSQL URL (default: TASKER_DATABASE_URL, then DATABASE_URL)
@@ -79,6 +80,7 @@ module TaskerCore
     # @return [Hash{Symbol => Array<#call>}] lifecycle hooks, see {#on}
     attr_reader :hooks
 
+    # The lifecycle events {#on} accepts.
     EVENTS = %i[startup shutdown].freeze
 
     # Run the block at a point of the engine's life: `:startup` (after TaskerCore.start has
@@ -185,6 +187,7 @@ module TaskerCore
       }
     end
 
+    # The keys {#telemetry} accepts.
     TELEMETRY_KEYS = %i[enabled endpoint service_name export_interval sampling_ratio protocol].freeze
 
     # The OpenTelemetry settings in effect (nil: export is off).
@@ -241,7 +244,7 @@ module TaskerCore
 
       Integer(value, 10)
     rescue ArgumentError
-      invalid!(:concurrency, "from #{name}=#{value.inspect} must be an Integer")
+      raise Errors::ConfigurationError, "TaskerCore configuration: #{name}=#{value.inspect} must be an Integer"
     end
 
     def invalid!(setting, message)

@@ -85,6 +85,8 @@ module TaskerCore
     end
   end
 
+  # Shorthand for {Errors::RetryableError}.
   RetryableError = Errors::RetryableError
+  # Shorthand for {Errors::PermanentError}.
   PermanentError = Errors::PermanentError
 end

@@ -14,8 +14,53 @@ module TaskerCore
   # (`config.log_level = "warn,ruby=debug"`). A call at a disabled level returns false at once:
   # no message is built and the engine allocates nothing.
   module Logger
+    # Level names and the numbers the engine knows them by.
     LEVELS = { trace: 0, debug: 1, info: 2, warn: 3, error: 4 }.freeze
+    # The Thread-local key of the step event a handler thread is running.
+    # @api private
     CONTEXT_KEY = :tasker_step_event
+
+    # The level methods below are generated from {LEVELS}.
+    #
+    # @!method self.trace(message = nil, fields = nil)
+    #   Write a line at level trace.
+    #   @param message [String, nil] (or a block returning it)
+    #   @param fields [Hash, nil] structured fields (keywords), top-level keys of a JSON record
+    #   @return [Boolean] whether the line was written
+    # @!method self.trace?
+    #   @return [Boolean] whether lines at level trace are written
+    #
+    # @!method self.debug(message = nil, fields = nil)
+    #   Write a line at level debug.
+    #   @param message [String, nil] (or a block returning it)
+    #   @param fields [Hash, nil] structured fields (keywords), top-level keys of a JSON record
+    #   @return [Boolean] whether the line was written
+    # @!method self.debug?
+    #   @return [Boolean] whether lines at level debug are written
+    #
+    # @!method self.info(message = nil, fields = nil)
+    #   Write a line at level info.
+    #   @param message [String, nil] (or a block returning it)
+    #   @param fields [Hash, nil] structured fields (keywords), top-level keys of a JSON record
+    #   @return [Boolean] whether the line was written
+    # @!method self.info?
+    #   @return [Boolean] whether lines at level info are written
+    #
+    # @!method self.warn(message = nil, fields = nil)
+    #   Write a line at level warn.
+    #   @param message [String, nil] (or a block returning it)
+    #   @param fields [Hash, nil] structured fields (keywords), top-level keys of a JSON record
+    #   @return [Boolean] whether the line was written
+    # @!method self.warn?
+    #   @return [Boolean] whether lines at level warn are written
+    #
+    # @!method self.error(message = nil, fields = nil)
+    #   Write a line at level error.
+    #   @param message [String, nil] (or a block returning it)
+    #   @param fields [Hash, nil] structured fields (keywords), top-level keys of a JSON record
+    #   @return [Boolean] whether the line was written
+    # @!method self.error?
+    #   @return [Boolean] whether lines at level error are written
 
     # Plain methods (not define_method): a disabled call allocates nothing but what the caller
     # passes. Fields arrive as keywords, which Ruby hands over as one positional Hash.

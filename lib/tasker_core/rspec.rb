@@ -14,11 +14,16 @@ module TaskerCore
           @name = name.to_s
         end
 
+        # Also require the task's context to include `expected` (RSpec's `include` semantics).
+        # @param expected [Hash]
+        # @return [self]
         def with_context(expected)
           @context = expected
           self
         end
 
+        # Also require the task's namespace.
+        # @return [self]
         def in_namespace(namespace)
           @namespace = namespace.to_s
           self
@@ -34,14 +39,17 @@ module TaskerCore
           end
         end
 
+        # @return [String] the expected task and the tasks the block created
         def failure_message
           seen = @created.map { |_, ns, name, ctx| "#{ns}/#{name} #{ctx.inspect}" }
           "expected the block to create task #{description_of_task}, it created " \
             "#{seen.empty? ? "none" : seen.join(", ")}"
         end
 
+        # @return [String]
         def failure_message_when_negated = "expected the block not to create task #{description_of_task}"
 
+        # @return [String]
         def description = "create task #{description_of_task}"
 
         private
@@ -58,6 +66,9 @@ module TaskerCore
           @name = name.to_s
         end
 
+        # Also require the step's result to match `expected`.
+        # @param expected [Object] a JSON value; may contain RSpec argument matchers
+        # @return [self]
         def with_result(expected)
           @result = expected
           @check_result = true
@@ -72,6 +83,7 @@ module TaskerCore
           !@check_result || RSpec::Support::FuzzyMatcher.values_match?(@result, @step.result)
         end
 
+        # @return [String] why the step did not match: missing, not complete, or another result
         def failure_message
           return "expected step #{@name} to exist" if @step.nil?
           return "expected step #{@name} to be complete, it is #{@step.state}" unless @step.complete?
@@ -79,13 +91,19 @@ module TaskerCore
           "expected step #{@name}'s result to match #{@result.inspect}, got #{@step.result.inspect}"
         end
 
+        # @return [String]
         def failure_message_when_negated = "expected step #{@name} not to be complete#{" with #{@result.inspect}" if @check_result}"
 
+        # @return [String]
         def description = "complete step #{@name}#{" with result #{@result.inspect}" if @check_result}"
       end
 
+      # Matches a block that creates a task named `name` in this thread; see {HaveCreatedTask}.
+      # @return [HaveCreatedTask]
       def have_created_task(name) = HaveCreatedTask.new(name) # rubocop:disable Naming/PredicateName
 
+      # Matches a task (or task uuid) whose step `name` is complete; see {CompleteStep}.
+      # @return [CompleteStep]
       def complete_step(name) = CompleteStep.new(name)
     end
   end

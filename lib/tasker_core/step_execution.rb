@@ -14,6 +14,9 @@ module TaskerCore
       run_handler_now(event, registry)
     end
 
+    # {run_handler} without the handler wrapper: resolves the handler class, calls it, and turns
+    # its return value or exception into an outcome.
+    # @return [Types::StepHandlerCallResult, Hash] a result, or a failure Hash for the engine
     def run_handler_now(event, registry)
       klass = registry.resolve(event.handler_class)
       handler = klass.new(config: registry.config_for(event))
@@ -30,6 +33,7 @@ module TaskerCore
       reported(e, event) { failure(e, "retryable", fault: true) }
     end
 
+    # Passes `error` to the configured error handlers, then returns the block's value.
     def reported(error, event)
       TaskerCore.report_error(error, event)
       yield
@@ -68,6 +72,8 @@ module TaskerCore
       logger.warn("step #{event.step_uuid} not handed back: #{e.message}")
     end
 
+    # Hands back a {Types::StepHandlerCallResult}: its result, or its error as a failure. A result
+    # the engine cannot store fails the step permanently with {Errors::InvalidResultError}.
     def deliver_result(event, result)
       if result.success?
         begin

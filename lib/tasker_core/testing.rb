@@ -34,8 +34,11 @@ module TaskerCore
         @parent_names = parent_names
       end
 
+      # @return [Object, nil] the result of the ancestor step `name`
       def dependency_result(name) = @dependency_results[name.to_s]
+      # @return [nil] no trace outside the engine
       def trace_id = nil
+      # @return [nil] no span outside the engine
       def span_id = nil
     end
 
@@ -145,12 +148,15 @@ module TaskerCore
       outer&.concat(mine)
     end
 
+    # @return [Float] seconds on the monotonic clock
     # @api private
     def monotonic = Process.clock_gettime(Process::CLOCK_MONOTONIC)
 
+    # `value` after a round trip through JSON (String keys, JSON types only).
     # @api private
     def json_copy(value) = JSON.parse(JSON.generate(value))
 
+    # @return [String] a random UUID
     # @api private
     def uuid
       require "securerandom"

@@ -7,6 +7,7 @@ module TaskerCore
   # out of the thread. The pool stays at `concurrency` threads: a thread stuck in a handler
   # that ignores its timeout is retired and replaced.
   class Worker
+    # Seconds a handler thread waits in `next_step` before it checks whether it was retired.
     WAIT_SECONDS = 0.5
 
     # Raised inside a handler thread whose step ran past its timeout. An Exception, not a

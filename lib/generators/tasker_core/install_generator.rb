@@ -3,6 +3,7 @@
 require "rails/generators"
 
 module TaskerCore
+  # Rails generators of the gem.
   module Generators
     # `rails generate tasker_core:install`: an initializer, an example template and its handler.
     class InstallGenerator < ::Rails::Generators::Base
@@ -10,18 +11,26 @@ module TaskerCore
       desc "Adds config/initializers/tasker_core.rb, config/tasker/templates/hello.yaml and " \
            "app/handlers/hello_handler.rb"
 
+      # Writes config/initializers/tasker_core.rb.
+      # @return [void]
       def initializer
         template "initializer.rb", "config/initializers/tasker_core.rb"
       end
 
+      # Writes config/tasker/templates/hello.yaml, a one-step task template.
+      # @return [void]
       def example_template
         template "hello.yaml", "config/tasker/templates/hello.yaml"
       end
 
+      # Writes app/handlers/hello_handler.rb, the handler of that template's step.
+      # @return [void]
       def example_handler
         template "hello_handler.rb", "app/handlers/hello_handler.rb"
       end
 
+      # Prints the commands that migrate the database and run the example task.
+      # @return [void]
       def next_steps
         say <<~TEXT
 

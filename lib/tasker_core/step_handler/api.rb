@@ -32,7 +32,9 @@ module TaskerCore
         def success? = status.between?(200, 299)
       end
 
+      # Statuses that fail the step with {PermanentError}.
       PERMANENT_STATUSES = (400..499).to_a - [408, 425, 429]
+      # Statuses that fail the step with {RetryableError}, honouring `Retry-After`.
       RETRY_AFTER_STATUSES = [408, 425, 429, 503].freeze
 
       # Called by the engine; runs {#process} and records the HTTP exchange in the metadata.
@@ -59,8 +61,11 @@ module TaskerCore
       # @param body [Hash, Array, String] sent as JSON unless a String
       def post(path, body: nil, headers: {}) = request(Net::HTTP::Post, path, body: body, headers: headers)
 
+      # @param body [Hash, Array, String] sent as JSON unless a String
+      # @return [Response] for a 2xx/3xx answer; raises for the others (see the class docs)
       def put(path, body: nil, headers: {}) = request(Net::HTTP::Put, path, body: body, headers: headers)
 
+      # @return [Response] for a 2xx/3xx answer; raises for the others (see the class docs)
       def delete(path, headers: {}) = request(Net::HTTP::Delete, path, headers: headers)
 
       private

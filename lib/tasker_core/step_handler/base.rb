@@ -1,6 +1,7 @@
 # frozen_string_literal: true
 
 module TaskerCore
+  # Base classes for step handlers.
   module StepHandler
     # Base class of step handlers. Subclass it, name the subclass in a template step's
     # `handler.callable`, and implement {#call}.

@@ -1,6 +1,7 @@
 # frozen_string_literal: true
 
 module TaskerCore
+  # Values handlers receive and return, and the records {Client} returns.
   module Types
     # What a step handler may return instead of a plain Hash: a success with a result (any
     # JSON value) and metadata stored beside it, or an error result.

@@ -44,6 +44,7 @@ module TaskerCore
 
     # A task as returned by {Client.create_task}, {Client.find_task} and {Client.wait_for}.
     class TaskRecord
+      # The statuses of a finished task.
       TERMINAL = %w[complete error cancelled].freeze
 
       # @return [String]
@@ -85,6 +86,9 @@ module TaskerCore
       def terminal? = TERMINAL.include?(status)
     end
 
+    # Transitions from the hashes the extension returns.
+    # @param list [Array<Hash>, nil]
+    # @return [Array<Transition>]
     # @api private
     def self.transitions(list)
       (list || []).map do |t|
