@@ -121,6 +121,10 @@ module TaskerCore
         o.on("--idempotency-key K", "return the existing task for this key") { |v| opts[:idempotency_key] = v }
         o.on("--reason TEXT", "recorded in the history") { |v| opts[:reason] = v }
       end
+      unless %w[create status cancel retry-step resolve-step].include?(sub)
+        return fail_with("usage: tasker_core task create|status|cancel|retry-step|resolve-step ... (see --help)")
+      end
+
       with_client(options[:database_url]) do
         case sub
         when "create" then task_create(argv, options)
@@ -134,7 +138,6 @@ module TaskerCore
           raise OptionParser::MissingArgument, "--result" unless options.key?(:result)
 
           print_task(Client.resolve_step_manually(uuid, step, result: options[:result], reason: options[:reason]))
-        else return fail_with("usage: tasker_core task create|status|cancel|retry-step|resolve-step ...")
         end
       end
       0

@@ -13,7 +13,7 @@ module TaskerCore
     # failures into the right step outcome:
     #
     # - 400, 401, 403, 404, 422 (and other 4xx) → {PermanentError} (`error_code: "http_<status>"`)
-    # - 408, 429, 503 → {RetryableError}, honouring `Retry-After` (seconds or an HTTP date)
+    # - 408, 425, 429, 503 → {RetryableError}, honouring `Retry-After` (seconds or an HTTP date)
     # - other 5xx, connection errors and timeouts → {RetryableError}
     #
     # Step configuration (`handler.initialization` in the template): `base_url` (required),
