@@ -910,31 +910,35 @@ pub async fn connect(database_url: &str, size: u32) -> Result<PgPool> {
         .map_err(Error::from)
 }
 
-/// Apply migrations on a database (a short-lived pool of its own).
-pub fn migrate(database_url: &str) -> Result<()> {
+/// Run `work` on a short-lived pool of its own, outside any engine.
+fn with_own_pool<T, F, Fut>(database_url: &str, work: F) -> Result<T>
+where
+    F: FnOnce(PgPool) -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::Configuration(format!("cannot start a tokio runtime: {e}")))?;
     rt.block_on(async {
         let pool = connect(database_url, 2).await?;
-        let result = crate::store::migrate::migrate(&pool).await;
+        let result = work(pool.clone()).await;
         pool.close().await;
         result
     })
 }
 
+/// Apply migrations on a database.
+pub fn migrate(database_url: &str) -> Result<()> {
+    with_own_pool(database_url, |pool| async move {
+        crate::store::migrate::migrate(&pool).await
+    })
+}
+
 /// The project's migrations, each with whether it is applied to `database_url`.
 pub fn migration_status(database_url: &str) -> Result<Vec<(i64, String, bool)>> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Configuration(format!("cannot start a tokio runtime: {e}")))?;
-    rt.block_on(async {
-        let pool = connect(database_url, 1).await?;
-        let status = crate::store::migrate::status(&pool).await;
-        pool.close().await;
-        let (applied, known) = status?;
+    with_own_pool(database_url, |pool| async move {
+        let (applied, known) = crate::store::migrate::status(&pool).await?;
         Ok(known
             .into_iter()
             .map(|(v, d)| (v, d, applied.contains(&v)))
