@@ -63,9 +63,10 @@ module TaskerCore
     # Send a task request to the `tasker_task_requests` queue instead of creating the task
     # here: a worker process turns it into a task. Producers without this gem can do the
     # same with plain SQL: <tt>SELECT pgmq.send('tasker_task_requests', '{...}'::jsonb)</tt>.
+    # @param traceparent [String, nil] W3C trace context the task's trace continues
     # @return [Integer] the request's message id
     def request_task(namespace:, name:, version:, context:, correlation_id: nil,
-                     parent_correlation_id: nil, idempotency_key: nil, priority: :normal)
+                     parent_correlation_id: nil, idempotency_key: nil, priority: :normal, traceparent: nil)
       unless context.is_a?(Hash)
         raise Errors::ValidationError, "context must be a Hash (a JSON object), got #{context.class}"
       end
@@ -74,7 +75,8 @@ module TaskerCore
         "namespace" => namespace.to_s, "name" => name.to_s, "version" => version.to_s,
         "context" => context, "correlation_id" => correlation_id&.to_s,
         "parent_correlation_id" => parent_correlation_id&.to_s,
-        "idempotency_key" => idempotency_key&.to_s, "priority" => priority_value(priority)
+        "idempotency_key" => idempotency_key&.to_s, "priority" => priority_value(priority),
+        "traceparent" => traceparent&.to_s
       )
     end
 

@@ -80,6 +80,7 @@ module TaskerCore
           event.complete_success(result.result, result.metadata)
         rescue Errors::ValidationError => e
           invalid = Errors::InvalidResultError.new("step result cannot be stored: #{e.message}")
+          TaskerCore.report_error(invalid, event)
           event.complete_failure(failure(invalid, "permanent"))
         end
       else
