@@ -38,8 +38,11 @@ RSpec.describe "Rails integration" do
       done = TaskerCore::Client.wait_for(task.uuid, timeout: 20)
       puts "parent #{done.status} #{done.steps.first.result["report"]}"
       reader, writer = IO.pipe
+      go_reader, go_writer = IO.pipe
       pid = fork do
         reader.close
+        go_writer.close
+        go_reader.gets # the parent has stopped its engine: only this process can run the step
         child = TaskerCore::Client.create_task(namespace: "dummy", name: "report", version: "1.0.0", context: { "title" => "fork" })
         finished = TaskerCore::Client.wait_for(child.uuid, timeout: 20)
         writer.puts "child #{finished.status} #{finished.steps.first.result["report"]} #{finished.steps.first.result["pid"] == Process.pid}"
@@ -47,6 +50,10 @@ RSpec.describe "Rails integration" do
         exit!(0)
       end
       writer.close
+      go_reader.close
+      TaskerCore.stop # forked while running; the child must start and use its own engine
+      go_writer.puts("go")
+      go_writer.close
       Process.wait(pid)
       puts reader.read
       TaskerCore.stop
