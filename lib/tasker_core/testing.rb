@@ -96,7 +96,8 @@ module TaskerCore
 
     # Run, in this thread, the steps the engine has claimed for this process (mode :inline)
     # until every task in `tasks` is finished, or — without `tasks` — until no step arrives for
-    # `idle` seconds. Retries run as their backoff elapses.
+    # `idle` seconds while no outcome is still being applied. Retries run as their backoff
+    # elapses (without `tasks`, only those due within `idle`).
     # @param tasks [Array<Types::TaskRecord, String>, nil]
     # @return [Array<Types::TaskRecord>] the given tasks, reloaded
     # @raise [Errors::TimeoutError] when they are not finished within `timeout` seconds
@@ -118,7 +119,10 @@ module TaskerCore
         if uuids
           break if uuids.all? { |u| Client.find_task(u)&.terminal? }
         elsif event.nil? && monotonic - quiet_since >= idle
-          break
+          # Quiet, and no outcome still being applied (an apply releases the next steps).
+          break if Native.memory_stats.fetch("completions_pending").zero?
+
+          quiet_since = monotonic
         end
         if monotonic > deadline
           raise Errors::TimeoutError, "TaskerCore::Testing.drain!: not finished within #{timeout}s"
