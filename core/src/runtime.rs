@@ -216,6 +216,9 @@ pub(crate) struct Shared {
     pub queue_breakers: BreakerRegistry,
     /// One breaker per handler class, consulted before a step of that handler is claimed.
     pub handler_breakers: BreakerRegistry,
+    /// Handler classes named by the templates this process loaded: only these get a breaker
+    /// (a message's `handler` string never creates one).
+    pub handler_classes: std::collections::HashSet<Arc<str>>,
     /// Metrics and traces, when exported.
     pub telemetry: Option<Telemetry>,
     /// Outcomes handed back and not yet applied.
@@ -562,6 +565,7 @@ impl Engine {
                 breakers
             },
             telemetry,
+            handler_classes: templates.iter().flat_map(|t| t.handler_classes()).collect(),
             completions_pending: AtomicUsize::new(0),
             wakeups,
             retry_wakeup: Notify::new(),

@@ -126,10 +126,14 @@ RSpec.describe "poison queue messages" do
       %({"task_uuid": "#{done.uuid}", "step_uuid": "#{finished_step}", "correlation_id": "#{unknown}"}) =>
         /step is complete; nothing to run/,
       %({"task_uuid": "#{done.uuid}", "step_uuid": "#{finished_step}", "correlation_id": "#{unknown}",
-         "priority": "asap"}) => /not a step message: invalid type: string "asap"/
+         "priority": "asap"}) => /not a step message: invalid type: string "asap"/,
+      # A handler name no template registered: no breaker is made for it (nor a constant).
+      %({"task_uuid": "#{done.uuid}", "step_uuid": "#{unknown}", "correlation_id": "#{unknown}",
+         "handler": "Kernel::EvilHandler"}) => /unknown step/
     }
     ids = poison.keys.map { |payload| send_poison(payload) }
     ids.zip(poison.values).each { |id, reason| expect(archived_reason(id)).to match(reason) }
+    expect(TaskerCore.health["handler_breakers"].keys).not_to include("Kernel::EvilHandler")
 
     after = TaskerCore::Client.create_task(namespace: "spec_boundary", name: "big_numbers", version: "1.0.0", context: {})
     expect(TaskerCore::Client.wait_for(after.uuid, timeout: 15).status).to eq("complete")

@@ -154,7 +154,9 @@ impl PollerCtx {
             }
         };
         let admission = match &step_msg.handler {
-            Some(handler) => match self
+            // Only handlers registered by this process's templates have breakers: a string
+            // from a message never creates one.
+            Some(handler) if self.shared.handler_classes.contains(handler.as_str()) => match self
                 .shared
                 .handler_breakers
                 .get(handler)
@@ -171,7 +173,7 @@ impl PollerCtx {
                     return None;
                 }
             },
-            None => None,
+            _ => None,
         };
         let site = claim::ClaimSite {
             shared: &self.shared,
