@@ -4,7 +4,8 @@
 -- them once the queue works again. Step messages also name the step's handler class, so a
 -- worker can check that handler's circuit breaker before it claims the step.
 
--- Delete a settled message (p_delete_msg, may be NULL) and send p_messages to p_queue, waiting
+-- Delete a settled message (p_delete_msg, may be NULL) and send p_messages to p_queue (whose
+-- name the engine validated), waiting
 -- at most p_lock_timeout_ms for a lock on the queue table. Runs in a subtransaction: on failure
 -- nothing of it remains and the error text is returned; NULL means done.
 CREATE FUNCTION tasker.write_queue(p_queue text, p_namespace text, p_messages jsonb[],
@@ -19,7 +20,10 @@ BEGIN
             EXECUTE format('DELETE FROM pgmq.%I WHERE msg_id = $1', 'q_' || p_queue) USING p_delete_msg;
         END IF;
         IF coalesce(cardinality(p_messages), 0) > 0 THEN
-            PERFORM pgmq.send_batch(p_queue, p_messages, 0);
+            -- Straight into the queue table (pgmq 1.x's layout, which the engine's read relies
+            -- on too): pgmq.send_batch adds three PL/pgSQL layers and a name check per call.
+            EXECUTE format('INSERT INTO pgmq.%I (vt, message) SELECT clock_timestamp(), m FROM unnest($1) AS m',
+                           'q_' || p_queue) USING p_messages;
             PERFORM pg_notify('tasker_wakeup', p_namespace);
         END IF;
         PERFORM set_config('lock_timeout', previous, true);
