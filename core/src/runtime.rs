@@ -376,6 +376,7 @@ impl EngineHandle {
             task_uuid,
             &step_name,
             &who,
+            self.0.queue_lock_timeout,
         )
         .await?;
         self.0.wake_all();

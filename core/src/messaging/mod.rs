@@ -31,29 +31,6 @@ pub struct StepMessage {
     pub handler: Option<String>,
 }
 
-/// Send messages to a queue inside the caller's transaction.
-pub(crate) async fn send_batch(
-    conn: &mut PgConnection,
-    queue: &QueueName,
-    messages: &[StepMessage],
-    delay_seconds: i32,
-) -> Result<()> {
-    if messages.is_empty() {
-        return Ok(());
-    }
-    let payloads: Vec<serde_json::Value> = messages
-        .iter()
-        .map(|m| serde_json::to_value(m).expect("StepMessage serializes"))
-        .collect();
-    sqlx::query("SELECT pgmq.send_batch($1, $2::jsonb[], $3)")
-        .bind(queue.as_str())
-        .bind(&payloads)
-        .bind(delay_seconds)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
-}
-
 /// Write to a queue through `tasker.write_queue`: delete a settled message (optional) and send
 /// `messages`, waiting at most `lock_timeout` for the queue table. A failure is contained in a
 /// subtransaction and returned as `Ok(Some(error))`; the caller's transaction stays usable.
@@ -229,15 +206,5 @@ pub(crate) async fn ensure_queue(pool: &sqlx::PgPool, queue: &QueueName) -> Resu
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(())
-}
-
-/// Queue a cross-process wake-up for a namespace; delivered by PostgreSQL at commit.
-pub(crate) async fn notify_wakeup(conn: &mut PgConnection, namespace: &str) -> Result<()> {
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(WAKEUP_CHANNEL)
-        .bind(namespace)
-        .execute(&mut *conn)
-        .await?;
     Ok(())
 }

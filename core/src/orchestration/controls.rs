@@ -168,6 +168,7 @@ pub(crate) async fn retry_step(
     task_uuid: Uuid,
     step_name: &str,
     who: &Intervention,
+    queue_lock_timeout: std::time::Duration,
 ) -> Result<TaskState> {
     let mut tx = pool.begin().await?;
     let task = lock_task(&mut tx, task_uuid).await?;
@@ -198,6 +199,7 @@ pub(crate) async fn retry_step(
         &[step_uuid],
         StepState::Error,
         who.metadata(json!({ "previous_max_attempts": max_attempts, "max_attempts": new_max })),
+        queue_lock_timeout,
     )
     .await?;
     let decided = finalize(&mut tx, task_uuid, current).await?;

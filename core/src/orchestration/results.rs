@@ -187,6 +187,7 @@ pub(crate) async fn enqueue_steps(
     steps: &[Uuid],
     from: StepState,
     metadata: Value,
+    lock_timeout: Duration,
 ) -> Result<()> {
     if steps.is_empty() {
         return Ok(());
@@ -220,9 +221,23 @@ pub(crate) async fn enqueue_steps(
             handler: Some(handler),
         })
         .collect();
-    messaging::send_batch(conn, &route.queue, &messages, 0).await?;
-    messaging::notify_wakeup(conn, &route.namespace).await?;
-    Ok(())
+    // An operator's request: a queue that cannot be written fails it (nothing is committed).
+    match messaging::write_queue(
+        conn,
+        &route.queue,
+        &route.namespace,
+        &messages,
+        None,
+        lock_timeout,
+    )
+    .await?
+    {
+        None => Ok(()),
+        Some(message) => Err(crate::Error::Queue {
+            queue: route.queue.as_str().to_owned(),
+            message,
+        }),
+    }
 }
 
 /// Decide the task's state from its steps (`tasker.finalize_task`; the caller holds the task
