@@ -383,30 +383,29 @@ impl Telemetry {
     /// The handler handed back its outcome.
     pub fn handed_back(&self, trace: &mut StepTrace, outcome: &StepOutcome) {
         self.m.results_submitted.add(1, &trace.labels);
-        let (result, error_type) = match outcome {
+        let (result, error_class) = match outcome {
             StepOutcome::Success { .. } => ("success", None),
-            StepOutcome::Failure(f) => ("failure", Some(f.error_class.clone())),
+            StepOutcome::Failure(f) => ("failure", Some(f.error_class.as_str())),
         };
-        self.m
-            .steps_executions
-            .add(1, &with(&trace.labels, KeyValue::new("outcome", result)));
-        match &error_type {
+        // One label set with the outcome, for the counter and the histogram.
+        let with_outcome = with(&trace.labels, KeyValue::new("outcome", result));
+        self.m.steps_executions.add(1, &with_outcome);
+        match error_class {
             None => self.m.steps_succeeded.add(1, &trace.labels),
             Some(class) => self.m.steps_failed.add(
                 1,
-                &with(&trace.labels, KeyValue::new("error_type", class.clone())),
+                &with(&trace.labels, KeyValue::new("error_type", class.to_owned())),
             ),
         }
         if let Some(taken) = trace.taken_at {
-            self.m.step_execution.record(
-                ms(taken.elapsed()),
-                &with(&trace.labels, KeyValue::new("outcome", result)),
-            );
+            self.m
+                .step_execution
+                .record(ms(taken.elapsed()), &with_outcome);
         }
         if let Some(mut handler) = trace.handler.take() {
             handler.set_attribute(KeyValue::new("tasker.outcome", result));
-            if let Some(class) = error_type {
-                handler.set_status(opentelemetry::trace::Status::error(class));
+            if let Some(class) = error_class {
+                handler.set_status(opentelemetry::trace::Status::error(class.to_owned()));
             }
             handler.end();
         }
