@@ -46,6 +46,10 @@ module TaskerCore
     # Recorded on a step whose handler ran longer than the step's `timeout_seconds`.
     class StepTimeoutError < Error; end
 
+    # A defect inside tasker_core itself (a Rust panic caught at the native boundary): the
+    # message says where. Please report it; the process and its other threads carry on.
+    class InternalError < Error; end
+
     # Base of the errors a step handler raises to say how its step failed.
     class StepError < Error
       # @return [Hash] extra data recorded with the failure
