@@ -183,10 +183,17 @@ DECLARE
     t record;
     previous_lock_timeout text := current_setting('lock_timeout');
 BEGIN
-    SELECT ws.state, ws.task_uuid, ws.claim_expires_at INTO s
+    SELECT ws.state, ws.task_uuid, ws.claim_expires_at, ws.attempts, ws.max_attempts INTO s
       FROM tasker.workflow_steps ws WHERE ws.step_uuid = p_step FOR UPDATE;
     IF NOT FOUND OR s.task_uuid <> p_task THEN
         RETURN QUERY SELECT 'missing'::text, NULL::text, NULL::float8, NULL::int, NULL::int, NULL::int,
+                            NULL::text, NULL::bigint, NULL::jsonb, NULL::uuid, NULL::uuid, NULL::jsonb, NULL::text;
+        RETURN;
+    END IF;
+    -- A claim that expired on the step's last attempt: running it again would pass
+    -- max_attempts. The caller fails it with tasker.fail_exhausted_claim (under the task lock).
+    IF s.state = 'in_progress' AND s.claim_expires_at <= now() AND s.attempts >= s.max_attempts THEN
+        RETURN QUERY SELECT 'exhausted'::text, s.state, NULL::float8, s.attempts, s.max_attempts, NULL::int,
                             NULL::text, NULL::bigint, NULL::jsonb, NULL::uuid, NULL::uuid, NULL::jsonb, NULL::text;
         RETURN;
     END IF;
@@ -235,4 +242,42 @@ BEGIN
            coalesce((SELECT jsonb_agg(jsonb_build_array(ws.name, coalesce(ws.results, 'null'::jsonb)))
                        FROM tasker.workflow_steps ws JOIN ancestors USING (step_uuid)), '[]'::jsonb),
            t.traceparent;
+END $$;
+
+-- Fail a step whose claim expired on its last attempt (the process running it died or lost
+-- its connection): in_progress → error with a recorded reason, its message deleted, the task
+-- finalized. Locks the task, then the step, like apply_step_result; re-checks everything.
+-- Returns the task's new state when it changed, NULL otherwise (also when nothing was done).
+CREATE FUNCTION tasker.fail_exhausted_claim(p_task uuid, p_step uuid, p_queue text, p_namespace text,
+                                            p_msg_id bigint, p_lock_timeout_ms integer)
+RETURNS TABLE (failed boolean, task_state text)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    task_status text;
+    s record;
+    failure jsonb;
+BEGIN
+    SELECT tk.status INTO task_status FROM tasker.tasks tk WHERE tk.task_uuid = p_task FOR UPDATE;
+    SELECT ws.state, ws.attempts, ws.max_attempts, ws.claim_expires_at, ws.claimed_by INTO s
+      FROM tasker.workflow_steps ws WHERE ws.step_uuid = p_step AND ws.task_uuid = p_task FOR UPDATE;
+    IF NOT FOUND OR s.state <> 'in_progress' OR s.claim_expires_at > now() OR s.attempts < s.max_attempts THEN
+        RETURN QUERY SELECT false, NULL::text;
+        RETURN;
+    END IF;
+    failure := jsonb_build_object(
+        'error_class', 'TaskerCore::Errors::StepTimeoutError',
+        'message', format('the claim of attempt %s of %s expired without an outcome (the process running it, %s, '
+                          'stopped or lost its connection); no attempts are left', s.attempts, s.max_attempts,
+                          coalesce(s.claimed_by, 'unknown')),
+        'backtrace', '[]'::jsonb, 'retryable', false, 'attempt', s.attempts,
+        'error_code', 'claim_expired');
+    UPDATE tasker.workflow_steps
+       SET state = 'error', last_error = failure, claim_token = NULL, claim_expires_at = NULL, updated_at = now()
+     WHERE step_uuid = p_step;
+    PERFORM tasker.record_step_transition(p_step, p_task, 'in_progress', 'error',
+        jsonb_build_object('attempt', s.attempts, 'error_class', failure->'error_class',
+                           'message', failure->'message'));
+    PERFORM tasker.write_queue(p_queue, p_namespace, '{}'::jsonb[], p_msg_id, p_lock_timeout_ms);
+    RETURN QUERY SELECT true, tasker.finalize_task(p_task, task_status);
 END $$;

@@ -77,6 +77,14 @@ pub enum Error {
 }
 
 impl Error {
+    /// A database error that no retry can fix because the data itself is refused: SQLSTATE
+    /// class 22 (data exception: a NUL byte in text or JSON, a number out of range, …) or 54
+    /// (program limit exceeded: a value too large or too deep).
+    pub fn is_data_error(&self) -> bool {
+        matches!(self, Error::Database(sqlx::Error::Database(db))
+            if db.code().is_some_and(|c| c.starts_with("22") || c.starts_with("54")))
+    }
+
     pub(crate) fn template(
         file: Option<&str>,
         step: Option<&str>,

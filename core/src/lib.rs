@@ -6,6 +6,7 @@
 //! nothing of Ruby.
 
 pub mod error;
+pub mod limits;
 pub mod logging;
 pub mod messaging;
 pub mod orchestration;
@@ -16,6 +17,7 @@ pub mod store;
 pub mod strings;
 pub mod telemetry;
 pub mod template;
+pub mod trouble;
 pub mod worker;
 
 pub use error::{Error, Result};

@@ -159,7 +159,24 @@ pub struct HealthReport {
     /// None when `SELECT 1` succeeded.
     pub database_error: Option<String>,
     pub database_latency: Duration,
+    pub pool: PoolHealth,
     pub queues: Vec<QueueHealth>,
+}
+
+/// The engine's connection pool, and how often it could not hand out a connection lately.
+#[derive(Debug, Clone)]
+pub struct PoolHealth {
+    /// Connections open now.
+    pub size: u32,
+    /// Most connections the pool opens.
+    pub max: u32,
+    /// Open connections not in use.
+    pub idle: u32,
+    /// Database operations of the engine that failed for want of a connection (pool timeout,
+    /// refused or lost connection) in the last [`crate::trouble::TROUBLE_WINDOW`].
+    pub recent_failures: u64,
+    /// The last such failure, if any in that window.
+    pub last_failure: Option<String>,
 }
 
 /// One served queue.
@@ -221,6 +238,8 @@ pub(crate) struct Shared {
     pub handler_classes: std::collections::HashSet<Arc<str>>,
     /// Metrics and traces, when exported.
     pub telemetry: Option<Telemetry>,
+    /// Failures for want of a connection, counted and reported at a bounded rate.
+    pub trouble: crate::trouble::ConnectionTrouble,
     /// Outcomes handed back and not yet applied.
     completions_pending: AtomicUsize,
     /// Wake-up signal per namespace served by this process.
@@ -332,7 +351,7 @@ impl Shared {
         }
     }
 
-    fn task_finished(&self, task_uuid: Uuid) {
+    pub(crate) fn task_finished(&self, task_uuid: Uuid) {
         let senders = self
             .waiters
             .lock()
@@ -344,6 +363,9 @@ impl Shared {
     }
 }
 
+/// How long `health` waits for a connection to ping the database with.
+const HEALTH_PING_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// A cheap, cloneable handle for async calls (task creation, reads) on the engine.
 #[derive(Clone)]
 pub struct EngineHandle(Arc<Shared>);
@@ -351,7 +373,9 @@ pub struct EngineHandle(Arc<Shared>);
 impl EngineHandle {
     /// Create a task (or return the existing one for the same idempotency key).
     pub async fn create_task(&self, req: TaskRequest) -> Result<CreatedTask> {
-        let created = self.0.create_task(&req).await?;
+        let created = self.0.create_task(&req).await.inspect_err(|e| {
+            self.0.trouble.note("creating a task", e);
+        })?;
         self.0.wake_namespace(&req.namespace);
         Ok(created)
     }
@@ -421,10 +445,30 @@ impl EngineHandle {
     /// Database reachability and the depth of each served queue (`TaskerCore.health`).
     pub async fn health(&self) -> HealthReport {
         let started = std::time::Instant::now();
-        let ping: std::result::Result<i32, sqlx::Error> =
-            sqlx::query_scalar("SELECT 1").fetch_one(&self.0.pool).await;
+        // Bounded: a starved pool answers within seconds, not after the pool's own timeout.
+        let ping = tokio::time::timeout(
+            HEALTH_PING_TIMEOUT,
+            sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&self.0.pool),
+        )
+        .await;
         let database_latency = started.elapsed();
-        let database_error = ping.err().map(|e| e.to_string());
+        let database_error = match ping {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some(format!(
+                "no connection from the pool within {}s (all {} in use?)",
+                HEALTH_PING_TIMEOUT.as_secs(),
+                self.0.pool.options().get_max_connections()
+            )),
+        };
+        let (recent_failures, last_failure) = self.0.trouble.recent();
+        let pool = PoolHealth {
+            size: self.0.pool.size(),
+            max: self.0.pool.options().get_max_connections(),
+            idle: self.0.pool.num_idle() as u32,
+            recent_failures,
+            last_failure,
+        };
         let mut queues = Vec::new();
         if database_error.is_none() {
             let mut namespaces: Vec<&String> = self.0.wakeups.keys().collect();
@@ -449,6 +493,7 @@ impl EngineHandle {
         HealthReport {
             database_error,
             database_latency,
+            pool,
             queues,
         }
     }
@@ -567,6 +612,7 @@ impl Engine {
             },
             telemetry,
             handler_classes: templates.iter().flat_map(|t| t.handler_classes()).collect(),
+            trouble: Default::default(),
             completions_pending: AtomicUsize::new(0),
             wakeups,
             retry_wakeup: Notify::new(),
@@ -995,13 +1041,16 @@ async fn apply_until_done(
     let breaker = shared.queue_breakers.get(ticket.queue.as_str());
     let mut attempt = 0u64;
     let mut next_log = 1u64;
+    // Replaced by a permanent failure when PostgreSQL refuses the outcome's data.
+    let mut replacement: Option<StepOutcome> = None;
     loop {
         attempt += 1;
         let guard = orchestration::results::QueueGuard {
             breaker: &breaker,
             lock_timeout: shared.queue_lock_timeout,
         };
-        match orchestration::results::apply(&shared.pool, ticket, outcome, guard).await {
+        let current = replacement.as_ref().unwrap_or(outcome);
+        match orchestration::results::apply(&shared.pool, ticket, current, guard).await {
             Ok(
                 report @ ApplyReport::Applied {
                     enqueued_children,
@@ -1022,8 +1071,22 @@ async fn apply_until_done(
                 return Some(report);
             }
             Ok(ApplyReport::Discarded) => return Some(ApplyReport::Discarded),
+            Err(e) if e.is_data_error() && replacement.is_none() => {
+                // Retrying cannot help: record why the outcome was refused, permanently.
+                tracing::error!(step_uuid = %ticket.step_uuid, correlation_id = %ticket.correlation_id,
+                    error = %e, "PostgreSQL refused this step's outcome; the step fails permanently");
+                replacement = Some(StepOutcome::Failure(
+                    crate::worker::StepFailure::unstorable(&e),
+                ));
+            }
             Err(e) => {
-                if attempt == next_log {
+                if e.is_data_error() {
+                    tracing::error!(step_uuid = %ticket.step_uuid, correlation_id = %ticket.correlation_id,
+                        error = %e, "PostgreSQL refused even the failure recorded in place of an outcome; \
+                         the step runs again after its claim expires");
+                    return None;
+                }
+                if !shared.trouble.note("applying a step result", &e) && attempt == next_log {
                     next_log += 10;
                     tracing::warn!(step_uuid = %ticket.step_uuid, correlation_id = %ticket.correlation_id,
                         attempt, error = %e, "applying a step result failed; retrying");
@@ -1088,7 +1151,9 @@ async fn release_retries(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                     .clamp(Duration::from_millis(5), Duration::from_secs(1))
             }
             Err(e) => {
-                tracing::warn!(error = %e, "releasing steps due for retry failed");
+                if !shared.trouble.note("releasing steps due for retry", &e) {
+                    tracing::warn!(error = %e, "releasing steps due for retry failed");
+                }
                 Duration::from_secs(1)
             }
         };
@@ -1119,7 +1184,9 @@ async fn requeue_lost_messages(shared: Arc<Shared>, mut stop: watch::Receiver<bo
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    tracing::warn!(namespace = %ns, error = %e, "looking for lost messages failed")
+                    if !shared.trouble.note("looking for lost messages", &e) {
+                        tracing::warn!(namespace = %ns, error = %e, "looking for lost messages failed")
+                    }
                 }
             }
         }
@@ -1143,7 +1210,9 @@ async fn consume_task_requests(shared: Arc<Shared>, mut stop: watch::Receiver<bo
                 !outcomes.is_empty()
             }
             Err(e) => {
-                tracing::warn!(error = %e, "reading task requests failed");
+                if !shared.trouble.note("reading task requests", &e) {
+                    tracing::warn!(error = %e, "reading task requests failed");
+                }
                 false
             }
         };
@@ -1172,7 +1241,15 @@ async fn listen(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                         Err(e) => tracing::warn!(error = %e, "LISTEN failed"),
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "notification listener cannot connect"),
+                Err(e) => {
+                    let e = Error::from(e);
+                    if !shared
+                        .trouble
+                        .note("connecting the notification listener", &e)
+                    {
+                        tracing::warn!(error = %e, "notification listener cannot connect")
+                    }
+                }
             }
             if listener.is_none() {
                 tokio::select! {

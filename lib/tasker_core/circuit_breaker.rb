@@ -17,7 +17,7 @@ module TaskerCore
     # @raise [Errors::CircuitOpenError] while the breaker is open
     # @return the block's value
     def call(name, &block)
-      raise ArgumentError, "TaskerCore::CircuitBreaker.call needs a block" unless block
+      raise Errors::ConfigurationError, "TaskerCore::CircuitBreaker.call needs a block" unless block
 
       Native::CircuitBreakers.call(name.to_s, block)
     end
@@ -26,13 +26,19 @@ module TaskerCore
     # @param failure_threshold [Integer] consecutive failures that open it
     # @param timeout [Numeric] seconds it stays open before a trial call
     # @param success_threshold [Integer] trial successes that close it
+    # @raise [Errors::ConfigurationError] for a setting out of range
     def configure(name, failure_threshold: nil, timeout: nil, success_threshold: nil)
-      Native::CircuitBreakers.configure(name.to_s, settings(failure_threshold, timeout, success_threshold))
+      one = settings(failure_threshold, timeout, success_threshold)
+      CircuitBreakerSettings.validate_one!("for #{name}", one)
+      Native::CircuitBreakers.configure(name.to_s, one)
     end
 
     # Settings for breakers created from now on (defaults: 5 failures, 30 s, 2 successes).
+    # @raise [Errors::ConfigurationError] for a setting out of range
     def configure_defaults(failure_threshold: 5, timeout: 30, success_threshold: 2)
-      Native::CircuitBreakers.configure_defaults(settings(failure_threshold, timeout, success_threshold))
+      one = settings(failure_threshold, timeout, success_threshold)
+      CircuitBreakerSettings.validate_one!("defaults", one)
+      Native::CircuitBreakers.configure_defaults(one)
     end
 
     # Open the breaker until {force_closed}.
@@ -51,12 +57,12 @@ module TaskerCore
     end
 
     def stringify(settings)
-      settings.to_h { |k, v| [k.to_s, k.to_s == "timeout" ? v.to_f : v] }
+      settings.to_h { |k, v| [k.to_s, v] }
     end
     private_class_method :stringify
 
     def settings(failure_threshold, timeout, success_threshold)
-      { "failure_threshold" => failure_threshold, "timeout" => timeout&.to_f,
+      { "failure_threshold" => failure_threshold, "timeout" => timeout,
         "success_threshold" => success_threshold }.compact
     end
     private_class_method :settings
@@ -74,7 +80,9 @@ module TaskerCore
   # @raise [Errors::ConfigurationError] for invalid settings
   def self.configure_circuit_breaker(name = nil, namespace: nil, handler: nil, **settings)
     targets = [name, namespace, handler].compact
-    raise ArgumentError, "configure_circuit_breaker needs exactly one of a name, namespace: or handler:" unless targets.size == 1
+    unless targets.size == 1
+      raise Errors::ConfigurationError, "configure_circuit_breaker needs exactly one of a name, namespace: or handler:"
+    end
 
     CircuitBreakerSettings.validate_one!("for #{targets.first}", settings)
     if namespace

@@ -77,7 +77,9 @@ module TaskerCore
         when :failure_threshold, :success_threshold
           fail_with("#{where}: #{key} must be an Integer from 1 to 1000000") unless v.is_a?(Integer) && v.between?(1, 1_000_000)
         when :timeout
-          fail_with("#{where}: timeout must be a positive number of seconds") unless v.is_a?(Numeric) && v.positive? && v.finite?
+          unless v.is_a?(Numeric) && v.real? && v.positive? && v <= Configuration::MAX_SECONDS
+            fail_with("#{where}: timeout must be a positive number of seconds, at most #{Configuration::MAX_SECONDS.to_i}, got #{v.inspect}")
+          end
         else
           fail_with("#{where}: unknown setting #{key} (known: #{KEYS.join(", ")})")
         end
@@ -128,7 +130,7 @@ module TaskerCore
 
     # The form the native extension reads.
     def self.to_native(one)
-      { "failure_threshold" => one[:failure_threshold], "timeout" => one[:timeout].to_f,
+      { "failure_threshold" => one[:failure_threshold], "timeout" => one[:timeout],
         "success_threshold" => one[:success_threshold] }
     end
   end

@@ -53,11 +53,13 @@ module TaskerCore
 
     # Tasks by correlation id and/or parent correlation id (a chain of workflows), oldest
     # first, without their steps.
+    # @param limit [Integer] most tasks returned, 1 to 10,000
     # @return [Array<Types::TaskRecord>]
+    # @raise [Errors::ValidationError] for a limit out of range or a malformed id
     def find_tasks(correlation_id: nil, parent_correlation_id: nil, limit: 100)
       native.find_tasks("correlation_id" => correlation_id&.to_s,
                         "parent_correlation_id" => parent_correlation_id&.to_s,
-                        "limit" => Integer(limit)).map { |h| Types::TaskRecord.new(h) }
+                        "limit" => limit).map { |h| Types::TaskRecord.new(h) }
     end
 
     # Send a task request to the `tasker_task_requests` queue instead of creating the task
@@ -82,11 +84,12 @@ module TaskerCore
 
     # Wait until the task is complete, error or cancelled (woken by its finalization).
     # @param uuid [String]
-    # @param timeout [Numeric] seconds
+    # @param timeout [Numeric] seconds, at most a year; `Float::INFINITY` waits without a limit
     # @return [Types::TaskRecord]
     # @raise [Errors::TimeoutError] if the task is still running after `timeout`
+    # @raise [Errors::ValidationError] for a timeout that is not such a number
     def wait_for(uuid, timeout: 30)
-      native.wait_for(uuid.to_s, timeout.to_f)
+      native.wait_for(uuid.to_s, timeout)
       find_task(uuid)
     end
 

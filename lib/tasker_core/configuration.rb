@@ -14,6 +14,10 @@ module TaskerCore
     # What a namespace name must look like: a lowercase letter, then up to 29 of [a-z0-9_].
     NAMESPACE_FORMAT = /\A[a-z][a-z0-9_]{0,29}\z/
 
+    # The longest duration any setting in seconds may have (one year): the engine's bound,
+    # read from the extension so it is defined once.
+    MAX_SECONDS = Native::LIMITS.fetch("max_seconds")
+
     # @return [String] PostgreSQL URL (default: TASKER_DATABASE_URL, then DATABASE_URL)
     attr_accessor :database_url
     # @return [Array<String>] files or directories of task templates
@@ -90,8 +94,8 @@ module TaskerCore
     # @example
     #   c.on(:startup) { Rails.logger.info("tasker up") }
     def on(event, &block)
-      raise ArgumentError, "unknown event #{event.inspect} (known: #{EVENTS.join(", ")})" unless EVENTS.include?(event)
-      raise ArgumentError, "TaskerCore::Configuration#on needs a block" unless block
+      raise Errors::ConfigurationError, "unknown event #{event.inspect} (known: #{EVENTS.join(", ")})" unless EVENTS.include?(event)
+      raise Errors::ConfigurationError, "TaskerCore::Configuration#on needs a block" unless block
 
       @hooks[event] << block
       self
@@ -142,11 +146,12 @@ module TaskerCore
       end
       invalid!(:concurrency, "must be an Integer from 1 to 1024") unless int_in?(concurrency, 1..1024)
       invalid!(:pool_size, "must be an Integer from 2 to 1000") unless pool_size.nil? || int_in?(pool_size, 2..1000)
-      invalid!(:poll_interval, "must be a positive number of seconds") unless positive?(poll_interval)
-      invalid!(:shutdown_timeout, "must be a positive number of seconds") unless positive?(shutdown_timeout)
-      invalid!(:timeout_grace, "must be a positive number of seconds") unless positive?(timeout_grace)
-      invalid!(:requeue_after, "must be a positive number of seconds") unless positive?(requeue_after)
-      invalid!(:queue_lock_timeout, "must be a positive number of seconds") unless positive?(queue_lock_timeout)
+      %i[poll_interval shutdown_timeout timeout_grace requeue_after queue_lock_timeout].each do |setting|
+        next if positive?(public_send(setting))
+
+        invalid!(setting, "must be a positive number of seconds, at most #{MAX_SECONDS.to_i} (one year), " \
+                          "got #{public_send(setting).inspect}")
+      end
       invalid!(:claim_grace, "must be an Integer from 1 to 86400 (seconds)") unless int_in?(claim_grace, 1..86_400)
       invalid!(:environment, "must be a String such as \"production\"") unless environment.is_a?(String) || environment.is_a?(Symbol)
       CircuitBreakerSettings.validate!(circuit_breakers)
@@ -160,6 +165,29 @@ module TaskerCore
         invalid!(:string_cache_capacity, "must be an Integer from 1 to 10000000")
       end
       self
+    end
+
+    # Settings as text, with the password of database_url (and of a telemetry endpoint)
+    # masked: safe for logs and consoles.
+    # @return [String]
+    def inspect
+      shown = instance_variables.map do |ivar|
+        value = instance_variable_get(ivar)
+        value = Configuration.redact_url(value) if %i[@database_url].include?(ivar)
+        value = value.transform_values { |v| v.is_a?(String) ? Configuration.redact_url(v) : v } if ivar == :@telemetry && value.is_a?(Hash)
+        "#{ivar.to_s.delete_prefix("@")}=#{value.inspect}"
+      end
+      "#<#{self.class.name} #{shown.join(", ")}>"
+    end
+    alias to_s inspect
+
+    # `url` with its password (and any `password=` query parameter) replaced by `***`.
+    # @param url [Object]
+    # @return [Object] a String with the secret masked, or `url` unchanged if it is not a String
+    def self.redact_url(url)
+      return url unless url.is_a?(String)
+
+      url.sub(%r{\A([a-z][a-z0-9+.-]*://[^/:@]*:)[^@/]*@}i, '\1***@').gsub(/(password=)[^&\s]*/i, '\1***')
     end
 
     # The hash handed to the native engine.
@@ -259,8 +287,10 @@ module TaskerCore
       value.is_a?(Integer) && range.cover?(value)
     end
 
+    # A duration setting: a positive, finite number of seconds, at most
+    # {Configuration::MAX_SECONDS} (Native::LIMITS, the engine's own bound).
     def positive?(value)
-      value.is_a?(Numeric) && value.positive?
+      value.is_a?(Numeric) && value.real? && value.positive? && value <= MAX_SECONDS
     end
 
     def default_logger

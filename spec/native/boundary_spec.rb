@@ -57,7 +57,7 @@ RSpec.describe "the native boundary" do
       expect { TaskerCore::Native.create_task(42) }.to raise_error(TypeError)
       expect { TaskerCore::Native.find_task("not-a-uuid") }
         .to raise_error(TaskerCore::Errors::ValidationError, /not a UUID/)
-      expect { TaskerCore::Native.wait_for(nil, 1.0) }.to raise_error(TypeError)
+      expect { TaskerCore::Native.wait_for(nil, 1.0) }.to raise_error(TaskerCore::Errors::ValidationError, /task uuid must be a String/)
       expect do
         TaskerCore::Native.create_task("namespace" => "spec_boundary", "name" => "big_numbers", "version" => "1.0.0",
                                        "context" => [1, 2], "correlation_id" => nil, "parent_correlation_id" => nil,
@@ -79,7 +79,7 @@ RSpec.describe "the native boundary" do
       expect do
         TaskerCore::Client.create_task(namespace: "spec_boundary", name: "big_numbers", version: "1.0.0",
                                        context: cyclic)
-      end.to raise_error(TaskerCore::Errors::ValidationError, /deeper than 128 levels/)
+      end.to raise_error(TaskerCore::Errors::ValidationError, /deeper than 100 levels/)
     end
   end
 end

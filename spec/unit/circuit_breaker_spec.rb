@@ -53,6 +53,6 @@ RSpec.describe TaskerCore::CircuitBreaker do
     expect { described_class.call(name) { 1 } }.to raise_error(TaskerCore::Errors::CircuitOpenError)
     described_class.force_closed(name)
     expect(described_class.call(name) { 2 }).to eq(2)
-    expect { described_class.call(name) }.to raise_error(ArgumentError)
+    expect { described_class.call(name) }.to raise_error(TaskerCore::Errors::ConfigurationError, /needs a block/)
   end
 end

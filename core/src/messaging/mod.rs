@@ -63,7 +63,26 @@ pub(crate) async fn write_queue(
 pub struct ReadMessage {
     pub msg_id: i64,
     pub read_ct: i32,
-    pub payload: serde_json::Value,
+    /// The message's JSON text, or None for a SQL NULL message. Decoded one message at a time
+    /// ([`ReadMessage::decode`]), so a row nobody can decode never fails the rest of its batch.
+    pub payload: Option<String>,
+}
+
+impl ReadMessage {
+    /// The message as `T`, or why it cannot be one (the reason it is archived with).
+    pub fn decode<T: serde::de::DeserializeOwned>(&self) -> std::result::Result<T, String> {
+        let text = self
+            .payload
+            .as_deref()
+            .ok_or_else(|| "the message is NULL".to_owned())?;
+        serde_json::from_str(text).map_err(|e| {
+            if e.to_string().contains("recursion limit") {
+                "the message is nested too deeply to decode".to_owned()
+            } else {
+                e.to_string()
+            }
+        })
+    }
 }
 
 /// A message's priority for ordering. Total over any JSON a producer may send: a message
@@ -82,7 +101,7 @@ pub fn read_sql(queue: &QueueName) -> String {
          UPDATE pgmq.q_{q} m SET vt = clock_timestamp() + make_interval(secs => $1), \
            read_ct = read_ct + 1, last_read_at = clock_timestamp() \
          FROM next WHERE m.msg_id = next.msg_id \
-         RETURNING m.msg_id, m.read_ct, m.message",
+         RETURNING m.msg_id, m.read_ct, m.message::text",
         q = queue.as_str()
     )
 }
@@ -97,7 +116,7 @@ pub(crate) async fn read<'e, E>(
 where
     E: sqlx::PgExecutor<'e>,
 {
-    let rows: Vec<(i64, i32, serde_json::Value)> = sqlx::query_as(sql)
+    let rows: Vec<(i64, i32, Option<String>)> = sqlx::query_as(sql)
         .bind(vt_seconds as f64)
         .bind(qty)
         .fetch_all(executor)

@@ -48,7 +48,15 @@ pub(crate) fn validate_request(req: &TaskRequest) -> Result<()> {
             json_kind(&req.context)
         )));
     }
+    if let Err(why) = crate::limits::storable_json(&req.context) {
+        return Err(Error::InvalidInput(format!("context: {why}")));
+    }
     if let Some(key) = &req.idempotency_key {
+        if key.contains('\0') {
+            return Err(Error::InvalidInput(
+                "idempotency_key contains a NUL byte, which PostgreSQL cannot store".into(),
+            ));
+        }
         if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN {
             return Err(Error::InvalidInput(format!(
                 "idempotency_key must be 1-{MAX_IDEMPOTENCY_KEY_LEN} bytes"

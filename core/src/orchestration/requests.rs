@@ -101,11 +101,11 @@ pub(crate) async fn process_batch(
     let messages = messaging::read(pool, read_sql, 30, batch).await?;
     let mut outcomes = Vec::with_capacity(messages.len());
     for m in messages {
-        let parsed: std::result::Result<RequestMessage, _> = serde_json::from_value(m.payload);
+        let parsed: std::result::Result<RequestMessage, _> = m.decode();
         let request = match parsed {
             Ok(r) => r,
-            Err(e) => {
-                let reason = format!("malformed task request: {e}");
+            Err(why) => {
+                let reason = format!("malformed task request: {why}");
                 messaging::archive_poison(pool, &queue, m.msg_id, &reason).await?;
                 outcomes.push((RequestOutcome::Archived(reason), None));
                 continue;

@@ -86,9 +86,39 @@ struct RawDoc {
     steps: Option<Vec<serde_yaml::Value>>,
 }
 
+/// A parser's complaint, cut short: it may quote the document, and a file that is not a
+/// template (or holds secrets) must not be echoed back.
+fn brief(e: impl std::fmt::Display) -> String {
+    const MAX: usize = 200;
+    let text = e.to_string();
+    match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
+}
+
 pub(crate) fn parse_doc(text: &str) -> Result<TemplateDoc> {
-    let raw: RawDoc = serde_yaml::from_str(text)
-        .map_err(|e| Error::template(None, None, format!("invalid template: {e}")))?;
+    let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| {
+        Error::template(None, None, format!("not valid YAML or JSON: {}", brief(e)))
+    })?;
+    let kind = match &value {
+        serde_yaml::Value::Mapping(_) => None,
+        serde_yaml::Value::Null => Some("nothing"),
+        serde_yaml::Value::Bool(_) => Some("a boolean"),
+        serde_yaml::Value::Number(_) => Some("a number"),
+        serde_yaml::Value::String(_) => Some("a string"),
+        serde_yaml::Value::Sequence(_) => Some("a list"),
+        serde_yaml::Value::Tagged(_) => Some("a tagged value"),
+    };
+    if let Some(kind) = kind {
+        return Err(Error::template(
+            None,
+            None,
+            format!("not a task template: the document is {kind}, not a mapping with name, namespace, version and steps"),
+        ));
+    }
+    let raw: RawDoc = serde_yaml::from_value(value)
+        .map_err(|e| Error::template(None, None, format!("invalid template: {}", brief(e))))?;
     let version = match raw.version {
         serde_yaml::Value::String(s) => s,
         other => {
@@ -111,7 +141,7 @@ pub(crate) fn parse_doc(text: &str) -> Result<TemplateDoc> {
             .map(str::to_owned)
             .unwrap_or_else(|| format!("#{}", i + 1));
         let step: StepDoc = serde_yaml::from_value(value)
-            .map_err(|e| Error::template(None, Some(&label), e.to_string()))?;
+            .map_err(|e| Error::template(None, Some(&label), brief(e)))?;
         steps.push(step);
     }
     Ok(TemplateDoc {

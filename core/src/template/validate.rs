@@ -357,6 +357,13 @@ steps:
     #[test]
     fn rejects_non_mapping_documents() {
         let e = err("- just\n- a list\n");
-        assert!(e.starts_with("t.yaml: invalid template"), "{e}");
+        assert!(
+            e.starts_with("t.yaml: not a task template: the document is a list"),
+            "{e}"
+        );
+        // A file that is not a template is named, never echoed.
+        let e = err("DATABASE_PASSWORD=hunter2 and the rest of a secrets file\n");
+        assert!(e.contains("the document is a string"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
     }
 }

@@ -19,6 +19,8 @@ pub(crate) enum ClaimRefusal {
     Stale(StepState),
     /// Another worker holds a live claim; look again after this many seconds.
     Busy(i32),
+    /// The claim expired on the step's last attempt: the step must fail, not run again.
+    Exhausted,
 }
 
 /// Where a claim happens: the engine's shared state and the queue the message came from.
@@ -65,6 +67,7 @@ pub(crate) async fn claim(
         (row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7);
     match outcome.as_str() {
         "missing" => return Ok(Err(ClaimRefusal::Missing)),
+        "exhausted" => return Ok(Err(ClaimRefusal::Exhausted)),
         "busy" => {
             return Ok(Err(ClaimRefusal::Busy(
                 busy.unwrap_or(1.0).ceil().max(1.0) as i32
@@ -121,4 +124,30 @@ pub(crate) async fn claim(
         dependency_results,
     };
     Ok(Ok(build_event(Some(&shared.names), &reg, site.queue, row)))
+}
+
+/// Fail a step whose claim expired on its last attempt (see [`ClaimRefusal::Exhausted`]).
+/// Returns the task's new state when the step's failure changed it.
+pub(crate) async fn fail_exhausted(
+    site: &ClaimSite<'_>,
+    namespace: &str,
+    msg_id: i64,
+    msg: &StepMessage,
+) -> Result<Option<crate::state::TaskState>> {
+    let shared = site.shared;
+    let (failed, task_state): (bool, Option<String>) =
+        sqlx::query_as("SELECT * FROM tasker.fail_exhausted_claim($1, $2, $3, $4, $5, $6)")
+            .bind(msg.task_uuid)
+            .bind(msg.step_uuid)
+            .bind(site.queue.as_str())
+            .bind(namespace)
+            .bind(msg_id)
+            .bind(shared.queue_lock_timeout.as_millis().min(i32::MAX as u128) as i32)
+            .fetch_one(&shared.pool)
+            .await?;
+    if failed {
+        tracing::warn!(step_uuid = %msg.step_uuid, correlation_id = %msg.correlation_id,
+            "a step's claim expired on its last attempt; the step failed");
+    }
+    task_state.as_deref().map(str::parse).transpose()
 }

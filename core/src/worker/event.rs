@@ -89,6 +89,24 @@ pub struct StepFailure {
     pub error_code: Option<String>,
 }
 
+impl StepFailure {
+    /// The failure recorded in place of an outcome PostgreSQL refused to store (see
+    /// [`crate::Error::is_data_error`]): permanent, with the database's reason. The text is
+    /// made storable itself (no NUL bytes).
+    pub fn unstorable(e: &crate::Error) -> StepFailure {
+        let reason = e.to_string().replace('\0', "\u{FFFD}");
+        StepFailure {
+            kind: FailureKind::Permanent,
+            error_class: "TaskerCore::Errors::InvalidResultError".into(),
+            message: format!("PostgreSQL cannot store this step's outcome: {reason}"),
+            backtrace: Vec::new(),
+            retry_after: None,
+            fault: false,
+            error_code: Some("unstorable_outcome".into()),
+        }
+    }
+}
+
 /// What an executor reports for a step.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StepOutcome {

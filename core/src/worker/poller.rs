@@ -37,6 +37,7 @@ impl Poller {
         let mut error_backoff = Duration::from_millis(50);
         let this = Arc::new(PollerCtx {
             shared: self.shared.clone(),
+            namespace: self.namespace.clone(),
             queue: self.queue.clone(),
             out: self.out.clone(),
         });
@@ -109,7 +110,9 @@ impl Poller {
                 }
                 Err(e) => {
                     drop(permits);
-                    tracing::warn!(namespace = %self.namespace, error = %e, "reading the queue failed; retrying");
+                    if !self.shared.trouble.note("reading a queue", &e) {
+                        tracing::warn!(namespace = %self.namespace, error = %e, "reading the queue failed; retrying");
+                    }
                     tokio::select! {
                         _ = tokio::time::sleep(error_backoff) => {}
                         _ = self.stop.changed() => break,
@@ -127,6 +130,7 @@ impl Poller {
 /// What a claim needs, shared by the claims a poller runs concurrently.
 struct PollerCtx {
     shared: Arc<Shared>,
+    namespace: String,
     queue: QueueName,
     out: crossbeam_channel::Sender<Dispatch>,
 }
@@ -144,11 +148,10 @@ impl PollerCtx {
         Option<crate::telemetry::StepTrace>,
     )> {
         let msg_id = msg.msg_id;
-        let parsed: Result<StepMessage, _> = serde_json::from_value(msg.payload);
-        let step_msg = match parsed {
+        let step_msg: StepMessage = match msg.decode() {
             Ok(m) => m,
-            Err(e) => {
-                self.archive(msg_id, &format!("not a step message: {e}"))
+            Err(why) => {
+                self.archive(msg_id, &format!("not a step message: {why}"))
                     .await;
                 return None;
             }
@@ -195,8 +198,10 @@ impl PollerCtx {
             Ok(Err(refusal)) => Some(refusal),
             Err(e) => {
                 // The message stays invisible until its visibility timeout, then comes back.
-                tracing::warn!(step_uuid = %step_msg.step_uuid, correlation_id = %step_msg.correlation_id,
-                    error = %e, "claiming a step failed; it will be redelivered");
+                if !self.shared.trouble.note("claiming a step", &e) {
+                    tracing::warn!(step_uuid = %step_msg.step_uuid, correlation_id = %step_msg.correlation_id,
+                        error = %e, "claiming a step failed; it will be redelivered");
+                }
                 None
             }
         };
@@ -211,6 +216,20 @@ impl PollerCtx {
                     .await
             }
             Some(ClaimRefusal::Busy(secs)) => self.postpone(msg_id, secs.max(1)).await,
+            Some(ClaimRefusal::Exhausted) => {
+                match claim::fail_exhausted(&site, &self.namespace, msg_id, &step_msg).await {
+                    Ok(state) if state.is_some_and(crate::state::TaskState::is_terminal) => {
+                        self.shared.task_finished(step_msg.task_uuid)
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        if !self.shared.trouble.note("failing an exhausted step", &e) {
+                            tracing::warn!(step_uuid = %step_msg.step_uuid, error = %e,
+                                "failing a step whose last claim expired failed; it is tried again");
+                        }
+                    }
+                }
+            }
             None => {}
         }
         None

@@ -14,7 +14,7 @@ use tasker_core::worker::{build_event, ClaimedRow};
 use tasker_core::Dispatch;
 use uuid::Uuid;
 
-use crate::errors::error;
+use crate::errors::{error, guarded};
 use crate::step_event::RbStepEvent;
 
 const TEMPLATE: &str = r#"
@@ -95,6 +95,7 @@ pub fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     Ok(())
 }
 
+guarded! {
 /// Prepare `count` claimed rows (the database's part, not measured).
 fn prepare(ruby: &Ruby, count: usize) -> Result<usize, Error> {
     let h = harness(ruby)?;
@@ -125,10 +126,18 @@ fn next_event(ruby: &Ruby, naive: bool) -> Result<Value, Error> {
     Ok(RbStepEvent::with_mode(Dispatch::detached(event), naive).into_value_with(ruby))
 }
 
+    /// [total allocations, total bytes] of the Rust heap since the profiler started, or nil
+    /// when the extension was built without the `dhat-heap` feature.
+    fn heap_stats(ruby: &Ruby) -> Result<Option<(u64, u64)>, Error> {
+        let _ = ruby;
+        Ok(heap_totals())
+    }
+}
+
 /// [total allocations, total bytes] of the Rust heap since the profiler started, or nil when
 /// the extension was built without the `dhat-heap` feature.
 #[cfg(feature = "dhat-heap")]
-fn heap_stats() -> Option<(u64, u64)> {
+fn heap_totals() -> Option<(u64, u64)> {
     static PROFILER: Mutex<Option<dhat::Profiler>> = Mutex::new(None);
     let mut p = PROFILER.lock().unwrap_or_else(|e| e.into_inner());
     if p.is_none() {
@@ -139,12 +148,14 @@ fn heap_stats() -> Option<(u64, u64)> {
 }
 
 #[cfg(not(feature = "dhat-heap"))]
-fn heap_stats() -> Option<(u64, u64)> {
+fn heap_totals() -> Option<(u64, u64)> {
     None
 }
 
+guarded! {
 /// [size, capacity, hits, misses, evictions] of the harness's string cache.
 fn cache_stats(ruby: &Ruby) -> Result<(usize, usize, u64, u64, u64), Error> {
     let s = harness(ruby)?.names.stats();
     Ok((s.size, s.capacity, s.hits, s.misses, s.evictions))
+}
 }

@@ -10,7 +10,8 @@ use tasker_core::messaging::queue::QueueName;
 use tasker_core::resilience::{registry, CircuitBreakerConfig};
 use tasker_core::Engine;
 
-use crate::errors::class;
+use crate::args;
+use crate::errors::{class, error, guarded};
 
 pub fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     let m = native.define_module("CircuitBreakers")?;
@@ -29,8 +30,9 @@ pub fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
 /// Run the block under the named breaker. While open: CircuitOpenError (a RetryableError with
 /// `retry_after` = seconds until a trial call is allowed). Exceptions from the block count as
 /// failures, except TaskerCore::PermanentError (a business outcome, not an outage).
-fn call(ruby: &Ruby, name: String, block: Proc) -> Result<Value, Error> {
-    let breaker = registry().get(&name);
+fn call(ruby: &Ruby, name: Value, block: Proc) -> Result<Value, Error> {
+    let name = breaker_name(ruby, name)?;
+    let breaker = crate::errors::guard(ruby, || Ok(registry().get(&name)))?;
     let permit = match breaker.try_acquire() {
         Ok(p) => p,
         Err(retry_after) => return Err(open_error(ruby, &name, retry_after)),
@@ -62,40 +64,77 @@ fn open_error(ruby: &Ruby, name: &str, retry_after: Duration) -> Error {
     crate::errors::open_error(ruby, message, retry_after)
 }
 
+/// A breaker's name from Ruby.
+fn breaker_name(ruby: &Ruby, name: Value) -> Result<String, Error> {
+    args::text(ruby, "ConfigurationError", "circuit breaker name", name)
+}
+
+/// Settings Ruby validated (`CircuitBreakerSettings`), checked again here so that no value can
+/// make the core panic: thresholds from 1 to 1,000,000, a timeout in seconds within
+/// `tasker_core::limits::MAX_SECONDS`. `what` names the breaker in errors.
 pub fn parse_config(
+    ruby: &Ruby,
+    what: &str,
     settings: RHash,
     base: CircuitBreakerConfig,
 ) -> Result<CircuitBreakerConfig, Error> {
-    let failure: Option<u32> = settings.lookup("failure_threshold")?;
-    let timeout: Option<f64> = settings.lookup("timeout")?;
-    let success: Option<u32> = settings.lookup("success_threshold")?;
+    let threshold = |key: &str| -> Result<Option<u32>, Error> {
+        let v = args::get(settings, key);
+        if v.is_nil() {
+            return Ok(None);
+        }
+        let n = args::integer(
+            ruby,
+            "ConfigurationError",
+            &format!("{what} {key}"),
+            v,
+            1,
+            1_000_000,
+        )?;
+        Ok(Some(n as u32))
+    };
+    let timeout = args::get(settings, "timeout");
+    let open_timeout = if timeout.is_nil() {
+        base.open_timeout
+    } else {
+        args::finite_seconds(
+            ruby,
+            "ConfigurationError",
+            &format!("{what} timeout"),
+            timeout,
+        )?
+    };
     Ok(CircuitBreakerConfig {
-        failure_threshold: failure.unwrap_or(base.failure_threshold),
-        open_timeout: timeout
-            .filter(|t| t.is_finite() && *t >= 0.0)
-            .map_or(base.open_timeout, Duration::from_secs_f64),
-        success_threshold: success.unwrap_or(base.success_threshold),
+        failure_threshold: threshold("failure_threshold")?.unwrap_or(base.failure_threshold),
+        open_timeout,
+        success_threshold: threshold("success_threshold")?.unwrap_or(base.success_threshold),
     })
 }
 
-fn configure(name: String, settings: RHash) -> Result<(), Error> {
-    let breaker = registry().get(&name);
-    let config = parse_config(settings, breaker.config())?;
-    breaker.reconfigure(config);
-    Ok(())
-}
+guarded! {
+    fn configure(ruby: &Ruby, name: Value, settings: RHash) -> Result<(), Error> {
+        let name = breaker_name(ruby, name)?;
+        let breaker = registry().get(&name);
+        let config = parse_config(ruby, &format!("circuit breaker {name}"), settings, breaker.config())?;
+        breaker.reconfigure(config);
+        Ok(())
+    }
 
-fn configure_defaults(settings: RHash) -> Result<(), Error> {
-    registry().set_defaults(parse_config(settings, CircuitBreakerConfig::default())?);
-    Ok(())
-}
+    fn configure_defaults(ruby: &Ruby, settings: RHash) -> Result<(), Error> {
+        let config = parse_config(ruby, "circuit breaker defaults", settings, CircuitBreakerConfig::default())?;
+        registry().set_defaults(config);
+        Ok(())
+    }
 
-fn force_open(name: String) {
-    registry().get(&name).force_open();
-}
+    fn force_open(ruby: &Ruby, name: Value) -> Result<(), Error> {
+        registry().get(&breaker_name(ruby, name)?).force_open();
+        Ok(())
+    }
 
-fn force_closed(name: String) {
-    registry().get(&name).force_closed();
+    fn force_closed(ruby: &Ruby, name: Value) -> Result<(), Error> {
+        registry().get(&breaker_name(ruby, name)?).force_closed();
+        Ok(())
+    }
 }
 
 /// Breakers' states, counters and recent transitions, by name (as Ruby sees them).
@@ -127,62 +166,79 @@ pub fn breakers_hash(
 
 /// Apply per-namespace and per-handler-class settings to a started engine's breakers.
 pub fn configure_engine_breakers(
+    ruby: &Ruby,
     engine: &Engine,
     namespaces: RHash,
     handler_classes: RHash,
 ) -> Result<(), Error> {
     let queues = engine.queue_breaker_registry();
-    namespaces.foreach(|namespace: String, settings: RHash| {
-        let queue = QueueName::for_namespace(&namespace).map_err(|e| {
-            Error::new(
-                class(&Ruby::get().expect("Ruby thread"), "ConfigurationError"),
-                e.to_string(),
-            )
-        })?;
+    namespaces.foreach(|namespace: Value, settings: RHash| {
+        let namespace = args::text(
+            ruby,
+            "ConfigurationError",
+            "circuit breaker namespace",
+            namespace,
+        )?;
+        let queue = QueueName::for_namespace(&namespace)
+            .map_err(|e| Error::new(class(ruby, "ConfigurationError"), e.to_string()))?;
         let current = queues.get(queue.as_str()).config();
-        queues.configure(queue.as_str(), parse_config(settings, current)?);
+        let config = parse_config(
+            ruby,
+            &format!("circuit breaker of namespace {namespace}"),
+            settings,
+            current,
+        )?;
+        queues.configure(queue.as_str(), config);
         Ok(ForEach::Continue)
     })?;
     let handlers = engine.handler_breakers();
-    handler_classes.foreach(|handler: String, settings: RHash| {
+    handler_classes.foreach(|handler: Value, settings: RHash| {
+        let handler = args::text(
+            ruby,
+            "ConfigurationError",
+            "circuit breaker handler class",
+            handler,
+        )?;
         let current = handlers.get(&handler).config();
-        handlers.configure(&handler, parse_config(settings, current)?);
+        let config = parse_config(
+            ruby,
+            &format!("circuit breaker of handler {handler}"),
+            settings,
+            current,
+        )?;
+        handlers.configure(&handler, config);
         Ok(ForEach::Continue)
     })
 }
 
-/// Change, at runtime, the breaker of a namespace queue (`kind` "namespace") or of a handler
-/// class (`kind` "handler") of the running engine.
-fn configure_engine(ruby: &Ruby, kind: String, name: String, settings: RHash) -> Result<(), Error> {
-    let engine = crate::native::engine(ruby)?;
-    let (namespaces, handlers) = (ruby.hash_new(), ruby.hash_new());
-    match kind.as_str() {
-        "namespace" => namespaces.aset(name, settings)?,
-        "handler" => handlers.aset(name, settings)?,
-        other => {
-            return Err(Error::new(
-                ruby.exception_arg_error(),
-                format!("unknown breaker kind {other:?}"),
-            ))
+guarded! {
+    /// Change, at runtime, the breaker of a namespace queue (`kind` "namespace") or of a
+    /// handler class (`kind` "handler") of the running engine.
+    fn configure_engine(ruby: &Ruby, kind: String, name: Value, settings: RHash) -> Result<(), Error> {
+        let engine = crate::native::engine(ruby)?;
+        let (namespaces, handlers) = (ruby.hash_new(), ruby.hash_new());
+        match kind.as_str() {
+            "namespace" => namespaces.aset(name, settings)?,
+            "handler" => handlers.aset(name, settings)?,
+            other => {
+                return Err(error(ruby, "ConfigurationError", format!("unknown breaker kind {other:?}")))
+            }
+        }
+        configure_engine_breakers(ruby, &engine, namespaces, handlers)
+    }
+
+    /// The running engine's breakers of one kind ("queue" or "handler").
+    fn engine_metrics(ruby: &Ruby, kind: String) -> Result<RHash, Error> {
+        let engine = crate::native::engine(ruby)?;
+        match kind.as_str() {
+            "queue" => breakers_hash(ruby, &engine.queue_breakers()),
+            "handler" => breakers_hash(ruby, &engine.handler_breakers().all()),
+            other => Err(error(ruby, "ConfigurationError", format!("unknown breaker kind {other:?}"))),
         }
     }
-    configure_engine_breakers(&engine, namespaces, handlers)
-}
 
-/// The running engine's breakers of one kind ("queue" or "handler").
-fn engine_metrics(ruby: &Ruby, kind: String) -> Result<RHash, Error> {
-    let engine = crate::native::engine(ruby)?;
-    match kind.as_str() {
-        "queue" => breakers_hash(ruby, &engine.queue_breakers()),
-        "handler" => breakers_hash(ruby, &engine.handler_breakers().all()),
-        other => Err(Error::new(
-            ruby.exception_arg_error(),
-            format!("unknown breaker kind {other:?}"),
-        )),
+    /// Every named breaker of the process.
+    fn metrics(ruby: &Ruby) -> Result<RHash, Error> {
+        breakers_hash(ruby, &registry().all())
     }
-}
-
-/// Every named breaker of the process.
-fn metrics(ruby: &Ruby) -> Result<RHash, Error> {
-    breakers_hash(ruby, &registry().all())
 }

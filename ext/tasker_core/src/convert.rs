@@ -1,14 +1,15 @@
 //! Ruby objects ↔ JSON values, exactly: Integers of any size stay exact (big ones travel as
 //! their decimal digits, kept verbatim by serde_json's arbitrary precision and by jsonb), Hash
-//! keys come back as Strings, and anything without a JSON form is refused with its path.
+//! keys come back as Strings, and anything without a JSON form PostgreSQL can store is refused
+//! with its path: deeper than `limits::MAX_JSON_DEPTH`, text that is not UTF-8 or holds a NUL
+//! byte, Integers beyond `limits::MAX_INTEGER_DIGITS`.
 
 use magnus::{
     r_hash::ForEach, value::ReprValue, Error, Float, Integer, RArray, RHash, RString, Ruby, Symbol,
     Value,
 };
 use serde_json::{Map, Number, Value as Json};
-
-const MAX_DEPTH: usize = 128;
+use tasker_core::limits::{MAX_INTEGER_DIGITS, MAX_JSON_DEPTH};
 
 /// Where a value sits inside the converted object, kept on the stack and only formatted for
 /// an error message: converting allocates nothing for paths.
@@ -52,14 +53,34 @@ fn invalid(ruby: &Ruby, path: &Path<'_>, why: String) -> Error {
     crate::errors::error(ruby, "ValidationError", format!("{path}: {why}"))
 }
 
-fn convert(ruby: &Ruby, value: Value, path: &Path<'_>, depth: usize) -> Result<Json, Error> {
-    if depth > MAX_DEPTH {
+/// Text PostgreSQL can store (`what` says which part of the value it is, for the message).
+fn storable(ruby: &Ruby, path: &Path<'_>, s: RString, what: &str) -> Result<String, Error> {
+    let text = s
+        .to_string()
+        .map_err(|_| invalid(ruby, path, format!("{what} is not valid UTF-8")))?;
+    if text.contains('\0') {
         return Err(invalid(
             ruby,
             path,
-            format!("nested deeper than {MAX_DEPTH} levels (a cycle?)"),
+            format!("{what} contains a NUL byte, which PostgreSQL cannot store"),
         ));
     }
+    Ok(text)
+}
+
+/// A container (Hash or Array) inside `depth` others: refused past [`MAX_JSON_DEPTH`].
+fn check_depth(ruby: &Ruby, path: &Path<'_>, depth: usize) -> Result<(), Error> {
+    if depth >= MAX_JSON_DEPTH {
+        return Err(invalid(
+            ruby,
+            path,
+            format!("nested deeper than {MAX_JSON_DEPTH} levels (a cycle?)"),
+        ));
+    }
+    Ok(())
+}
+
+fn convert(ruby: &Ruby, value: Value, path: &Path<'_>, depth: usize) -> Result<Json, Error> {
     if value.is_nil() {
         return Ok(Json::Null);
     }
@@ -74,6 +95,14 @@ fn convert(ruby: &Ruby, value: Value, path: &Path<'_>, depth: usize) -> Result<J
             return Ok(Json::Number(n.into()));
         }
         let digits: String = i.funcall("to_s", ())?;
+        let count = digits.trim_start_matches('-').len();
+        if count > MAX_INTEGER_DIGITS {
+            return Err(invalid(
+                ruby,
+                path,
+                format!("an Integer of {count} digits is beyond what PostgreSQL can store ({MAX_INTEGER_DIGITS} digits)"),
+            ));
+        }
         return digits
             .parse::<Number>()
             .map(Json::Number)
@@ -86,15 +115,13 @@ fn convert(ruby: &Ruby, value: Value, path: &Path<'_>, depth: usize) -> Result<J
             .ok_or_else(|| invalid(ruby, path, format!("{x} has no JSON representation")));
     }
     if let Some(s) = RString::from_value(value) {
-        return s
-            .to_string()
-            .map(Json::String)
-            .map_err(|_| invalid(ruby, path, "string is not valid UTF-8".into()));
+        return storable(ruby, path, s, "string").map(Json::String);
     }
     if let Some(sym) = Symbol::from_value(value) {
-        return Ok(Json::String(sym.name()?.into_owned()));
+        return storable(ruby, path, sym.to_r_string()?, "symbol").map(Json::String);
     }
     if let Some(arr) = RArray::from_value(value) {
+        check_depth(ruby, path, depth)?;
         let mut out = Vec::with_capacity(arr.len());
         for (i, item) in arr.into_iter().enumerate() {
             let here = Path {
@@ -106,13 +133,15 @@ fn convert(ruby: &Ruby, value: Value, path: &Path<'_>, depth: usize) -> Result<J
         return Ok(Json::Array(out));
     }
     if let Some(hash) = RHash::from_value(value) {
+        check_depth(ruby, path, depth)?;
         let mut out = Map::new();
         let mut failure: Option<Error> = None;
         hash.foreach(|k: Value, v: Value| {
             let key = if let Some(s) = RString::from_value(k) {
-                s.to_string()
+                storable(ruby, path, s, "a hash key")
             } else if let Some(sym) = Symbol::from_value(k) {
-                sym.name().map(|n| n.into_owned())
+                sym.to_r_string()
+                    .and_then(|s| storable(ruby, path, s, "a hash key"))
             } else {
                 failure = Some(invalid(
                     ruby,

@@ -1,8 +1,44 @@
 //! Core errors → the Ruby classes defined in `lib/tasker_core/errors.rb` (looked up by name;
 //! Ruby owns the hierarchy).
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
 use magnus::{prelude::*, Error, ExceptionClass, RModule, Ruby};
 use tasker_core::Error as CoreError;
+
+/// Run an entry point's body; a panic inside it becomes `TaskerCore::Errors::InternalError`
+/// with the panic's message instead of unwinding into Ruby (where magnus would raise `fatal`).
+pub fn guard<T>(ruby: &Ruby, body: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+    catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|payload| Err(internal(ruby, payload)))
+}
+
+/// `TaskerCore::Errors::InternalError` for a caught panic.
+pub fn internal(ruby: &Ruby, payload: Box<dyn std::any::Any + Send>) -> Error {
+    let detail = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into());
+    error(
+        ruby,
+        "InternalError",
+        format!("internal error in tasker_core's native extension (a panic was caught: {detail}); please report it"),
+    )
+}
+
+/// Defines Ruby entry points whose bodies run under [`guard`]: each function's first
+/// parameter must be `ruby: &Ruby` and it must return `Result<_, magnus::Error>`.
+macro_rules! guarded {
+    ($( $(#[$meta:meta])* $vis:vis fn $name:ident ( $ruby:ident : &Ruby $(, $arg:ident : $ty:ty)* $(,)? ) -> $ret:ty $body:block )*) => {
+        $(
+            $(#[$meta])*
+            $vis fn $name($ruby: &Ruby $(, $arg: $ty)*) -> $ret {
+                $crate::errors::guard($ruby, move || -> $ret { $body })
+            }
+        )*
+    };
+}
+pub(crate) use guarded;
 
 /// `TaskerCore::Errors::<name>`, or `StandardError` if the Ruby side is not loaded.
 pub fn class(ruby: &Ruby, name: &str) -> ExceptionClass {

@@ -1,6 +1,7 @@
 //! Ruby bindings for tasker-core. Only argument conversion, GVL handling and error mapping
 //! live here; all behaviour is in the `tasker-core` crate. One file per Ruby class.
 
+mod args;
 mod bench;
 mod circuit_breaker;
 mod convert;

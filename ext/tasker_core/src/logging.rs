@@ -6,14 +6,24 @@ use serde_json::{Map, Value as Json};
 use tasker_core::logging::{self, LogFormat, LogOutput, LogSettings};
 use tracing::Level;
 
+use crate::errors::guarded;
+
 pub fn init(native: RModule) -> Result<(), Error> {
     logging::init_from_env();
     let m = native.define_module("Log")?;
-    m.define_singleton_method("enabled?", function!(enabled, 1))?;
+    m.define_singleton_method("enabled?", function!(is_enabled, 1))?;
     m.define_singleton_method("write", function!(write, 3))?;
     m.define_singleton_method("configure", function!(configure, 5))?;
     m.define_singleton_method("flush", function!(flush, 0))?;
     Ok(())
+}
+
+guarded! {
+    /// Whether a level is enabled for Ruby's records.
+    fn is_enabled(ruby: &Ruby, level: i64) -> Result<bool, Error> {
+        let _ = ruby;
+        Ok(enabled(level))
+    }
 }
 
 /// Levels as Ruby numbers them: 0 trace, 1 debug, 2 info, 3 warn, 4 error.
@@ -27,6 +37,7 @@ fn enabled(level: i64) -> bool {
     }
 }
 
+guarded! {
 /// Write one record under the target `ruby` with the Hash's entries as top-level fields.
 /// Returns false (having done nothing) when the level is filtered out.
 fn write(ruby: &Ruby, level: i64, message: RString, fields: Option<RHash>) -> Result<bool, Error> {
@@ -45,7 +56,9 @@ fn write(ruby: &Ruby, level: i64, message: RString, fields: Option<RHash>) -> Re
     };
     // SAFETY: the message is read while no Ruby code runs (the pipeline never calls Ruby),
     // so the string cannot be moved or freed meanwhile.
-    let message = unsafe { message.as_str() }?;
+    // Invalid UTF-8 is replaced rather than refused: a log line is never lost to its bytes.
+    let message = String::from_utf8_lossy(unsafe { message.as_slice() });
+    let message: &str = &message;
     logging::with_fields(fields, || match level {
         0 => tracing::event!(target: "ruby", Level::TRACE, message),
         1 => tracing::event!(target: "ruby", Level::DEBUG, message),
@@ -60,11 +73,7 @@ fn write(ruby: &Ruby, level: i64, message: RString, fields: Option<RHash>) -> Re
 fn flush(ruby: &Ruby) -> Result<(), Error> {
     match crate::nogvl::run(ruby, logging::flush)? {
         Ok(()) => Ok(()),
-        Err(_) => Err(crate::errors::error(
-            ruby,
-            "Error",
-            "flushing the log pipeline panicked",
-        )),
+        Err(p) => Err(crate::errors::internal(ruby, p)),
     }
 }
 
@@ -76,7 +85,7 @@ fn configure(
     format: String,
     output: String,
     endpoint: Option<String>,
-    service_name: Option<String>,
+    service_name: Option<String>
 ) -> Result<(), Error> {
     let format = match format.as_str() {
         "text" => LogFormat::Text,
@@ -104,4 +113,5 @@ fn configure(
         output,
     })
     .map_err(|e| crate::errors::to_ruby(ruby, e))
+}
 }

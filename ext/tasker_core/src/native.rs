@@ -12,8 +12,9 @@ use tasker_core::orchestration::Intervention;
 use tasker_core::{Engine, EngineConfig, TaskRequest};
 use uuid::Uuid;
 
+use crate::args;
 use crate::convert;
-use crate::errors::{error, to_ruby};
+use crate::errors::{error, guarded, internal, to_ruby};
 use crate::nogvl::{self, Waited};
 use crate::step_event::RbStepEvent;
 
@@ -23,6 +24,7 @@ pub fn init(ruby: &Ruby) -> Result<RModule, Error> {
     let root = ruby.define_module("TaskerCore")?;
     let native = root.define_module("Native")?;
     native.const_set("LOADED", true)?;
+    native.const_set("LIMITS", limits(ruby)?)?;
     native.define_singleton_method("migrate", function!(migrate, 1))?;
     native.define_singleton_method("migration_status", function!(migration_status, 1))?;
     native.define_singleton_method("validate_templates", function!(validate_templates, 1))?;
@@ -83,32 +85,38 @@ fn abandon(engine: Option<Arc<Engine>>) {
     }
 }
 
-fn panic_error(ruby: &Ruby, payload: Box<dyn std::any::Any + Send>) -> Error {
-    let detail = payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "no message".into());
-    error(
-        ruby,
-        "Error",
-        format!("internal error in tasker_core's native extension (a panic was caught: {detail})"),
-    )
+/// `TaskerCore::Native::LIMITS`: the bounds of `tasker_core::limits`, for Ruby's own checks.
+fn limits(ruby: &Ruby) -> Result<RHash, Error> {
+    use tasker_core::limits::*;
+    let h = ruby.hash_new();
+    h.aset("max_json_depth", MAX_JSON_DEPTH)?;
+    h.aset("max_integer_digits", MAX_INTEGER_DIGITS)?;
+    h.aset("max_seconds", MAX_SECONDS)?;
+    h.aset("max_list_limit", MAX_LIST_LIMIT)?;
+    h.freeze();
+    Ok(h)
 }
 
-fn migrate(ruby: &Ruby, database_url: String) -> Result<(), Error> {
-    nogvl::run(ruby, || tasker_core::runtime::migrate(&database_url))?
-        .map_err(|p| panic_error(ruby, p))?
-        .map_err(|e| to_ruby(ruby, e))
+/// A database URL from Ruby (checked text: it goes to the connection parser).
+fn url(ruby: &Ruby, value: Value) -> Result<String, Error> {
+    args::text(ruby, "ConfigurationError", "database_url", value)
 }
 
-/// [[version, description, applied?], ...] of the project's migrations.
-fn migration_status(ruby: &Ruby, database_url: String) -> Result<Vec<(i64, String, bool)>, Error> {
-    nogvl::run(ruby, || {
-        tasker_core::runtime::migration_status(&database_url)
-    })?
-    .map_err(|p| panic_error(ruby, p))?
-    .map_err(|e| to_ruby(ruby, e))
+guarded! {
+    fn migrate(ruby: &Ruby, database_url: Value) -> Result<(), Error> {
+        let database_url = url(ruby, database_url)?;
+        nogvl::run(ruby, || tasker_core::runtime::migrate(&database_url))?
+            .map_err(|p| internal(ruby, p))?
+            .map_err(|e| to_ruby(ruby, e))
+    }
+
+    /// [[version, description, applied?], ...] of the project's migrations.
+    fn migration_status(ruby: &Ruby, database_url: Value) -> Result<Vec<(i64, String, bool)>, Error> {
+        let database_url = url(ruby, database_url)?;
+        nogvl::run(ruby, || tasker_core::runtime::migration_status(&database_url))?
+            .map_err(|p| internal(ruby, p))?
+            .map_err(|e| to_ruby(ruby, e))
+    }
 }
 
 fn template_summaries<'a>(
@@ -136,213 +144,232 @@ fn template_summaries<'a>(
     Ok(out)
 }
 
-fn validate_templates(ruby: &Ruby, paths: Vec<String>) -> Result<RArray, Error> {
-    let templates = tasker_core::template::load_paths(&paths).map_err(|e| to_ruby(ruby, e))?;
-    template_summaries(ruby, templates.iter())
+/// A setting of the configuration Hash, converted; a wrong type is a ConfigurationError.
+fn setting<T: magnus::TryConvert>(ruby: &Ruby, config: RHash, key: &str) -> Result<T, Error> {
+    args::fetch(ruby, "ConfigurationError", config, key)
 }
 
-fn fetch<T: magnus::TryConvert>(config: RHash, key: &str) -> Result<T, Error> {
-    config.fetch::<_, T>(key)
+/// A setting in seconds, within `tasker_core::limits::MAX_SECONDS`.
+fn seconds_setting(ruby: &Ruby, config: RHash, key: &str, what: &str) -> Result<Duration, Error> {
+    args::finite_seconds(ruby, "ConfigurationError", what, args::get(config, key))
 }
 
-fn start(ruby: &Ruby, config: RHash) -> Result<RArray, Error> {
-    {
-        let mut slot = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
-        match slot.as_ref() {
-            Some(e) if e.is_current_process() => {
-                return Err(error(
-                    ruby,
-                    "ConfigurationError",
-                    "TaskerCore is already started",
-                ))
-            }
-            Some(_) => abandon(slot.take()),
-            None => {}
-        }
+guarded! {
+    fn validate_templates(ruby: &Ruby, paths: Vec<String>) -> Result<RArray, Error> {
+        let templates = tasker_core::template::load_paths(&paths).map_err(|e| to_ruby(ruby, e))?;
+        template_summaries(ruby, templates.iter())
     }
-    let cfg = EngineConfig {
-        database_url: fetch(config, "database_url")?,
-        namespaces: fetch(config, "namespaces")?,
-        template_paths: fetch::<Vec<String>>(config, "template_paths")?
-            .into_iter()
-            .map(PathBuf::from)
-            .collect(),
-        concurrency: fetch(config, "concurrency")?,
-        pool_size: fetch(config, "pool_size")?,
-        poll_interval: Duration::from_millis(fetch(config, "poll_interval_ms")?),
-        worker_id: fetch(config, "worker_id")?,
-        claim_grace: Duration::from_secs(fetch(config, "claim_grace_seconds")?),
-        string_cache_capacity: fetch(config, "string_cache_capacity")?,
-        requeue_after: Duration::from_secs_f64(
-            fetch::<f64>(config, "requeue_after_seconds")?.max(0.1),
-        ),
-        queue_lock_timeout: Duration::from_secs_f64(
-            fetch::<f64>(config, "queue_lock_timeout_seconds")?.max(0.001),
-        ),
-        queue_breaker: crate::circuit_breaker::parse_config(
-            fetch(config, "queue_circuit_breaker")?,
-            EngineConfig::default().queue_breaker,
-        )?,
-        handler_breaker: crate::circuit_breaker::parse_config(
-            fetch(config, "handler_circuit_breaker")?,
-            EngineConfig::default().handler_breaker,
-        )?,
-        telemetry: None,
-    };
-    let telemetry: Option<RHash> = config.lookup("telemetry")?;
-    let cfg = EngineConfig {
-        telemetry: telemetry
-            .map(|t| -> Result<_, Error> {
-                Ok(tasker_core::telemetry::TelemetryConfig {
-                    endpoint: t.lookup("endpoint")?,
-                    service_name: fetch(t, "service_name")?,
-                    export_interval: Duration::from_secs_f64(
-                        fetch::<f64>(t, "export_interval_seconds")?.clamp(0.1, 86_400.0),
-                    ),
-                    sampling_ratio: fetch(t, "sampling_ratio")?,
+
+    fn start(ruby: &Ruby, config: RHash) -> Result<RArray, Error> {
+        {
+            let mut slot = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
+            match slot.as_ref() {
+                Some(e) if e.is_current_process() => {
+                    return Err(error(
+                        ruby,
+                        "ConfigurationError",
+                        "TaskerCore is already started",
+                    ))
+                }
+                Some(_) => abandon(slot.take()),
+                None => {}
+            }
+        }
+        let defaults = EngineConfig::default();
+        let cfg = EngineConfig {
+            database_url: url(ruby, args::get(config, "database_url"))?,
+            namespaces: setting(ruby, config, "namespaces")?,
+            template_paths: setting::<Vec<String>>(ruby, config, "template_paths")?
+                .into_iter()
+                .map(PathBuf::from)
+                .collect(),
+            concurrency: setting(ruby, config, "concurrency")?,
+            pool_size: setting(ruby, config, "pool_size")?,
+            poll_interval: Duration::from_millis(setting(ruby, config, "poll_interval_ms")?),
+            worker_id: args::optional_text(ruby, "ConfigurationError", "worker_id", args::get(config, "worker_id"))?,
+            claim_grace: Duration::from_secs(setting(ruby, config, "claim_grace_seconds")?),
+            string_cache_capacity: setting(ruby, config, "string_cache_capacity")?,
+            requeue_after: seconds_setting(ruby, config, "requeue_after_seconds", "requeue_after")?
+                .max(Duration::from_millis(100)),
+            queue_lock_timeout: seconds_setting(ruby, config, "queue_lock_timeout_seconds", "queue_lock_timeout")?
+                .max(Duration::from_millis(1)),
+            queue_breaker: crate::circuit_breaker::parse_config(
+                ruby,
+                "circuit_breakers pgmq",
+                setting(ruby, config, "queue_circuit_breaker")?,
+                defaults.queue_breaker,
+            )?,
+            handler_breaker: crate::circuit_breaker::parse_config(
+                ruby,
+                "circuit_breakers handlers",
+                setting(ruby, config, "handler_circuit_breaker")?,
+                defaults.handler_breaker,
+            )?,
+            telemetry: None,
+        };
+        let telemetry: Option<RHash> = setting(ruby, config, "telemetry")?;
+        let cfg = EngineConfig {
+            telemetry: telemetry
+                .map(|t| -> Result<_, Error> {
+                    Ok(tasker_core::telemetry::TelemetryConfig {
+                        endpoint: args::optional_text(ruby, "ConfigurationError", "telemetry endpoint", args::get(t, "endpoint"))?,
+                        service_name: args::text(ruby, "ConfigurationError", "telemetry service_name", args::get(t, "service_name"))?,
+                        export_interval: seconds_setting(ruby, t, "export_interval_seconds", "telemetry export_interval")?
+                            .max(Duration::from_millis(100)),
+                        sampling_ratio: setting(ruby, t, "sampling_ratio")?,
+                    })
                 })
-            })
-            .transpose()?,
-        ..cfg
-    };
-    let namespace_breakers: RHash = fetch(config, "namespace_circuit_breakers")?;
-    let handler_class_breakers: RHash = fetch(config, "handler_class_circuit_breakers")?;
-    let engine = nogvl::run(ruby, || Engine::start(cfg))?
-        .map_err(|p| panic_error(ruby, p))?
-        .map_err(|e| to_ruby(ruby, e))?;
-    if let Err(e) = crate::circuit_breaker::configure_engine_breakers(
-        &engine,
-        namespace_breakers,
-        handler_class_breakers,
-    ) {
-        let _ = nogvl::run(ruby, move || engine.shutdown(Duration::from_secs(5)));
-        return Err(e);
+                .transpose()?,
+            ..cfg
+        };
+        let namespace_breakers: RHash = setting(ruby, config, "namespace_circuit_breakers")?;
+        let handler_class_breakers: RHash = setting(ruby, config, "handler_class_circuit_breakers")?;
+        let engine = nogvl::run(ruby, || Engine::start(cfg))?
+            .map_err(|p| internal(ruby, p))?
+            .map_err(|e| to_ruby(ruby, e))?;
+        if let Err(e) = crate::circuit_breaker::configure_engine_breakers(
+            ruby,
+            &engine,
+            namespace_breakers,
+            handler_class_breakers,
+        ) {
+            let _ = nogvl::run(ruby, move || engine.shutdown(Duration::from_secs(5)));
+            return Err(e);
+        }
+        let summaries = template_summaries(ruby, engine.templates().iter().map(|r| &r.template))?;
+        *ENGINE.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(engine));
+        Ok(summaries)
     }
-    let summaries = template_summaries(ruby, engine.templates().iter().map(|r| &r.template))?;
-    *ENGINE.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(engine));
-    Ok(summaries)
-}
 
-fn memory_stats(ruby: &Ruby) -> Result<Option<RHash>, Error> {
-    let Some(engine) = running_engine() else {
-        return Ok(None);
-    };
-    let m = engine.memory_stats();
-    let cache = ruby.hash_new();
-    cache.aset("size", m.string_cache.size)?;
-    cache.aset("capacity", m.string_cache.capacity)?;
-    cache.aset("hits", m.string_cache.hits)?;
-    cache.aset("misses", m.string_cache.misses)?;
-    cache.aset("evictions", m.string_cache.evictions)?;
-    let out = ruby.hash_new();
-    out.aset("string_cache", cache)?;
-    out.aset("dispatch_queue_depth", m.dispatch_queue_depth)?;
-    out.aset("completions_pending", m.completions_pending)?;
-    out.aset("templates", m.templates)?;
-    Ok(Some(out))
-}
-
-/// Database reachability and queue depths; nil when the engine is not running.
-fn health(ruby: &Ruby) -> Result<Option<RHash>, Error> {
-    let Some(engine) = running_engine() else {
-        return Ok(None);
-    };
-    let h = engine.handle();
-    let report = call(ruby, &engine, async move { Ok(h.health().await) })?;
-    let db = ruby.hash_new();
-    db.aset("reachable", report.database_error.is_none())?;
-    db.aset("latency_ms", report.database_latency.as_secs_f64() * 1000.0)?;
-    db.aset("error", report.database_error)?;
-    let queues = ruby.hash_new();
-    for q in report.queues {
-        let e = ruby.hash_new();
-        e.aset("depth", q.depth)?;
-        e.aset("oldest_message_age_seconds", q.oldest_message_age_seconds)?;
-        queues.aset(q.namespace, e)?;
+    fn memory_stats(ruby: &Ruby) -> Result<Option<RHash>, Error> {
+        let Some(engine) = running_engine() else {
+            return Ok(None);
+        };
+        let m = engine.memory_stats();
+        let cache = ruby.hash_new();
+        cache.aset("size", m.string_cache.size)?;
+        cache.aset("capacity", m.string_cache.capacity)?;
+        cache.aset("hits", m.string_cache.hits)?;
+        cache.aset("misses", m.string_cache.misses)?;
+        cache.aset("evictions", m.string_cache.evictions)?;
+        let out = ruby.hash_new();
+        out.aset("string_cache", cache)?;
+        out.aset("dispatch_queue_depth", m.dispatch_queue_depth)?;
+        out.aset("completions_pending", m.completions_pending)?;
+        out.aset("templates", m.templates)?;
+        Ok(Some(out))
     }
-    let breakers = crate::circuit_breaker::breakers_hash(ruby, &engine.queue_breakers())?;
-    let handler_breakers =
-        crate::circuit_breaker::breakers_hash(ruby, &engine.handler_breakers().all())?;
-    let out = ruby.hash_new();
-    out.aset("database", db)?;
-    out.aset("queues", queues)?;
-    out.aset("queue_breakers", breakers)?;
-    out.aset("handler_breakers", handler_breakers)?;
-    Ok(Some(out))
-}
 
-fn is_running() -> bool {
-    matches!(
-        ENGINE.lock().unwrap_or_else(|e| e.into_inner()).as_ref(),
-        Some(e) if e.is_current_process()
-    )
-}
-
-fn begin_shutdown(ruby: &Ruby) -> Result<(), Error> {
-    if let Ok(engine) = engine(ruby) {
-        engine.begin_shutdown();
+    /// Database reachability, the connection pool and queue depths; nil when the engine is
+    /// not running.
+    fn health(ruby: &Ruby) -> Result<Option<RHash>, Error> {
+        let Some(engine) = running_engine() else {
+            return Ok(None);
+        };
+        let h = engine.handle();
+        let report = call(ruby, &engine, async move { Ok(h.health().await) })?;
+        let db = ruby.hash_new();
+        db.aset("reachable", report.database_error.is_none())?;
+        db.aset("latency_ms", report.database_latency.as_secs_f64() * 1000.0)?;
+        db.aset("error", report.database_error)?;
+        let pool = ruby.hash_new();
+        pool.aset("size", report.pool.size)?;
+        pool.aset("max", report.pool.max)?;
+        pool.aset("idle", report.pool.idle)?;
+        pool.aset("recent_failures", report.pool.recent_failures)?;
+        pool.aset("last_failure", report.pool.last_failure)?;
+        db.aset("pool", pool)?;
+        let queues = ruby.hash_new();
+        for q in report.queues {
+            let e = ruby.hash_new();
+            e.aset("depth", q.depth)?;
+            e.aset("oldest_message_age_seconds", q.oldest_message_age_seconds)?;
+            queues.aset(q.namespace, e)?;
+        }
+        let breakers = crate::circuit_breaker::breakers_hash(ruby, &engine.queue_breakers())?;
+        let handler_breakers =
+            crate::circuit_breaker::breakers_hash(ruby, &engine.handler_breakers().all())?;
+        let out = ruby.hash_new();
+        out.aset("database", db)?;
+        out.aset("queues", queues)?;
+        out.aset("queue_breakers", breakers)?;
+        out.aset("handler_breakers", handler_breakers)?;
+        Ok(Some(out))
     }
-    Ok(())
-}
 
-/// Stop the engine: wait for handed-back results to be applied, close the pool.
-fn shutdown(ruby: &Ruby, timeout_seconds: f64) -> Result<bool, Error> {
-    let taken = {
-        let mut slot = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
-        match slot.as_ref() {
-            Some(e) if !e.is_current_process() => {
-                abandon(slot.take());
-                return Ok(false);
+    fn is_running(ruby: &Ruby) -> Result<bool, Error> {
+        let _ = ruby;
+        Ok(running_engine().is_some())
+    }
+
+    fn begin_shutdown(ruby: &Ruby) -> Result<(), Error> {
+        if let Ok(engine) = engine(ruby) {
+            engine.begin_shutdown();
+        }
+        Ok(())
+    }
+
+    /// Stop the engine: wait for handed-back results to be applied, close the pool.
+    /// `timeout`: seconds, or `Float::INFINITY` for no limit.
+    fn shutdown(ruby: &Ruby, timeout: Value) -> Result<bool, Error> {
+        let timeout = args::seconds(ruby, "ValidationError", "stop timeout", timeout, true)?
+            .unwrap_or(Duration::from_secs_f64(tasker_core::limits::MAX_SECONDS));
+        let taken = {
+            let mut slot = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
+            match slot.as_ref() {
+                Some(e) if !e.is_current_process() => {
+                    abandon(slot.take());
+                    return Ok(false);
+                }
+                _ => slot.take(),
             }
-            _ => slot.take(),
-        }
-    };
-    let Some(mut shared) = taken else {
-        return Ok(false);
-    };
-    shared.begin_shutdown();
-    let timeout = Duration::from_secs_f64(timeout_seconds.max(0.0));
-    let deadline = Instant::now() + timeout;
-    // Other Ruby threads may still hold the engine for a moment (a finishing wait_for).
-    let engine = loop {
-        match Arc::try_unwrap(shared) {
-            Ok(e) => break Some(e),
-            Err(again) if Instant::now() < deadline => {
-                shared = again;
-                let _ = nogvl::run(ruby, || std::thread::sleep(Duration::from_millis(5)));
+        };
+        let Some(mut shared) = taken else {
+            return Ok(false);
+        };
+        shared.begin_shutdown();
+        let deadline = Instant::now() + timeout;
+        // Other Ruby threads may still hold the engine for a moment (a finishing wait_for).
+        let engine = loop {
+            match Arc::try_unwrap(shared) {
+                Ok(e) => break Some(e),
+                Err(again) if Instant::now() < deadline => {
+                    shared = again;
+                    let _ = nogvl::run(ruby, || std::thread::sleep(Duration::from_millis(5)));
+                }
+                Err(_) => break None,
             }
-            Err(_) => break None,
+        };
+        match engine {
+            Some(e) => {
+                nogvl::run(ruby, || {
+                    e.shutdown(deadline.saturating_duration_since(Instant::now()))
+                })?
+                .map_err(|p| internal(ruby, p))?;
+                Ok(true)
+            }
+            None => Ok(false),
         }
-    };
-    match engine {
-        Some(e) => {
-            nogvl::run(ruby, || {
-                e.shutdown(deadline.saturating_duration_since(Instant::now()))
-            })?
-            .map_err(|p| panic_error(ruby, p))?;
-            Ok(true)
-        }
-        None => Ok(false),
     }
-}
 
-/// Wait up to `timeout` seconds for a step. Returns a StepEvent, nil on timeout, or false once
-/// the engine is shutting down and nothing is left to run.
-fn next_step(ruby: &Ruby, timeout_seconds: f64) -> Result<Value, Error> {
-    let engine = match engine(ruby) {
-        Ok(e) => e,
-        Err(_) => return Ok(ruby.qfalse().as_value()),
-    };
-    let timeout = Duration::from_secs_f64(timeout_seconds.max(0.0));
-    match nogvl::recv(engine.dispatch_receiver(), Some(timeout)) {
-        Waited::Value(dispatch) => {
-            Ok(RbStepEvent::new(engine.handed_out(dispatch)).into_value_with(ruby))
-        }
-        Waited::TimedOut => Ok(ruby.qnil().as_value()),
-        Waited::Closed => Ok(ruby.qfalse().as_value()),
-        Waited::Interrupted => {
-            ruby.thread_check_ints()?;
-            Ok(ruby.qnil().as_value())
+    /// Wait up to `timeout` seconds for a step. Returns a StepEvent, nil on timeout, or false
+    /// once the engine is shutting down and nothing is left to run.
+    fn next_step(ruby: &Ruby, timeout: Value) -> Result<Value, Error> {
+        let timeout = args::seconds(ruby, "ValidationError", "next_step timeout", timeout, true)?;
+        let engine = match engine(ruby) {
+            Ok(e) => e,
+            Err(_) => return Ok(ruby.qfalse().as_value()),
+        };
+        match nogvl::recv(engine.dispatch_receiver(), timeout) {
+            Waited::Value(dispatch) => {
+                Ok(RbStepEvent::new(engine.handed_out(dispatch)).into_value_with(ruby))
+            }
+            Waited::TimedOut => Ok(ruby.qnil().as_value()),
+            Waited::Closed => Ok(ruby.qfalse().as_value()),
+            Waited::Interrupted => {
+                ruby.thread_check_ints()?;
+                Ok(ruby.qnil().as_value())
+            }
         }
     }
 }
@@ -370,167 +397,204 @@ where
     }
 }
 
-fn parse_uuid(ruby: &Ruby, what: &str, s: &str) -> Result<Uuid, Error> {
-    Uuid::parse_str(s).map_err(|_| {
+fn parse_uuid(ruby: &Ruby, what: &str, value: Value) -> Result<Uuid, Error> {
+    let s = args::text(ruby, "ValidationError", what, value)?;
+    Uuid::parse_str(&s).map_err(|_| {
+        let shown: String = s.chars().take(64).collect();
         error(
             ruby,
             "ValidationError",
-            format!("{what} is not a UUID: {s:?}"),
+            format!("{what} is not a UUID: {shown:?}"),
         )
     })
 }
 
 fn optional_uuid(ruby: &Ruby, args: RHash, key: &str) -> Result<Option<Uuid>, Error> {
-    let v: Option<String> = args.fetch(key)?;
-    v.map(|s| parse_uuid(ruby, key, &s)).transpose()
-}
-
-fn create_task(ruby: &Ruby, args: RHash) -> Result<RHash, Error> {
-    let engine = engine(ruby)?;
-    let req = TaskRequest {
-        namespace: args.fetch("namespace")?,
-        name: args.fetch("name")?,
-        version: args.fetch("version")?,
-        context: convert::to_json(ruby, args.fetch("context")?, "context")?,
-        correlation_id: optional_uuid(ruby, args, "correlation_id")?,
-        parent_correlation_id: optional_uuid(ruby, args, "parent_correlation_id")?,
-        idempotency_key: args.fetch("idempotency_key")?,
-        priority: args.fetch("priority")?,
-        traceparent: args.lookup("traceparent")?,
-    };
-    let h = engine.handle();
-    let created = call(ruby, &engine, async move { h.create_task(req).await })?;
-    let out = ruby.hash_new();
-    out.aset("uuid", created.task_uuid.to_string())?;
-    out.aset("correlation_id", created.correlation_id.to_string())?;
-    out.aset(
-        "parent_correlation_id",
-        created.parent_correlation_id.map(|u| u.to_string()),
-    )?;
-    out.aset("status", created.status.as_str())?;
-    out.aset("created", created.created)?;
-    Ok(out)
-}
-
-fn find_task(ruby: &Ruby, uuid: String) -> Result<Value, Error> {
-    let engine = engine(ruby)?;
-    let task_uuid = parse_uuid(ruby, "task uuid", &uuid)?;
-    let h = engine.handle();
-    let view = call(ruby, &engine, async move { h.find_task(task_uuid).await })?;
-    match view {
-        Some(v) => {
-            let json = serde_json::to_value(&v)
-                .map_err(|e| error(ruby, "Error", format!("cannot encode task: {e}")))?;
-            convert::to_ruby(ruby, &json)
-        }
-        None => Ok(ruby.qnil().as_value()),
+    let v = args::get(args, key);
+    if v.is_nil() {
+        return Ok(None);
     }
+    parse_uuid(ruby, key, v).map(Some)
 }
 
-fn request_task(ruby: &Ruby, args: RHash) -> Result<i64, Error> {
-    let engine = engine(ruby)?;
-    let mut request = convert::to_json(ruby, args.as_value(), "request")?;
-    if let Some(map) = request.as_object_mut() {
-        map.retain(|_, v| !v.is_null());
-    }
-    let h = engine.handle();
-    call(ruby, &engine, async move { h.request_task(request).await })
+/// A required text argument of a call's Hash.
+fn text_arg(ruby: &Ruby, args: RHash, key: &str) -> Result<String, Error> {
+    args::text(ruby, "ValidationError", key, args::get(args, key))
 }
 
-fn find_tasks(ruby: &Ruby, args: RHash) -> Result<Value, Error> {
-    let engine = engine(ruby)?;
-    let correlation_id = optional_uuid(ruby, args, "correlation_id")?;
-    let parent_correlation_id = optional_uuid(ruby, args, "parent_correlation_id")?;
-    let limit: i64 = args.fetch("limit")?;
-    let h = engine.handle();
-    let tasks = call(ruby, &engine, async move {
-        h.find_tasks(correlation_id, parent_correlation_id, limit)
-            .await
-    })?;
-    let json = serde_json::to_value(&tasks)
-        .map_err(|e| error(ruby, "Error", format!("cannot encode tasks: {e}")))?;
-    convert::to_ruby(ruby, &json)
+/// An optional text argument of a call's Hash.
+fn optional_text_arg(ruby: &Ruby, args: RHash, key: &str) -> Result<Option<String>, Error> {
+    args::optional_text(ruby, "ValidationError", key, args::get(args, key))
 }
 
-/// Block until the task is terminal (woken by its finalization) and return its status;
-/// raise TimeoutError after `timeout_seconds`.
-fn wait_for(ruby: &Ruby, uuid: String, timeout_seconds: f64) -> Result<String, Error> {
-    let engine = engine(ruby)?;
-    let task_uuid = parse_uuid(ruby, "task uuid", &uuid)?;
-    let deadline = Instant::now() + Duration::from_secs_f64(timeout_seconds.max(0.0));
-    let (waiter, rx) = engine.register_waiter(task_uuid);
-    let result = (|| loop {
-        let h = engine.handle();
-        let status = call(ruby, &engine, async move { h.task_status(task_uuid).await })?;
-        let Some(status) = status else {
-            return Err(error(ruby, "NotFoundError", format!("no task {task_uuid}")));
+guarded! {
+    fn create_task(ruby: &Ruby, args: RHash) -> Result<RHash, Error> {
+        let engine = engine(ruby)?;
+        let req = TaskRequest {
+            namespace: text_arg(ruby, args, "namespace")?,
+            name: text_arg(ruby, args, "name")?,
+            version: text_arg(ruby, args, "version")?,
+            context: convert::to_json(ruby, args::get(args, "context"), "context")?,
+            correlation_id: optional_uuid(ruby, args, "correlation_id")?,
+            parent_correlation_id: optional_uuid(ruby, args, "parent_correlation_id")?,
+            idempotency_key: optional_text_arg(ruby, args, "idempotency_key")?,
+            priority: args::integer(ruby, "ValidationError", "priority", args::get(args, "priority"), -100, 100)? as i16,
+            traceparent: optional_text_arg(ruby, args, "traceparent")?,
         };
-        if status.is_terminal() {
-            return Ok(status.as_str().to_owned());
+        let h = engine.handle();
+        let created = call(ruby, &engine, async move { h.create_task(req).await })?;
+        let out = ruby.hash_new();
+        out.aset("uuid", created.task_uuid.to_string())?;
+        out.aset("correlation_id", created.correlation_id.to_string())?;
+        out.aset(
+            "parent_correlation_id",
+            created.parent_correlation_id.map(|u| u.to_string()),
+        )?;
+        out.aset("status", created.status.as_str())?;
+        out.aset("created", created.created)?;
+        Ok(out)
+    }
+
+    fn find_task(ruby: &Ruby, uuid: Value) -> Result<Value, Error> {
+        let engine = engine(ruby)?;
+        let task_uuid = parse_uuid(ruby, "task uuid", uuid)?;
+        let h = engine.handle();
+        let view = call(ruby, &engine, async move { h.find_task(task_uuid).await })?;
+        match view {
+            Some(v) => {
+                let json = serde_json::to_value(&v)
+                    .map_err(|e| error(ruby, "InternalError", format!("cannot encode task: {e}")))?;
+                convert::to_ruby(ruby, &json)
+            }
+            None => Ok(ruby.qnil().as_value()),
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(error(
-                ruby,
-                "TimeoutError",
-                format!("task {task_uuid} is still {status} after {timeout_seconds}s"),
-            ));
+    }
+
+    fn request_task(ruby: &Ruby, args: RHash) -> Result<i64, Error> {
+        let engine = engine(ruby)?;
+        let mut request = convert::to_json(ruby, args.as_value(), "request")?;
+        if let Some(map) = request.as_object_mut() {
+            map.retain(|_, v| !v.is_null());
         }
-        // Woken by the finalization; a periodic re-check guards against a lost notification.
-        match nogvl::recv(&rx, Some(left.min(Duration::from_secs(1)))) {
-            Waited::Interrupted => ruby.thread_check_ints()?,
-            Waited::Value(()) | Waited::TimedOut | Waited::Closed => {}
-        }
-    })();
-    engine.unregister_waiter(task_uuid, waiter);
-    result
+        let h = engine.handle();
+        call(ruby, &engine, async move { h.request_task(request).await })
+    }
+
+    fn find_tasks(ruby: &Ruby, args: RHash) -> Result<Value, Error> {
+        let engine = engine(ruby)?;
+        let correlation_id = optional_uuid(ruby, args, "correlation_id")?;
+        let parent_correlation_id = optional_uuid(ruby, args, "parent_correlation_id")?;
+        let limit = args::integer(
+            ruby,
+            "ValidationError",
+            "limit",
+            args::get(args, "limit"),
+            1,
+            tasker_core::limits::MAX_LIST_LIMIT,
+        )?;
+        let h = engine.handle();
+        let tasks = call(ruby, &engine, async move {
+            h.find_tasks(correlation_id, parent_correlation_id, limit)
+                .await
+        })?;
+        let json = serde_json::to_value(&tasks)
+            .map_err(|e| error(ruby, "InternalError", format!("cannot encode tasks: {e}")))?;
+        convert::to_ruby(ruby, &json)
+    }
+
+    /// Block until the task is terminal (woken by its finalization) and return its status;
+    /// raise TimeoutError after `timeout` seconds (`Float::INFINITY`: no limit).
+    fn wait_for(ruby: &Ruby, uuid: Value, timeout: Value) -> Result<String, Error> {
+        let limit = args::seconds(ruby, "ValidationError", "wait_for timeout", timeout, true)?;
+        let engine = engine(ruby)?;
+        let task_uuid = parse_uuid(ruby, "task uuid", uuid)?;
+        let deadline = limit.map(|l| Instant::now() + l);
+        let (waiter, rx) = engine.register_waiter(task_uuid);
+        let result = (|| loop {
+            let h = engine.handle();
+            let status = call(ruby, &engine, async move { h.task_status(task_uuid).await })?;
+            let Some(status) = status else {
+                return Err(error(ruby, "NotFoundError", format!("no task {task_uuid}")));
+            };
+            if status.is_terminal() {
+                return Ok(status.as_str().to_owned());
+            }
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|l| l.is_zero()) {
+                return Err(error(
+                    ruby,
+                    "TimeoutError",
+                    format!(
+                        "task {task_uuid} is still {status} after {}s",
+                        limit.unwrap_or_default().as_secs_f64()
+                    ),
+                ));
+            }
+            // Woken by the finalization; a periodic re-check guards against a lost notification.
+            let nap = left.map_or(Duration::from_secs(1), |l| l.min(Duration::from_secs(1)));
+            match nogvl::recv(&rx, Some(nap)) {
+                Waited::Interrupted => ruby.thread_check_ints()?,
+                Waited::Value(()) | Waited::TimedOut | Waited::Closed => {}
+            }
+        })();
+        engine.unregister_waiter(task_uuid, waiter);
+        result
+    }
 }
 
-fn intervention(who: RHash) -> Result<Intervention, Error> {
+fn intervention(ruby: &Ruby, who: RHash) -> Result<Intervention, Error> {
     Ok(Intervention {
-        actor: who.fetch("actor")?,
-        reason: who.fetch("reason")?,
+        actor: optional_text_arg(ruby, who, "actor")?,
+        reason: optional_text_arg(ruby, who, "reason")?,
     })
 }
 
-fn cancel_task(ruby: &Ruby, uuid: String, who: RHash) -> Result<String, Error> {
-    let engine = engine(ruby)?;
-    let task_uuid = parse_uuid(ruby, "task uuid", &uuid)?;
-    let who = intervention(who)?;
-    let h = engine.handle();
-    let state = call(
-        ruby,
-        &engine,
-        async move { h.cancel_task(task_uuid, who).await },
-    )?;
-    Ok(state.as_str().to_owned())
+fn step_name(ruby: &Ruby, step: Value) -> Result<String, Error> {
+    args::text(ruby, "ValidationError", "step name", step)
 }
 
-fn retry_step(ruby: &Ruby, uuid: String, step: String, who: RHash) -> Result<String, Error> {
-    let engine = engine(ruby)?;
-    let task_uuid = parse_uuid(ruby, "task uuid", &uuid)?;
-    let who = intervention(who)?;
-    let h = engine.handle();
-    let state = call(ruby, &engine, async move {
-        h.retry_step(task_uuid, step, who).await
-    })?;
-    Ok(state.as_str().to_owned())
-}
+guarded! {
+    fn cancel_task(ruby: &Ruby, uuid: Value, who: RHash) -> Result<String, Error> {
+        let engine = engine(ruby)?;
+        let task_uuid = parse_uuid(ruby, "task uuid", uuid)?;
+        let who = intervention(ruby, who)?;
+        let h = engine.handle();
+        let state = call(
+            ruby,
+            &engine,
+            async move { h.cancel_task(task_uuid, who).await },
+        )?;
+        Ok(state.as_str().to_owned())
+    }
 
-fn resolve_step_manually(
-    ruby: &Ruby,
-    uuid: String,
-    step: String,
-    result: Value,
-    who: RHash,
-) -> Result<String, Error> {
-    let engine = engine(ruby)?;
-    let task_uuid = parse_uuid(ruby, "task uuid", &uuid)?;
-    let result = convert::to_json(ruby, result, "result")?;
-    let who = intervention(who)?;
-    let h = engine.handle();
-    let state = call(ruby, &engine, async move {
-        h.resolve_step_manually(task_uuid, step, result, who).await
-    })?;
-    Ok(state.as_str().to_owned())
+    fn retry_step(ruby: &Ruby, uuid: Value, step: Value, who: RHash) -> Result<String, Error> {
+        let engine = engine(ruby)?;
+        let task_uuid = parse_uuid(ruby, "task uuid", uuid)?;
+        let step = step_name(ruby, step)?;
+        let who = intervention(ruby, who)?;
+        let h = engine.handle();
+        let state = call(ruby, &engine, async move {
+            h.retry_step(task_uuid, step, who).await
+        })?;
+        Ok(state.as_str().to_owned())
+    }
+
+    fn resolve_step_manually(
+        ruby: &Ruby,
+        uuid: Value,
+        step: Value,
+        result: Value,
+        who: RHash,
+    ) -> Result<String, Error> {
+        let engine = engine(ruby)?;
+        let task_uuid = parse_uuid(ruby, "task uuid", uuid)?;
+        let step = step_name(ruby, step)?;
+        let result = convert::to_json(ruby, result, "result")?;
+        let who = intervention(ruby, who)?;
+        let h = engine.handle();
+        let state = call(ruby, &engine, async move {
+            h.resolve_step_manually(task_uuid, step, result, who).await
+        })?;
+        Ok(state.as_str().to_owned())
+    }
 }

@@ -2,19 +2,49 @@
 //! come out as interned (frozen, deduplicated) Ruby strings; the context and dependency
 //! results become Ruby objects only when read. `complete_*` hands the outcome back once.
 
-use std::sync::Mutex;
-use std::time::Duration;
-
 use magnus::{
     method, prelude::*, rb_sys::FromRawValue, value::ReprValue, Error, RArray, RModule, RString,
     Ruby, Value,
 };
+use std::sync::Mutex;
 use tasker_core::{Dispatch, FailureKind, Slot, StepEvent, StepFailure, StepOutcome};
 use uuid::Uuid;
 
 use crate::convert;
-use crate::errors::error;
+use crate::errors::{error, guarded};
 use crate::native::running_engine;
+use tasker_core::orchestration::backoff::RETRY_AFTER_CEILING;
+
+/// Lines of a backtrace recorded with a failure.
+const MAX_BACKTRACE_LINES: usize = 50;
+/// Longest recorded text of a failure (message, class, code, one backtrace line), in bytes.
+const MAX_TEXT_BYTES: usize = 16 * 1024;
+
+fn args_get(hash: magnus::RHash, key: &str) -> Value {
+    crate::args::get(hash, key)
+}
+
+/// Any Ruby value as text PostgreSQL can store: a String's bytes decoded lossily (invalid
+/// UTF-8 becomes U+FFFD), NUL bytes replaced by U+FFFD, at most [`MAX_TEXT_BYTES`]; other
+/// values through their class name only (never by calling into them).
+fn storable_text(value: Value) -> String {
+    let raw = match RString::from_value(value) {
+        // SAFETY: the bytes are copied before any Ruby code can run.
+        Some(s) => String::from_utf8_lossy(unsafe { s.as_slice() }).into_owned(),
+        None if value.is_nil() => String::new(),
+        None => format!("(a {})", value.class().inspect()),
+    };
+    let mut text = raw.replace('\0', "\u{FFFD}");
+    if text.len() > MAX_TEXT_BYTES {
+        let mut cut = MAX_TEXT_BYTES;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
+}
 
 #[magnus::wrap(class = "TaskerCore::Native::StepEvent", free_immediately, size)]
 pub struct RbStepEvent {
@@ -118,127 +148,174 @@ impl RbStepEvent {
         ruby.str_new(u.hyphenated().encode_lower(&mut buf))
     }
 
-    /// Read the event; it stays readable after the outcome was handed back (a handler that
-    /// outlived its timeout may still look at its step).
-    fn with<T>(
-        &self,
-        _ruby: &Ruby,
-        f: impl FnOnce(&StepEvent) -> Result<T, Error>,
-    ) -> Result<T, Error> {
-        f(&self.event)
-    }
+    guarded! {
+        fn task_uuid(ruby: &Ruby, rb_self: &Self) -> Result<RString, Error> {
+            Ok(rb_self.uuid(ruby, &rb_self.event.ticket.task_uuid))
+        }
 
-    fn task_uuid(ruby: &Ruby, rb_self: &Self) -> RString {
-        rb_self.uuid(ruby, &rb_self.event.ticket.task_uuid)
-    }
+        fn step_uuid(ruby: &Ruby, rb_self: &Self) -> Result<RString, Error> {
+            Ok(rb_self.uuid(ruby, &rb_self.event.ticket.step_uuid))
+        }
 
-    fn step_uuid(ruby: &Ruby, rb_self: &Self) -> RString {
-        rb_self.uuid(ruby, &rb_self.event.ticket.step_uuid)
-    }
+        fn correlation_id(ruby: &Ruby, rb_self: &Self) -> Result<RString, Error> {
+            Ok(rb_self.uuid(ruby, &rb_self.event.ticket.correlation_id))
+        }
 
-    fn correlation_id(ruby: &Ruby, rb_self: &Self) -> RString {
-        rb_self.uuid(ruby, &rb_self.event.ticket.correlation_id)
-    }
+        /// The handler span's trace id (32 hex digits), when traces are exported.
+        fn trace_id(ruby: &Ruby, rb_self: &Self) -> Result<Option<String>, Error> {
+            let _ = ruby;
+            Ok(rb_self.event.trace_ids.map(|(t, _)| t.to_string()))
+        }
 
-    /// The handler span's trace id (32 hex digits), when traces are exported.
-    fn trace_id(rb_self: &Self) -> Option<String> {
-        rb_self.event.trace_ids.map(|(t, _)| t.to_string())
-    }
+        /// The handler span's id (16 hex digits), when traces are exported.
+        fn span_id(ruby: &Ruby, rb_self: &Self) -> Result<Option<String>, Error> {
+            let _ = ruby;
+            Ok(rb_self.event.trace_ids.map(|(_, s)| s.to_string()))
+        }
 
-    /// The handler span's id (16 hex digits), when traces are exported.
-    fn span_id(rb_self: &Self) -> Option<String> {
-        rb_self.event.trace_ids.map(|(_, s)| s.to_string())
-    }
+        fn parent_correlation_id(ruby: &Ruby, rb_self: &Self) -> Result<Option<RString>, Error> {
+            Ok(rb_self
+                .event
+                .parent_correlation_id
+                .as_ref()
+                .map(|u| rb_self.uuid(ruby, u)))
+        }
 
-    fn parent_correlation_id(ruby: &Ruby, rb_self: &Self) -> Option<RString> {
-        rb_self
-            .event
-            .parent_correlation_id
-            .as_ref()
-            .map(|u| rb_self.uuid(ruby, u))
-    }
+        fn namespace(ruby: &Ruby, rb_self: &Self) -> Result<Value, Error> {
+            Ok(rb_self.name(ruby, &rb_self.event.ticket.namespace))
+        }
 
-    fn namespace(ruby: &Ruby, rb_self: &Self) -> Result<Value, Error> {
-        rb_self.with(ruby, |e| Ok(rb_self.name(ruby, &e.ticket.namespace)))
-    }
+        fn task_name(ruby: &Ruby, rb_self: &Self) -> Result<Value, Error> {
+            Ok(rb_self.name(ruby, &rb_self.event.task_name))
+        }
 
-    fn task_name(ruby: &Ruby, rb_self: &Self) -> Result<Value, Error> {
-        rb_self.with(ruby, |e| Ok(rb_self.name(ruby, &e.task_name)))
-    }
+        fn task_version(ruby: &Ruby, rb_self: &Self) -> Result<Value, Error> {
+            Ok(rb_self.name(ruby, &rb_self.event.task_version))
+        }
 
-    fn task_version(ruby: &Ruby, rb_self: &Self) -> Result<Value, Error> {
-        rb_self.with(ruby, |e| Ok(rb_self.name(ruby, &e.task_version)))
-    }
+        fn step_name(ruby: &Ruby, rb_self: &Self) -> Result<Value, Error> {
+            Ok(rb_self.name(ruby, &rb_self.event.step_name))
+        }
 
-    fn step_name(ruby: &Ruby, rb_self: &Self) -> Result<Value, Error> {
-        rb_self.with(ruby, |e| Ok(rb_self.name(ruby, &e.step_name)))
-    }
+        fn handler_class(ruby: &Ruby, rb_self: &Self) -> Result<Value, Error> {
+            Ok(rb_self.name(ruby, &rb_self.event.handler_class))
+        }
 
-    fn handler_class(ruby: &Ruby, rb_self: &Self) -> Result<Value, Error> {
-        rb_self.with(ruby, |e| Ok(rb_self.name(ruby, &e.handler_class)))
-    }
+        fn attempts(ruby: &Ruby, rb_self: &Self) -> Result<u32, Error> {
+            let _ = ruby;
+            Ok(rb_self.event.attempts)
+        }
 
-    fn attempts(ruby: &Ruby, rb_self: &Self) -> Result<u32, Error> {
-        rb_self.with(ruby, |e| Ok(e.attempts))
-    }
+        fn max_attempts(ruby: &Ruby, rb_self: &Self) -> Result<u32, Error> {
+            let _ = ruby;
+            Ok(rb_self.event.max_attempts)
+        }
 
-    fn max_attempts(ruby: &Ruby, rb_self: &Self) -> Result<u32, Error> {
-        rb_self.with(ruby, |e| Ok(e.max_attempts))
-    }
+        fn timeout_seconds(ruby: &Ruby, rb_self: &Self) -> Result<u32, Error> {
+            let _ = ruby;
+            Ok(rb_self.event.timeout_seconds)
+        }
 
-    fn timeout_seconds(ruby: &Ruby, rb_self: &Self) -> Result<u32, Error> {
-        rb_self.with(ruby, |e| Ok(e.timeout_seconds))
-    }
+        fn context(ruby: &Ruby, rb_self: &Self) -> Result<Value, Error> {
+            convert::to_ruby(ruby, &rb_self.event.context)
+        }
 
-    fn context(ruby: &Ruby, rb_self: &Self) -> Result<Value, Error> {
-        rb_self.with(ruby, |e| convert::to_ruby(ruby, &e.context))
-    }
+        fn handler_config(ruby: &Ruby, rb_self: &Self) -> Result<Value, Error> {
+            convert::to_ruby(ruby, &rb_self.event.handler_config)
+        }
 
-    fn handler_config(ruby: &Ruby, rb_self: &Self) -> Result<Value, Error> {
-        rb_self.with(ruby, |e| convert::to_ruby(ruby, &e.handler_config))
-    }
+        fn dependency_result(ruby: &Ruby, rb_self: &Self, name: Value) -> Result<Value, Error> {
+            let name = crate::args::text(ruby, "ValidationError", "step name", name)?;
+            match rb_self.event.dependency_result(&name) {
+                Some(v) => convert::to_ruby(ruby, v),
+                None => Ok(ruby.qnil().as_value()),
+            }
+        }
 
-    fn dependency_result(ruby: &Ruby, rb_self: &Self, name: RString) -> Result<Value, Error> {
-        let name = name.to_string()?;
-        rb_self.with(ruby, |e| match e.dependency_result(&name) {
-            Some(v) => convert::to_ruby(ruby, v),
-            None => Ok(ruby.qnil().as_value()),
-        })
-    }
-
-    fn dependency_names(ruby: &Ruby, rb_self: &Self) -> Result<RArray, Error> {
-        rb_self.with(ruby, |e| {
+        fn dependency_names(ruby: &Ruby, rb_self: &Self) -> Result<RArray, Error> {
+            let e = &rb_self.event;
             let out = ruby.ary_new_capa(e.dependency_results.len());
             for (n, _) in &e.dependency_results {
                 out.push(rb_self.name(ruby, n))?;
             }
             Ok(out)
-        })
-    }
+        }
 
-    /// Identifies the step's configuration for the engine's lifetime (templates are never
-    /// dropped while it runs), so Ruby converts and freezes each configuration once.
-    fn handler_config_id(&self) -> usize {
-        std::sync::Arc::as_ptr(&self.event.handler_config) as usize
-    }
+        /// Identifies the step's configuration for the engine's lifetime (templates are never
+        /// dropped while it runs), so Ruby converts and freezes each configuration once.
+        fn handler_config_id(ruby: &Ruby, rb_self: &Self) -> Result<usize, Error> {
+            let _ = ruby;
+            Ok(std::sync::Arc::as_ptr(&rb_self.event.handler_config) as usize)
+        }
 
-    fn parent_names(ruby: &Ruby, rb_self: &Self) -> Result<RArray, Error> {
-        rb_self.with(ruby, |e| {
+        fn parent_names(ruby: &Ruby, rb_self: &Self) -> Result<RArray, Error> {
+            let e = &rb_self.event;
             let out = ruby.ary_new_capa(e.parent_names.len());
             for n in e.parent_names.iter() {
                 out.push(rb_self.name(ruby, n))?;
             }
             Ok(out)
-        })
-    }
+        }
 
-    fn is_completed(&self) -> bool {
-        self.slot
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_none()
-    }
+        fn is_completed(ruby: &Ruby, rb_self: &Self) -> Result<bool, Error> {
+            let _ = ruby;
+            Ok(rb_self
+                .slot
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_none())
+        }
 
+        /// Hand back a success. Raises ValidationError (leaving the step open) when the result
+        /// or metadata has no JSON form PostgreSQL can store.
+        fn complete_success(
+            ruby: &Ruby,
+            rb_self: &Self,
+            result: Value,
+            metadata: Value,
+        ) -> Result<bool, Error> {
+            let result = convert::to_json(ruby, result, "result")?;
+            let metadata = convert::to_json(ruby, metadata, "metadata")?;
+            Self::finish(ruby, rb_self, StepOutcome::Success { result, metadata })
+        }
+
+        /// Hand back a failure: a Hash with "kind" ("retryable" | "permanent"), "error_class",
+        /// "message", "backtrace", optional "retry_after" (seconds) and "error_code". Whatever
+        /// the Hash holds, the failure is recorded: text is made storable (invalid bytes and
+        /// NULs replaced), a `retry_after` that is not a finite non-negative number is ignored
+        /// and a longer one is capped at the engine's ceiling. An unknown kind is refused.
+        fn complete_failure(ruby: &Ruby, rb_self: &Self, failure: magnus::RHash) -> Result<bool, Error> {
+            let kind = match storable_text(args_get(failure, "kind")).as_str() {
+                "permanent" => FailureKind::Permanent,
+                "retryable" => FailureKind::Retryable,
+                other => {
+                    return Err(error(
+                        ruby,
+                        "ValidationError",
+                        format!("failure kind must be \"retryable\" or \"permanent\", got {other:?}"),
+                    ))
+                }
+            };
+            let retry_after = magnus::Float::from_value(args_get(failure, "retry_after"))
+                .map(|f| f.to_f64())
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .map(|s| tasker_core::limits::clamped_seconds(s, RETRY_AFTER_CEILING));
+            let backtrace = RArray::from_value(args_get(failure, "backtrace"))
+                .map(|lines| lines.into_iter().take(MAX_BACKTRACE_LINES).map(storable_text).collect())
+                .unwrap_or_default();
+            let code = args_get(failure, "error_code");
+            let failure = StepFailure {
+                kind,
+                error_class: storable_text(args_get(failure, "error_class")),
+                message: storable_text(args_get(failure, "message")),
+                backtrace,
+                retry_after,
+                error_code: (!code.is_nil()).then(|| storable_text(code)),
+                fault: args_get(failure, "fault").to_bool(),
+            };
+            Self::finish(ruby, rb_self, StepOutcome::Failure(failure))
+        }
+    }
     fn finish(ruby: &Ruby, rb_self: &Self, outcome: StepOutcome) -> Result<bool, Error> {
         let slot = rb_self
             .slot
@@ -254,44 +331,5 @@ impl RbStepEvent {
             // Not running (stopped or forked): the claim expires and the step is redelivered.
             None => Ok(false),
         }
-    }
-
-    /// Hand back a success. Raises ValidationError (leaving the step open) when the result or
-    /// metadata has no JSON form.
-    fn complete_success(
-        ruby: &Ruby,
-        rb_self: &Self,
-        result: Value,
-        metadata: Value,
-    ) -> Result<bool, Error> {
-        let result = convert::to_json(ruby, result, "result")?;
-        let metadata = convert::to_json(ruby, metadata, "metadata")?;
-        Self::finish(ruby, rb_self, StepOutcome::Success { result, metadata })
-    }
-
-    /// Hand back a failure: a Hash with "kind" ("retryable" | "permanent"), "error_class",
-    /// "message", "backtrace", optional "retry_after" (seconds) and "error_code".
-    fn complete_failure(
-        ruby: &Ruby,
-        rb_self: &Self,
-        failure: magnus::RHash,
-    ) -> Result<bool, Error> {
-        let kind = match failure.fetch::<_, String>("kind")?.as_str() {
-            "permanent" => FailureKind::Permanent,
-            _ => FailureKind::Retryable,
-        };
-        let retry_after: Option<f64> = failure.fetch("retry_after")?;
-        let failure = StepFailure {
-            kind,
-            error_class: failure.fetch("error_class")?,
-            message: failure.fetch("message")?,
-            backtrace: failure.fetch("backtrace")?,
-            retry_after: retry_after
-                .filter(|s| s.is_finite() && *s >= 0.0)
-                .map(Duration::from_secs_f64),
-            error_code: failure.fetch("error_code")?,
-            fault: failure.get("fault").is_some_and(|v| v.to_bool()),
-        };
-        Self::finish(ruby, rb_self, StepOutcome::Failure(failure))
     }
 }
