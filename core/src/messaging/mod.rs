@@ -75,13 +75,15 @@ impl ReadMessage {
             .payload
             .as_deref()
             .ok_or_else(|| "the message is NULL".to_owned())?;
-        serde_json::from_str(text).map_err(|e| {
+        // As JSON first: a message too deep to read is named as such, whatever its shape.
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
             if e.to_string().contains("recursion limit") {
                 "the message is nested too deeply to decode".to_owned()
             } else {
                 e.to_string()
             }
-        })
+        })?;
+        serde_json::from_value(value).map_err(|e| e.to_string())
     }
 }
 
