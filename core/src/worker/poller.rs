@@ -80,10 +80,12 @@ impl Poller {
                 permits.len() as i32,
             )
             .await;
-            if read.is_ok() {
-                guard.success();
-            } else {
-                guard.failure();
+            match &read {
+                Ok(_) => guard.success(),
+                // No connection to be had is the database's trouble, not this queue's: no
+                // verdict (the breaker isolates one failing queue from the others).
+                Err(e) if crate::trouble::is_connection_trouble(e) => guard.release(),
+                Err(_) => guard.failure(),
             }
             match read {
                 Ok(msgs) if !msgs.is_empty() => {
