@@ -21,6 +21,17 @@ RSpec.describe "exe/tasker_core" do
     expect([err, code]).to eq(["tasker_core: unknown command \"launch\" (see tasker_core --help)\n", 1])
   end
 
+  it "names what is wrong with a file that is not a template, never echoing its content" do
+    Tempfile.create(["secrets", ".yaml"]) do |f|
+      f.write("DATABASE_PASSWORD=hunter2 and the rest of a secrets file\n")
+      f.flush
+      _, err, code = run_cli("templates", "validate", f.path)
+      expect(code).to eq(1)
+      expect(err).to eq("tasker_core: #{f.path}: not a task template: the document is a string, " \
+                        "not a mapping with name, namespace, version and steps\n")
+    end
+  end
+
   it "shows migration status and --help for every command" do
     out, _, code = run_cli("migrate", "status")
     expect(code).to eq(0)

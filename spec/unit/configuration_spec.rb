@@ -45,4 +45,15 @@ RSpec.describe TaskerCore::Configuration do
   ensure
     TaskerCore.reset_configuration!
   end
+
+  it "masks the database password (and a password parameter) when inspected" do
+    config.database_url = "postgres://app:s3cr3t@db.internal:5432/prod?sslmode=require&password=other"
+    config.telemetry = { endpoint: "https://collector:tok3n@otel.example:4318" }
+    [config.inspect, config.to_s, TaskerCore::Configuration.redact_url(config.database_url)].each do |text|
+      expect(text).not_to include("s3cr3t")
+      expect(text).not_to include("other")
+    end
+    expect(config.inspect).to include("postgres://app:***@db.internal:5432/prod?sslmode=require&password=***")
+    expect(config.inspect).not_to include("tok3n")
+  end
 end
