@@ -86,7 +86,8 @@ module TaskerCore
 
     # Stop claiming steps, let running handlers finish (up to `timeout` seconds), apply their
     # results and disconnect. Handlers still running at the deadline are killed; their steps
-    # run again elsewhere after their claims expire.
+    # run again elsewhere after their claims expire. Always stops, whatever the handlers did:
+    # nothing a handler thread raised is raised here, and {running?} is false afterwards.
     # @param timeout [Numeric]
     # @return [Boolean] false if nothing was running
     def stop(timeout: configuration.shutdown_timeout)
@@ -95,15 +96,11 @@ module TaskerCore
         return false unless Native.running?
 
         deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout.to_f
-        run_hooks(:shutdown)
-        Native.begin_shutdown
-        killed = @worker ? @worker.join(deadline) : 0
-        configuration.logger.warn("stopped #{killed} handler thread(s) still busy at shutdown") if killed.positive?
-        @worker = nil
-        left = deadline - Process.clock_gettime(Process::CLOCK_MONOTONIC)
-        Native.shutdown([left, 1.0].max)
-        @error_reporter&.stop
-        Logger.flush
+        begin
+          run_hooks(:shutdown)
+        ensure
+          stop_engine(deadline)
+        end
         true
       end
     end
@@ -122,10 +119,12 @@ module TaskerCore
       stats&.merge("handler_threads" => worker_threads)
     end
 
-    # The health of this process's engine, JSON-able: "status" ("ok", "degraded" when a
-    # circuit breaker is open, "down" when the database is unreachable, "stopped"), the
-    # database (reachable, latency), each served queue's depth and oldest message age, every
-    # circuit breaker's state and counters, and the handler threads (total, busy, idle).
+    # The health of this process's engine, JSON-able: "status" ("ok"; "degraded" when a
+    # circuit breaker is open or, in embedded mode, fewer handler threads are alive than
+    # `concurrency`; "down" when the database is unreachable; "stopped"), "reasons" (why it is
+    # not "ok", e.g. "handler threads 1 of 2 alive"; empty when ok or stopped), the database
+    # (reachable, latency), each served queue's depth and oldest message age, every circuit
+    # breaker's state and counters, and the handler threads (total, busy, idle).
     # {Web::Health} serves it over Rack.
     # @return [Hash]
     def health
@@ -133,15 +132,14 @@ module TaskerCore
       breakers = CircuitBreaker.metrics
       busy = running? && @worker ? @worker.busy_count : 0
       total = worker_threads
+      reasons = native ? health_reasons(native, breakers, total) : []
       status = if native.nil? then "stopped"
                elsif !native.dig("database", "reachable") then "down"
-               elsif (breakers.values + native["queue_breakers"].values + native["handler_breakers"].values)
-                     .any? { |b| b["state"] != "closed" }
-                 "degraded"
+               elsif reasons.any? then "degraded"
                else "ok"
                end
       {
-        "status" => status, "pid" => Process.pid, "running" => !native.nil?,
+        "status" => status, "reasons" => reasons, "pid" => Process.pid, "running" => !native.nil?,
         "database" => native&.fetch("database"), "queues" => native ? native["queues"] : {},
         "circuit_breakers" => breakers, "queue_breakers" => native ? native["queue_breakers"] : {},
         "handler_breakers" => native ? native["handler_breakers"] : {},
@@ -196,6 +194,43 @@ module TaskerCore
     end
 
     private
+
+    # The second half of {stop}: every part runs even when an earlier one raised.
+    def stop_engine(deadline)
+      worker = @worker
+      begin
+        Native.begin_shutdown
+      ensure
+        begin
+          killed = worker ? worker.join(deadline) : 0
+          configuration.logger.warn("stopped #{killed} handler thread(s) still busy at shutdown") if killed.positive?
+        ensure
+          @worker = nil
+          left = deadline - Process.clock_gettime(Process::CLOCK_MONOTONIC)
+          begin
+            Native.shutdown([left, 1.0].max)
+          ensure
+            @error_reporter&.stop
+            Logger.flush
+          end
+        end
+      end
+    end
+
+    # Why a running engine is not "ok".
+    def health_reasons(native, breakers, alive)
+      reasons = []
+      reasons << "database unreachable: #{native.dig('database', 'error')}" unless native.dig("database", "reachable")
+      { "circuit breaker" => breakers, "queue breaker" => native["queue_breakers"],
+        "handler breaker" => native["handler_breakers"] }.each do |label, group|
+        group.each { |name, b| reasons << "#{label} #{name} is #{b['state']}" unless b["state"] == "closed" }
+      end
+      worker = @worker
+      if worker && !worker.stopping? && alive < worker.concurrency
+        reasons << "handler threads #{alive} of #{worker.concurrency} alive"
+      end
+      reasons
+    end
 
     def lifecycle
       @lifecycle ||= Monitor.new

@@ -42,8 +42,11 @@ module TaskerCore
           error, context = item
           @handlers.each do |handler|
             handler.call(error, context)
-          rescue StandardError => e
-            @logger.error("error handler #{handler.inspect} raised #{e.class}: #{e.message}")
+          rescue Exception => e # rubocop:disable Lint/RescueException
+            # Whatever an error handler raises (or a handler's exception raises when asked for
+            # its message) loses that one call, never the reporter thread.
+            StepExecution.log(@logger, :error, "error handler #{StepExecution.contained { handler.inspect }} " \
+                                               "raised #{StepExecution.describe(e)}")
           end
         end
       end

@@ -23,7 +23,12 @@ module TaskerCore
         new(true, result, metadata, nil)
       end
 
-      # @return [StepHandlerCallResult] a failure; `retryable: false` makes it permanent
+      # A failure; `retryable: false` makes it permanent. `retry_after:` (seconds) replaces the
+      # computed backoff when it is a non-negative Numeric, and is capped at one hour (3600 s,
+      # Infinity included); anything else (nil, a String, NaN, a negative number, another
+      # object) leaves the computed backoff. `message:`, `error_type:` and `error_code:` are
+      # recorded as Strings (through #to_s), made valid UTF-8 and bounded in size.
+      # @return [StepHandlerCallResult]
       def self.error(message:, error_type: "StepError", retryable: true, retry_after: nil,
                      error_code: nil, metadata: {})
         new(false, nil, metadata, { message: message, error_type: error_type, retryable: retryable,
@@ -39,9 +44,17 @@ module TaskerCore
         when Hash then success(result: value)
         else
           raise Errors::InvalidResultError,
-                "#{handler_class}#call returned #{value.class}; return a Hash or " \
+                "#{handler_class}#call returned #{class_of(value)}; return a Hash or " \
                 "TaskerCore::Types::StepHandlerCallResult.success(result: ...)"
         end
+      end
+
+      # The class of any value, a BasicObject (which has no #class) included.
+      # @api private
+      def self.class_of(value)
+        Kernel.instance_method(:class).bind_call(value)
+      rescue TypeError
+        (class << value; self; end).superclass
       end
 
       # Use {.success} or {.error}.
