@@ -21,6 +21,7 @@ require_relative "tasker_core/worker"
 require_relative "tasker_core/client"
 require_relative "tasker_core/circuit_breaker"
 require_relative "tasker_core/web/health"
+require_relative "tasker_core/boot_retry"
 
 # Workflow orchestration with a Rust core: DAGs of Ruby step handlers, persisted in
 # PostgreSQL and dispatched through pgmq. Nothing starts at require time.
@@ -91,6 +92,7 @@ module TaskerCore
     # @param timeout [Numeric]
     # @return [Boolean] false if nothing was running
     def stop(timeout: configuration.shutdown_timeout)
+      BootRetry.stop # a background start (Rails boot) ends first
       lifecycle.synchronize do
         forget_parent_engine!
         return false unless Native.running?

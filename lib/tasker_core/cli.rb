@@ -185,6 +185,13 @@ module TaskerCore
       environment = File.expand_path("config/environment.rb")
       raise Errors::ConfigurationError, "--rails: no Rails application here (#{environment} is missing)" unless File.file?(environment)
 
+      # tasker_core was loaded before Rails, so its Railtie was not: load it before the app's
+      # config (config.tasker_core), and take the start over from boot (options apply first).
+      boot = File.expand_path("config/boot.rb")
+      require boot if File.file?(boot)
+      require "rails"
+      require_relative "railtie"
+      Railtie.deferred_start = true
       require environment
       # Development-mode autoloading resolves handler classes on first use; a worker needs
       # them loaded like production does.
@@ -235,7 +242,8 @@ module TaskerCore
       options[:namespaces] = namespaces
       stop = Queue.new
       %w[TERM INT].each { |sig| trap(sig) { stop << sig } }
-      TaskerCore.start
+      # A Rails worker waits for its database (BootRetry logs each failed attempt to stderr).
+      options[:rails] ? BootRetry.start(logger: ::Logger.new(@err, progname: "tasker_core")) : TaskerCore.start
       @out.puts("tasker_core worker #{Process.pid}: namespaces #{options[:namespaces].join(', ')}, " \
                 "#{TaskerCore.configuration.concurrency} threads")
       @out.flush

@@ -62,6 +62,21 @@ RSpec.describe "Rails integration" do
                            "child complete fork v1 true")
   end
 
+  it "starts the engine at boot only where auto_start says so: nil outside a server process is not" do
+    out = in_app(app_dir, <<~'RUBY')
+      require "./config/application"
+      Rails.application.config.tasker_core.auto_start = nil # this script is no server
+      Rails.application.initialize!
+      puts "server #{TaskerCore::Railtie.server_process?} running #{TaskerCore.running?}"
+    RUBY
+    expect(out.strip).to eq("server false running false")
+    expect { in_app(app_dir, <<~'RUBY') }.to raise_error(/auto_start must be nil .*, true or false, got "yes"/)
+      require "./config/application"
+      Rails.application.config.tasker_core.auto_start = "yes"
+      Rails.application.initialize!
+    RUBY
+  end
+
   it "reloads handler code between steps in development (each call inside the Rails reloader)" do
     dir = copy_app
     out = in_app(dir, <<~'RUBY')

@@ -14,5 +14,7 @@ module DummyApp
     config.logger = Logger.new(ENV.fetch("RAILS_LOG", File::NULL))
     config.tasker_core.poll_interval = 0.1
     config.tasker_core.concurrency = 2
+    # Not a server process: the specs' scripts want the engine started at boot all the same.
+    config.tasker_core.auto_start = true
   end
 end
