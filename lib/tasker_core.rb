@@ -89,15 +89,18 @@ module TaskerCore
     # results and disconnect. Handlers still running at the deadline are killed; their steps
     # run again elsewhere after their claims expire. Always stops, whatever the handlers did:
     # nothing a handler thread raised is raised here, and {running?} is false afterwards.
-    # @param timeout [Numeric]
+    # @param timeout [Numeric] seconds, at most a year; `Float::INFINITY` waits for running
+    #   handlers without a limit
     # @return [Boolean] false if nothing was running
+    # @raise [Errors::ValidationError] for a timeout that is not such a number (nothing is stopped)
     def stop(timeout: configuration.shutdown_timeout)
+      timeout = Native.seconds("stop timeout", timeout, true)
       BootRetry.stop # a background start (Rails boot) ends first
       lifecycle.synchronize do
         forget_parent_engine!
         return false unless Native.running?
 
-        deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout.to_f
+        deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout
         begin
           run_hooks(:shutdown)
         ensure
@@ -223,6 +226,11 @@ module TaskerCore
     def health_reasons(native, breakers, alive)
       reasons = []
       reasons << "database unreachable: #{native.dig('database', 'error')}" unless native.dig("database", "reachable")
+      pool = native.dig("database", "pool")
+      if pool && pool["recent_failures"].positive?
+        reasons << "#{pool['recent_failures']} database operation(s) found no connection in the last minute " \
+                   "(pool #{pool['size']}/#{pool['max']}, last: #{pool['last_failure']})"
+      end
       { "circuit breaker" => breakers, "queue breaker" => native["queue_breakers"],
         "handler breaker" => native["handler_breakers"] }.each do |label, group|
         group.each { |name, b| reasons << "#{label} #{name} is #{b['state']}" unless b["state"] == "closed" }

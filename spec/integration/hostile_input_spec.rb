@@ -45,6 +45,19 @@ RSpec.describe "hostile input" do
     end
   end
 
+  it "refuses a bad stop timeout without stopping, and stops with no limit for Float::INFINITY" do
+    with_engine(namespaces: ["spec_hostile"], template_paths: [fixture_templates]) do
+      BAD_NUMBERS.each do |bad|
+        expect { TaskerCore.stop(timeout: bad) }
+          .to raise_error(TaskerCore::Errors::ValidationError, /stop timeout/), "stop(timeout: #{bad.inspect})"
+      end
+      expect(TaskerCore.running?).to be(true)
+      expect(TaskerCore::Client.wait_for(create({ "make" => "deep_ok" }).uuid, timeout: 15).status).to eq("complete")
+      expect(TaskerCore.stop(timeout: Float::INFINITY)).to be(true)
+      expect(TaskerCore.running?).to be(false)
+    end
+  end
+
   it "refuses each bad number for every setting in seconds, naming the setting" do
     %i[requeue_after queue_lock_timeout poll_interval shutdown_timeout timeout_grace].each do |setting|
       (BAD_NUMBERS + [Float::INFINITY, 0]).each do |bad|

@@ -25,6 +25,7 @@ pub fn init(ruby: &Ruby) -> Result<RModule, Error> {
     let native = root.define_module("Native")?;
     native.const_set("LOADED", true)?;
     native.const_set("LIMITS", limits(ruby)?)?;
+    native.define_singleton_method("seconds", function!(seconds, 3))?;
     native.define_singleton_method("migrate", function!(migrate, 1))?;
     native.define_singleton_method("migration_status", function!(migration_status, 1))?;
     native.define_singleton_method("validate_templates", function!(validate_templates, 1))?;
@@ -103,6 +104,14 @@ fn url(ruby: &Ruby, value: Value) -> Result<String, Error> {
 }
 
 guarded! {
+    /// `value` as a number of seconds by the engine's one rule (`tasker_core::limits::seconds`),
+    /// for Ruby code that checks an argument before acting on it: the Float, `Float::INFINITY`
+    /// for "no limit" when `infinite_ok`, else a ValidationError naming `what`.
+    fn seconds(ruby: &Ruby, what: String, value: Value, infinite_ok: bool) -> Result<f64, Error> {
+        let secs = args::seconds(ruby, "ValidationError", &what, value, infinite_ok)?;
+        Ok(secs.map_or(f64::INFINITY, |d| d.as_secs_f64()))
+    }
+
     fn migrate(ruby: &Ruby, database_url: Value) -> Result<(), Error> {
         let database_url = url(ruby, database_url)?;
         nogvl::run(ruby, || tasker_core::runtime::migrate(&database_url))?
