@@ -25,17 +25,7 @@ fn linear_template(ns: &str) -> String {
 }
 
 fn request(ns: &str, context: Value) -> TaskRequest {
-    TaskRequest {
-        namespace: ns.into(),
-        name: "mathematical_sequence".into(),
-        version: "1.0.0".into(),
-        context,
-        correlation_id: None,
-        parent_correlation_id: None,
-        idempotency_key: None,
-        priority: 0,
-        traceparent: None,
-    }
+    task_request(ns, "mathematical_sequence", context)
 }
 
 /// Square the parent's result (or the input for the first step), as an exact big integer.

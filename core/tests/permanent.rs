@@ -18,17 +18,7 @@ fn one_step_template(ns: &str, timeout_seconds: u32, max_attempts: u32) -> Strin
 }
 
 fn request(ns: &str) -> TaskRequest {
-    TaskRequest {
-        namespace: ns.into(),
-        name: "single".into(),
-        version: "1.0.0".into(),
-        context: json!({}),
-        correlation_id: None,
-        parent_correlation_id: None,
-        idempotency_key: None,
-        priority: 0,
-        traceparent: None,
-    }
+    task_request(ns, "single", json!({}))
 }
 
 fn next(engine: &tasker_core::Engine) -> tasker_core::Dispatch {

@@ -86,6 +86,21 @@ pub fn eventually<T>(deadline: Duration, mut f: impl FnMut() -> Option<T>) -> T 
     }
 }
 
+/// A request for a task of template `name` (version 1.0.0) in `ns`, with defaults elsewhere.
+pub fn task_request(ns: &str, name: &str, context: Value) -> tasker_core::TaskRequest {
+    tasker_core::TaskRequest {
+        namespace: ns.into(),
+        name: name.into(),
+        version: "1.0.0".into(),
+        context,
+        correlation_id: None,
+        parent_correlation_id: None,
+        idempotency_key: None,
+        priority: 0,
+        traceparent: None,
+    }
+}
+
 /// Create a task and return what create_task returned.
 pub fn create(engine: &Engine, req: tasker_core::TaskRequest) -> tasker_core::CreatedTask {
     let h = engine.handle();

@@ -72,13 +72,22 @@ pub fn integer(
         })
 }
 
+/// A Ruby String as text PostgreSQL can store (valid UTF-8, no NUL byte), or why it is not:
+/// the one definition of that rule at the boundary (`convert` uses it for JSON strings and keys).
+pub fn storable(s: RString) -> Result<String, &'static str> {
+    let text = s.to_string().map_err(|_| "is not valid UTF-8")?;
+    if text.contains('\0') {
+        return Err("contains a NUL byte, which PostgreSQL cannot store");
+    }
+    Ok(text)
+}
+
 /// Text PostgreSQL can store: a String (or Symbol) of valid UTF-8 without NUL bytes.
 pub fn text(ruby: &Ruby, class: &str, what: &str, value: Value) -> Result<String, Error> {
     let s = if let Some(s) = RString::from_value(value) {
-        s.to_string()
-            .map_err(|_| error(ruby, class, format!("{what} is not valid UTF-8")))?
+        s
     } else if let Some(sym) = magnus::Symbol::from_value(value) {
-        sym.name()?.into_owned()
+        sym.to_r_string()?
     } else {
         return Err(error(
             ruby,
@@ -86,14 +95,7 @@ pub fn text(ruby: &Ruby, class: &str, what: &str, value: Value) -> Result<String
             format!("{what} must be a String, got {}", describe(value)),
         ));
     };
-    if s.contains('\0') {
-        return Err(error(
-            ruby,
-            class,
-            format!("{what} contains a NUL byte, which PostgreSQL cannot store"),
-        ));
-    }
-    Ok(s)
+    storable(s).map_err(|why| error(ruby, class, format!("{what} {why}")))
 }
 
 /// [`text`] for an optional value: nil gives `None`.

@@ -55,17 +55,7 @@ fn invalid(ruby: &Ruby, path: &Path<'_>, why: String) -> Error {
 
 /// Text PostgreSQL can store (`what` says which part of the value it is, for the message).
 fn storable(ruby: &Ruby, path: &Path<'_>, s: RString, what: &str) -> Result<String, Error> {
-    let text = s
-        .to_string()
-        .map_err(|_| invalid(ruby, path, format!("{what} is not valid UTF-8")))?;
-    if text.contains('\0') {
-        return Err(invalid(
-            ruby,
-            path,
-            format!("{what} contains a NUL byte, which PostgreSQL cannot store"),
-        ));
-    }
-    Ok(text)
+    crate::args::storable(s).map_err(|why| invalid(ruby, path, format!("{what} {why}")))
 }
 
 /// A container (Hash or Array) inside `depth` others: refused past [`MAX_JSON_DEPTH`].
