@@ -84,81 +84,10 @@ BEGIN
     RETURN cardinality(messages);
 END $$;
 
--- apply_step_result gains the queue guard: p_queue_usable is false while the queue's breaker
--- is open (the message is then neither deleted nor are children sent); queue_error reports a
--- failed queue write, which never rolls back the step's outcome.
+-- Outcomes are applied in batches (tasker.apply_step_results, below): the one-at-a-time
+-- function of migration 3 is gone.
 DROP FUNCTION tasker.apply_step_result(uuid, uuid, uuid, text, bigint, text, uuid, smallint, boolean,
                                        jsonb, jsonb, jsonb, boolean, double precision);
-
-CREATE FUNCTION tasker.apply_step_result(p_task uuid, p_step uuid, p_token uuid, p_queue text,
-                                         p_msg_id bigint, p_namespace text, p_correlation uuid,
-                                         p_priority smallint, p_success boolean, p_result jsonb,
-                                         p_metadata jsonb, p_error jsonb, p_retryable boolean,
-                                         p_retry_ms double precision, p_queue_usable boolean,
-                                         p_lock_timeout_ms integer)
-RETURNS TABLE (outcome text, step_state text, enqueued_children integer, task_state text,
-               retry_in_ms double precision, queue_error text)
-LANGUAGE plpgsql AS $$
-#variable_conflict use_column
-DECLARE
-    task_status text;
-    s record;
-    messages jsonb[] := '{}';
-    to_state text;
-    new_task_state text;
-    runs_again boolean;
-    write_error text;
-BEGIN
-    SELECT tk.status INTO task_status FROM tasker.tasks tk WHERE tk.task_uuid = p_task FOR UPDATE;
-    SELECT ws.state, ws.claim_token, ws.attempts, ws.max_attempts, ws.retryable INTO s
-      FROM tasker.workflow_steps ws WHERE ws.step_uuid = p_step FOR UPDATE;
-    IF NOT FOUND OR s.state <> 'in_progress' OR s.claim_token IS DISTINCT FROM p_token THEN
-        RETURN QUERY SELECT 'discarded'::text, s.state, 0, NULL::text, NULL::float8, NULL::text;
-        RETURN;
-    END IF;
-    IF p_success THEN
-        to_state := 'complete';
-        UPDATE tasker.workflow_steps
-           SET state = 'complete', results = p_result, result_metadata = p_metadata, last_error = NULL,
-               claim_token = NULL, claim_expires_at = NULL, updated_at = now()
-         WHERE step_uuid = p_step;
-        PERFORM tasker.record_step_transition(p_step, p_task, 'in_progress', 'complete',
-                                              jsonb_build_object('attempt', s.attempts));
-        IF task_status <> 'cancelled' THEN
-            messages := tasker.ready_children(p_task, p_step, p_correlation, p_priority);
-        END IF;
-    ELSE
-        runs_again := p_retryable AND s.retryable AND s.attempts < s.max_attempts
-                      AND task_status <> 'cancelled';
-        IF runs_again THEN
-            to_state := 'waiting_for_retry';
-            UPDATE tasker.workflow_steps
-               SET state = 'waiting_for_retry', last_error = p_error,
-                   next_retry_at = now() + make_interval(secs => p_retry_ms / 1000.0),
-                   claim_token = NULL, claim_expires_at = NULL, updated_at = now()
-             WHERE step_uuid = p_step;
-        ELSE
-            to_state := 'error';
-            UPDATE tasker.workflow_steps
-               SET state = 'error', last_error = p_error, claim_token = NULL, claim_expires_at = NULL,
-                   updated_at = now()
-             WHERE step_uuid = p_step;
-        END IF;
-        PERFORM tasker.record_step_transition(p_step, p_task, 'in_progress', to_state,
-            jsonb_build_object('attempt', s.attempts, 'error_class', p_error->'error_class',
-                               'message', p_error->'message')
-            || CASE WHEN runs_again THEN jsonb_build_object('retry_in_ms', round(p_retry_ms)::bigint)
-                    ELSE '{}'::jsonb END);
-    END IF;
-    -- The queue is written last and apart: a failure leaves the message to be redelivered (and
-    -- archived as stale) and the released children enqueued for the recovery loop.
-    IF p_queue_usable THEN
-        write_error := tasker.write_queue(p_queue, p_namespace, messages, p_msg_id, p_lock_timeout_ms);
-    END IF;
-    new_task_state := tasker.finalize_task(p_task, task_status);
-    RETURN QUERY SELECT 'applied'::text, to_state, cardinality(messages), new_task_state,
-                        CASE WHEN runs_again THEN p_retry_ms END, write_error;
-END $$;
 
 -- A task's W3C trace context (its task.initialize span, or the caller's when the creating
 -- process exported no traces): step attempts join the task's trace in any process.
@@ -280,4 +209,208 @@ BEGIN
                            'message', failure->'message'));
     PERFORM tasker.write_queue(p_queue, p_namespace, '{}'::jsonb[], p_msg_id, p_lock_timeout_ms);
     RETURN QUERY SELECT true, tasker.finalize_task(p_task, task_status);
+END $$;
+
+-- Apply a batch of outcomes in one transaction, in task order (the lock order every writer of
+-- tasks and steps follows, so concurrent batches cannot deadlock), then write each queue once:
+-- delete the settled messages and send the released children. Children of a queue in
+-- p_claim_queues are claimed at once for this process, up to p_claim_capacity in all (their
+-- message is sent hidden until the claim expires, so a crash redelivers them); handler classes
+-- in p_blocked_handlers (their breaker is open) are left to the queue. A queue's write runs in
+-- a subtransaction: when it fails, the outcomes still commit, its children stay enqueued for
+-- the recovery loop, and its error is returned. One wake-up per namespace that got visible
+-- messages, tagged with p_sender so the sending process ignores its own echo.
+--
+-- Rows: kind 'outcome' (one per input, in input order: step_uuid, outcome 'applied' or
+-- 'discarded', step_state, enqueued_children, task_state, retry_in_ms), kind 'queue' (queue,
+-- queue_error for each queue written) and kind 'claimed' (a claimed child, with what its
+-- handler needs, as tasker.claim_step returns it).
+CREATE FUNCTION tasker.apply_step_results(
+    p_tasks uuid[], p_steps uuid[], p_tokens uuid[], p_queues text[], p_msg_ids bigint[],
+    p_namespaces text[], p_correlations uuid[], p_priorities smallint[], p_success boolean[],
+    p_results jsonb[], p_metadata jsonb[], p_errors jsonb[], p_retryable boolean[],
+    p_retry_ms double precision[], p_queue_usable boolean[],
+    p_claim_queues text[], p_claim_capacity integer, p_blocked_handlers text[],
+    p_worker text, p_grace integer, p_lock_timeout_ms integer, p_sender text)
+RETURNS TABLE (kind text, step_uuid uuid, outcome text, step_state text, enqueued_children integer,
+               task_state text, retry_in_ms double precision, queue text, queue_error text,
+               task_uuid uuid, token uuid, msg_id bigint, priority smallint, attempts integer,
+               max_attempts integer, timeout_seconds integer, step_name text, named_task_id bigint,
+               context jsonb, correlation_id uuid, parent_correlation_id uuid,
+               dependency_results jsonb, traceparent text)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    i integer;
+    task_status text;
+    s record;
+    released jsonb[];
+    to_state text;
+    runs_again boolean;
+    new_task_state text;
+    q text;
+    ns text;
+    capacity integer := greatest(coalesce(p_claim_capacity, 0), 0);
+    previous_lock_timeout text := current_setting('lock_timeout');
+    write_error text;
+    visible integer;
+    m jsonb;
+    claimed_step uuid;
+    claimed_token uuid;
+    claimed_msg bigint;
+    c record;
+    -- Released children of this batch (their queue and message), and the ones claimed here.
+    child_queues text[] := '{}';
+    child_messages jsonb[] := '{}';
+    cl_steps uuid[] := '{}';
+    cl_tasks uuid[] := '{}';
+    cl_tokens uuid[] := '{}';
+    cl_msgs bigint[] := '{}';
+    cl_queues text[] := '{}';
+    cl_priorities smallint[] := '{}';
+    queue_claims integer;
+BEGIN
+    FOR i IN SELECT o FROM generate_subscripts(p_steps, 1) AS o
+             ORDER BY p_tasks[o], p_steps[o] LOOP
+        SELECT tk.status INTO task_status FROM tasker.tasks tk WHERE tk.task_uuid = p_tasks[i] FOR UPDATE;
+        SELECT ws.state, ws.claim_token, ws.attempts, ws.max_attempts, ws.retryable INTO s
+          FROM tasker.workflow_steps ws WHERE ws.step_uuid = p_steps[i] AND ws.task_uuid = p_tasks[i] FOR UPDATE;
+        IF NOT FOUND OR s.state <> 'in_progress' OR s.claim_token IS DISTINCT FROM p_tokens[i] THEN
+            RETURN QUERY SELECT 'outcome'::text, p_steps[i], 'discarded'::text, s.state, 0, NULL::text,
+                NULL::float8, NULL::text, NULL::text, NULL::uuid, NULL::uuid, NULL::bigint, NULL::smallint,
+                NULL::int, NULL::int, NULL::int, NULL::text, NULL::bigint, NULL::jsonb, NULL::uuid,
+                NULL::uuid, NULL::jsonb, NULL::text;
+            CONTINUE;
+        END IF;
+        released := '{}';
+        runs_again := false;
+        IF p_success[i] THEN
+            to_state := 'complete';
+            UPDATE tasker.workflow_steps
+               SET state = 'complete', results = p_results[i], result_metadata = p_metadata[i],
+                   last_error = NULL, claim_token = NULL, claim_expires_at = NULL, updated_at = now()
+             WHERE step_uuid = p_steps[i];
+            PERFORM tasker.record_step_transition(p_steps[i], p_tasks[i], 'in_progress', 'complete',
+                                                  jsonb_build_object('attempt', s.attempts));
+            IF task_status <> 'cancelled' THEN
+                released := tasker.ready_children(p_tasks[i], p_steps[i], p_correlations[i], p_priorities[i]);
+            END IF;
+        ELSE
+            runs_again := p_retryable[i] AND s.retryable AND s.attempts < s.max_attempts
+                          AND task_status <> 'cancelled';
+            IF runs_again THEN
+                to_state := 'waiting_for_retry';
+                UPDATE tasker.workflow_steps
+                   SET state = 'waiting_for_retry', last_error = p_errors[i],
+                       next_retry_at = now() + make_interval(secs => p_retry_ms[i] / 1000.0),
+                       claim_token = NULL, claim_expires_at = NULL, updated_at = now()
+                 WHERE step_uuid = p_steps[i];
+            ELSE
+                to_state := 'error';
+                UPDATE tasker.workflow_steps
+                   SET state = 'error', last_error = p_errors[i], claim_token = NULL,
+                       claim_expires_at = NULL, updated_at = now()
+                 WHERE step_uuid = p_steps[i];
+            END IF;
+            PERFORM tasker.record_step_transition(p_steps[i], p_tasks[i], 'in_progress', to_state,
+                jsonb_build_object('attempt', s.attempts, 'error_class', p_errors[i]->'error_class',
+                                   'message', p_errors[i]->'message')
+                || CASE WHEN runs_again THEN jsonb_build_object('retry_in_ms', round(p_retry_ms[i])::bigint)
+                        ELSE '{}'::jsonb END);
+        END IF;
+        IF p_queue_usable[i] AND cardinality(released) > 0 THEN
+            child_queues := child_queues || array_fill(p_queues[i], ARRAY[cardinality(released)]);
+            child_messages := child_messages || released;
+        END IF;
+        new_task_state := tasker.finalize_task(p_tasks[i], task_status);
+        RETURN QUERY SELECT 'outcome'::text, p_steps[i], 'applied'::text, to_state, cardinality(released),
+            new_task_state, CASE WHEN runs_again THEN p_retry_ms[i] END, NULL::text, NULL::text,
+            NULL::uuid, NULL::uuid, NULL::bigint, NULL::smallint, NULL::int, NULL::int, NULL::int,
+            NULL::text, NULL::bigint, NULL::jsonb, NULL::uuid, NULL::uuid, NULL::jsonb, NULL::text;
+    END LOOP;
+
+    -- Each usable queue once: settled messages out, released children in (claimed or visible).
+    FOR q, ns IN SELECT DISTINCT p_queues[o], p_namespaces[o] FROM generate_subscripts(p_steps, 1) AS o
+                  WHERE p_queue_usable[o] ORDER BY 1 LOOP
+        write_error := NULL;
+        visible := 0;
+        queue_claims := 0;
+        BEGIN
+            PERFORM set_config('lock_timeout', greatest(p_lock_timeout_ms, 1) || 'ms', true);
+            EXECUTE format('DELETE FROM pgmq.%I WHERE msg_id = ANY ($1)', 'q_' || q)
+              USING array(SELECT p_msg_ids[o] FROM generate_subscripts(p_steps, 1) AS o
+                           WHERE p_queues[o] = q AND p_queue_usable[o]);
+            FOR m IN SELECT cm FROM unnest(child_queues, child_messages) AS x(cq, cm) WHERE cq = q
+                      ORDER BY cm->>'task_uuid', cm->>'step_uuid' LOOP
+                claimed_step := NULL;
+                IF capacity > 0 AND q = ANY (p_claim_queues)
+                   AND NOT (coalesce(m->>'handler', '') = ANY (coalesce(p_blocked_handlers, '{}'))) THEN
+                    claimed_token := gen_random_uuid();
+                    UPDATE tasker.workflow_steps ws
+                       SET state = 'in_progress', attempts = ws.attempts + 1, claim_token = claimed_token,
+                           claimed_by = p_worker, updated_at = now(),
+                           claim_expires_at = now() + make_interval(secs => ws.timeout_seconds + p_grace)
+                     WHERE ws.step_uuid = (m->>'step_uuid')::uuid AND ws.state = 'enqueued'
+                    RETURNING ws.step_uuid, ws.attempts, ws.claim_expires_at INTO c;
+                    IF FOUND THEN
+                        claimed_step := c.step_uuid;
+                        EXECUTE format('INSERT INTO pgmq.%I (vt, message) VALUES ($1, $2) RETURNING msg_id', 'q_' || q)
+                          INTO claimed_msg USING c.claim_expires_at, m;
+                        PERFORM tasker.record_step_transition(c.step_uuid, (m->>'task_uuid')::uuid, 'enqueued',
+                            'in_progress', jsonb_build_object('attempt', c.attempts, 'worker', p_worker));
+                        cl_steps := cl_steps || c.step_uuid;
+                        cl_tasks := cl_tasks || (m->>'task_uuid')::uuid;
+                        cl_tokens := cl_tokens || claimed_token;
+                        cl_msgs := cl_msgs || claimed_msg;
+                        cl_queues := cl_queues || q;
+                        cl_priorities := cl_priorities || (m->>'priority')::smallint;
+                        capacity := capacity - 1;
+                        queue_claims := queue_claims + 1;
+                    END IF;
+                END IF;
+                IF claimed_step IS NULL THEN
+                    EXECUTE format('INSERT INTO pgmq.%I (vt, message) VALUES (clock_timestamp(), $1)', 'q_' || q)
+                      USING m;
+                    visible := visible + 1;
+                END IF;
+            END LOOP;
+            IF visible > 0 THEN
+                PERFORM pg_notify('tasker_wakeup', ns || '|' || coalesce(p_sender, ''));
+            END IF;
+            PERFORM set_config('lock_timeout', previous_lock_timeout, true);
+        EXCEPTION WHEN OTHERS THEN
+            -- The subtransaction is rolled back: no message written, no child claimed.
+            write_error := SQLERRM;
+            capacity := capacity + queue_claims;
+            cl_steps := cl_steps[1:cardinality(cl_steps) - queue_claims];
+            cl_tasks := cl_tasks[1:cardinality(cl_tasks) - queue_claims];
+            cl_tokens := cl_tokens[1:cardinality(cl_tokens) - queue_claims];
+            cl_msgs := cl_msgs[1:cardinality(cl_msgs) - queue_claims];
+            cl_queues := cl_queues[1:cardinality(cl_queues) - queue_claims];
+            cl_priorities := cl_priorities[1:cardinality(cl_priorities) - queue_claims];
+        END;
+        RETURN QUERY SELECT 'queue'::text, NULL::uuid, NULL::text, NULL::text, NULL::int, NULL::text,
+            NULL::float8, q, write_error, NULL::uuid, NULL::uuid, NULL::bigint, NULL::smallint,
+            NULL::int, NULL::int, NULL::int, NULL::text, NULL::bigint, NULL::jsonb, NULL::uuid,
+            NULL::uuid, NULL::jsonb, NULL::text;
+    END LOOP;
+
+    RETURN QUERY
+    SELECT 'claimed'::text, cl.step_uuid, NULL::text, 'in_progress'::text, NULL::int, NULL::text,
+           NULL::float8, cl.queue, NULL::text, cl.task_uuid, cl.token, cl.msg_id, cl.priority,
+           ws.attempts, ws.max_attempts, ws.timeout_seconds, ws.name, tk.named_task_id, tk.context,
+           tk.correlation_id, tk.parent_correlation_id,
+           coalesce((
+               WITH RECURSIVE ancestors(step_uuid) AS (
+                   SELECT e.from_step_uuid FROM tasker.workflow_step_edges e WHERE e.to_step_uuid = cl.step_uuid
+                   UNION
+                   SELECT e.from_step_uuid FROM tasker.workflow_step_edges e
+                     JOIN ancestors a ON e.to_step_uuid = a.step_uuid)
+               SELECT jsonb_agg(jsonb_build_array(anc.name, coalesce(anc.results, 'null'::jsonb)))
+                 FROM tasker.workflow_steps anc JOIN ancestors USING (step_uuid)), '[]'::jsonb),
+           tk.traceparent
+      FROM unnest(cl_steps, cl_tasks, cl_tokens, cl_msgs, cl_queues, cl_priorities)
+           AS cl(step_uuid, task_uuid, token, msg_id, queue, priority)
+      JOIN tasker.workflow_steps ws ON ws.step_uuid = cl.step_uuid
+      JOIN tasker.tasks tk ON tk.task_uuid = cl.task_uuid;
 END $$;

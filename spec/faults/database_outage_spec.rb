@@ -4,7 +4,8 @@ require_relative "../fixtures/faults/breaker_handlers"
 
 # Issue 5 fault test 1: PostgreSQL stopped for 30 s in the middle of 200 running diamond tasks,
 # then started. The process survives, every task completes, no step's result is applied twice,
-# and the queue breaker's recorded transitions show it opened, tried and closed again.
+# and the outage is the database's, not a queue's: the queue breaker never opens for it (a
+# refused or lost connection is no verdict on a queue; health says "down" meanwhile).
 RSpec.describe "PostgreSQL stopped for 30 seconds under load" do
   let(:template) do
     <<~YAML
@@ -40,7 +41,7 @@ RSpec.describe "PostgreSQL stopped for 30 seconds under load" do
 
   def finished = sql("SELECT count(*) FROM tasker.tasks WHERE status IN ('complete', 'error')").to_i
 
-  it "survives, completes every task once, and records the breaker opening and closing" do
+  it "survives, completes every task once, and does not hold the outage against the queue's breaker" do
     BreakerFaultHandlers::Counted.reset!
     with_template_dir("outage.yaml" => template) do |dir|
       with_engine(database_url: @cluster.url, namespaces: ["spec_outage"], template_paths: [dir], concurrency: 4,
@@ -55,6 +56,7 @@ RSpec.describe "PostgreSQL stopped for 30 seconds under load" do
         expect(finished).to be < tasks
 
         @cluster.stop
+        eventually(timeout: 10) { TaskerCore.health["status"] == "down" }
         sleep outage_seconds
         @cluster.start
 
@@ -74,9 +76,7 @@ RSpec.describe "PostgreSQL stopped for 30 seconds under load" do
         expect(runs.keys.map { |task, step, _| [task, step] }.uniq.size).to eq(tasks * 4)
 
         transitions = TaskerCore.health.dig("queue_breakers", "tasker_ns_spec_outage", "transitions")
-        expect(transitions).to include("closed->open (failure threshold reached)",
-                                       "open->half_open (open timeout elapsed)",
-                                       "half_open->closed (trial calls succeeded)")
+        expect(transitions).to eq([])
         # Healthy again (named breakers of other specs in this process do not matter here).
         eventually(timeout: 10) do
           health = TaskerCore.health

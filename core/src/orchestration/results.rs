@@ -1,7 +1,9 @@
-//! Applying a step's outcome: one transaction records the result or failure, moves the step,
-//! settles its message, releases children whose parents are now all done, and finalizes the
-//! task when nothing is left. The task row is locked first, so sibling completions of one task
-//! apply one after another: a join is released exactly once and finalization sees every step.
+//! Applying step outcomes, in batches: one transaction records each result or failure, moves
+//! its step, settles its message, releases children whose parents are now all done, finalizes
+//! the task when nothing is left, and claims released children for the applying process. Task
+//! rows are locked in task order, so sibling completions of one task apply one after another
+//! (a join is released exactly once, finalization sees every step) and concurrent batches
+//! cannot deadlock.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,104 +36,259 @@ pub enum ApplyReport {
     },
 }
 
-/// The namespace queue's side of applying an outcome: its breaker and how long a write may
+/// The namespace queue's side of writing to a queue: its breaker and how long a write may
 /// wait for the queue table's lock.
 pub(crate) struct QueueGuard<'a> {
     pub breaker: &'a CircuitBreaker,
     pub lock_timeout: Duration,
 }
 
-pub(crate) async fn apply(
+/// One outcome of a batch, with whether its queue may be written (its breaker admitted it).
+pub(crate) struct BatchItem<'a> {
+    pub ticket: &'a ClaimTicket,
+    pub outcome: &'a StepOutcome,
+    pub queue_usable: bool,
+}
+
+/// Which released children the applying process claims for itself, in the same transaction.
+pub(crate) struct FusedClaims<'a> {
+    /// Queues this process serves.
+    pub queues: &'a [String],
+    /// Free handler slots: claim at most this many.
+    pub capacity: usize,
+    /// Handler classes whose breaker is open: their steps are left to the queue.
+    pub blocked_handlers: &'a [String],
+    pub worker_id: &'a str,
+    pub claim_grace_seconds: i32,
+}
+
+/// A released child claimed for this process by [`apply_batch`].
+#[derive(Debug)]
+pub(crate) struct ClaimedChild {
+    pub queue: String,
+    pub named_task_id: i64,
+    pub parent_trace: Option<String>,
+    pub row: crate::worker::ClaimedRow,
+}
+
+/// What [`apply_batch`] did: one report per item (in the items' order), each written queue's
+/// error (None: written), and the children claimed for this process.
+#[derive(Debug)]
+pub(crate) struct BatchApplied {
+    pub reports: Vec<ApplyReport>,
+    pub queues: Vec<(String, Option<String>)>,
+    pub claimed: Vec<ClaimedChild>,
+}
+
+#[derive(sqlx::FromRow)]
+struct BatchRow {
+    kind: String,
+    step_uuid: Option<Uuid>,
+    outcome: Option<String>,
+    step_state: Option<String>,
+    enqueued_children: Option<i32>,
+    task_state: Option<String>,
+    retry_in_ms: Option<f64>,
+    queue: Option<String>,
+    queue_error: Option<String>,
+    task_uuid: Option<Uuid>,
+    token: Option<Uuid>,
+    msg_id: Option<i64>,
+    priority: Option<i16>,
+    attempts: Option<i32>,
+    max_attempts: Option<i32>,
+    timeout_seconds: Option<i32>,
+    step_name: Option<String>,
+    named_task_id: Option<i64>,
+    context: Option<Value>,
+    correlation_id: Option<Uuid>,
+    parent_correlation_id: Option<Uuid>,
+    dependency_results: Option<Value>,
+    traceparent: Option<String>,
+}
+
+/// Apply a batch of outcomes in one transaction and one round trip
+/// (`tasker.apply_step_results`): each is checked against its claim token, recorded, its step
+/// moved, its children released, its task finalized; each usable queue is written once, and
+/// released children are claimed for this process as [`FusedClaims`] allows. A late outcome
+/// (stale token) is reported [`ApplyReport::Discarded`].
+pub(crate) async fn apply_batch(
     pool: &PgPool,
-    ticket: &ClaimTicket,
-    outcome: &StepOutcome,
-    queue: QueueGuard<'_>,
-) -> Result<ApplyReport> {
-    let empty = Value::Object(Default::default());
-    let (success, result, metadata, error, retryable, retry_ms) = match outcome {
-        StepOutcome::Success { result, metadata } => (true, result, metadata, None, false, 0.0),
-        StepOutcome::Failure(f) => {
-            let delay = backoff::delay_with_random_jitter(
-                ticket.attempt,
-                ticket.backoff_base_ms,
-                ticket.max_backoff_ms,
-                f.retry_after,
-            );
-            (
-                false,
-                &empty,
-                &empty,
-                Some(failure_json(f, ticket.attempt)),
-                f.kind == FailureKind::Retryable,
-                delay.as_secs_f64() * 1000.0,
-            )
-        }
-    };
-    // An open breaker: the outcome still commits; the queue is left alone (see the migration).
-    let permit = queue.breaker.try_acquire().ok();
-    type Row = (
-        String,
-        Option<String>,
-        i32,
-        Option<String>,
-        Option<f64>,
-        Option<String>,
-    );
-    let row: Result<Row> = sqlx::query_as(
-        "SELECT * FROM tasker.apply_step_result($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
-    )
-    .bind(ticket.task_uuid)
-    .bind(ticket.step_uuid)
-    .bind(ticket.token)
-    .bind(ticket.queue.as_str())
-    .bind(ticket.msg_id)
-    .bind(&*ticket.namespace)
-    .bind(ticket.correlation_id)
-    .bind(ticket.priority)
-    .bind(success)
-    .bind(success.then_some(result))
-    .bind(success.then_some(metadata))
-    .bind(error)
-    .bind(retryable)
-    .bind(retry_ms)
-    .bind(permit.is_some())
-    .bind(queue.lock_timeout.as_millis().min(i32::MAX as u128) as i32)
-    .fetch_one(pool)
-    .await
-    .map_err(Into::into);
-    let row = match (row, permit) {
-        (Ok(row), Some(permit)) => {
-            match &row.5 {
-                None => permit.success(),
-                Some(e) => {
-                    permit.failure();
-                    tracing::warn!(queue = %ticket.queue, step_uuid = %ticket.step_uuid,
-                        correlation_id = %ticket.correlation_id, error = %e,
-                        "the step's outcome is recorded but its queue could not be written; \
-                         released children are sent by the recovery loop");
-                }
+    items: &[BatchItem<'_>],
+    claims: &FusedClaims<'_>,
+    lock_timeout: Duration,
+    sender: &str,
+) -> Result<BatchApplied> {
+    let n = items.len();
+    let mut tasks = Vec::with_capacity(n);
+    let mut steps = Vec::with_capacity(n);
+    let mut tokens = Vec::with_capacity(n);
+    let mut queues = Vec::with_capacity(n);
+    let mut msg_ids = Vec::with_capacity(n);
+    let mut namespaces = Vec::with_capacity(n);
+    let mut correlations = Vec::with_capacity(n);
+    let mut priorities = Vec::with_capacity(n);
+    let mut success = Vec::with_capacity(n);
+    let mut results = Vec::with_capacity(n);
+    let mut metadata = Vec::with_capacity(n);
+    let mut errors = Vec::with_capacity(n);
+    let mut retryable = Vec::with_capacity(n);
+    let mut retry_ms = Vec::with_capacity(n);
+    let mut usable = Vec::with_capacity(n);
+    for item in items {
+        let t = item.ticket;
+        tasks.push(t.task_uuid);
+        steps.push(t.step_uuid);
+        tokens.push(t.token);
+        queues.push(t.queue.as_str());
+        msg_ids.push(t.msg_id);
+        namespaces.push(&*t.namespace);
+        correlations.push(t.correlation_id);
+        priorities.push(t.priority);
+        usable.push(item.queue_usable);
+        match item.outcome {
+            StepOutcome::Success {
+                result,
+                metadata: meta,
+            } => {
+                success.push(true);
+                results.push(result);
+                metadata.push(meta);
+                errors.push(Value::Null);
+                retryable.push(false);
+                retry_ms.push(0.0);
             }
-            row
-        }
-        (Ok(row), None) => row,
-        // Not the queue's fault (the database, the connection): no verdict on the queue.
-        (Err(e), permit) => {
-            if let Some(p) = permit {
-                p.release();
+            StepOutcome::Failure(f) => {
+                let delay = backoff::delay_with_random_jitter(
+                    t.attempt,
+                    t.backoff_base_ms,
+                    t.max_backoff_ms,
+                    f.retry_after,
+                );
+                success.push(false);
+                results.push(&Value::Null);
+                metadata.push(&Value::Null);
+                errors.push(failure_json(f, t.attempt));
+                retryable.push(f.kind == FailureKind::Retryable);
+                retry_ms.push(delay.as_secs_f64() * 1000.0);
             }
-            return Err(e);
         }
-    };
-    if row.0 != "applied" {
-        tracing::info!(step_uuid = %ticket.step_uuid, correlation_id = %ticket.correlation_id,
-            "discarding a result whose claim is no longer current");
-        return Ok(ApplyReport::Discarded);
     }
-    Ok(ApplyReport::Applied {
-        step_state: row.1.as_deref().unwrap_or("complete").parse()?,
-        enqueued_children: row.2.max(0) as usize,
-        task_state: row.3.as_deref().map(str::parse).transpose()?,
-        retry_in: row.4.map(|ms| Duration::from_secs_f64(ms / 1000.0)),
+    let rows: Vec<BatchRow> = sqlx::query_as(
+        "SELECT * FROM tasker.apply_step_results($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb[],            $11::jsonb[], $12::jsonb[], $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)",
+    )
+    .bind(&tasks)
+    .bind(&steps)
+    .bind(&tokens)
+    .bind(&queues)
+    .bind(&msg_ids)
+    .bind(&namespaces)
+    .bind(&correlations)
+    .bind(&priorities)
+    .bind(&success)
+    .bind(&results)
+    .bind(&metadata)
+    .bind(&errors)
+    .bind(&retryable)
+    .bind(&retry_ms)
+    .bind(&usable)
+    .bind(claims.queues)
+    .bind(claims.capacity.min(i32::MAX as usize) as i32)
+    .bind(claims.blocked_handlers)
+    .bind(claims.worker_id)
+    .bind(claims.claim_grace_seconds)
+    .bind(lock_timeout.as_millis().min(i32::MAX as u128) as i32)
+    .bind(sender)
+    .fetch_all(pool)
+    .await?;
+    let mut reports: Vec<Option<ApplyReport>> = (0..n).map(|_| None).collect();
+    let position: std::collections::HashMap<Uuid, usize> =
+        steps.iter().enumerate().map(|(i, s)| (*s, i)).collect();
+    let mut written = Vec::new();
+    let mut claimed = Vec::new();
+    for row in rows {
+        match row.kind.as_str() {
+            "outcome" => {
+                let Some(&i) = row.step_uuid.as_ref().and_then(|s| position.get(s)) else {
+                    continue;
+                };
+                reports[i] = Some(if row.outcome.as_deref() == Some("applied") {
+                    ApplyReport::Applied {
+                        step_state: row.step_state.as_deref().unwrap_or("complete").parse()?,
+                        enqueued_children: row.enqueued_children.unwrap_or(0).max(0) as usize,
+                        task_state: row.task_state.as_deref().map(str::parse).transpose()?,
+                        retry_in: row
+                            .retry_in_ms
+                            .map(|ms| crate::limits::clamped_seconds(ms / 1000.0, Duration::MAX)),
+                    }
+                } else {
+                    tracing::info!(step_uuid = ?row.step_uuid,
+                        "discarding a result whose claim is no longer current");
+                    ApplyReport::Discarded
+                });
+            }
+            "queue" => written.push((row.queue.unwrap_or_default(), row.queue_error)),
+            "claimed" => {
+                let (
+                    Some(step_uuid),
+                    Some(task_uuid),
+                    Some(token),
+                    Some(msg_id),
+                    Some(attempts),
+                    Some(max_attempts),
+                    Some(timeout),
+                    Some(step_name),
+                    Some(named_task_id),
+                    Some(correlation_id),
+                ) = (
+                    row.step_uuid,
+                    row.task_uuid,
+                    row.token,
+                    row.msg_id,
+                    row.attempts,
+                    row.max_attempts,
+                    row.timeout_seconds,
+                    row.step_name,
+                    row.named_task_id,
+                    row.correlation_id,
+                )
+                else {
+                    continue;
+                };
+                claimed.push(ClaimedChild {
+                    queue: row.queue.unwrap_or_default(),
+                    named_task_id,
+                    parent_trace: row.traceparent,
+                    row: crate::worker::ClaimedRow {
+                        parent_trace: None,
+                        task_uuid,
+                        step_uuid,
+                        token,
+                        msg_id,
+                        correlation_id,
+                        parent_correlation_id: row.parent_correlation_id,
+                        priority: row.priority.unwrap_or(0),
+                        step_name,
+                        attempts: attempts as u32,
+                        max_attempts: max_attempts as u32,
+                        timeout_seconds: timeout as u32,
+                        context: row.context.unwrap_or(Value::Null),
+                        dependency_results: crate::worker::claim::dependency_pairs(
+                            row.dependency_results,
+                        ),
+                    },
+                });
+            }
+            _ => {}
+        }
+    }
+    Ok(BatchApplied {
+        reports: reports
+            .into_iter()
+            .map(|r| r.unwrap_or(ApplyReport::Discarded))
+            .collect(),
+        queues: written,
+        claimed,
     })
 }
 

@@ -86,22 +86,7 @@ pub(crate) async fn claim(
             "claim_step returned an incomplete row".into(),
         ));
     };
-    let dependency_results = match row.11 {
-        Some(Value::Array(pairs)) => pairs
-            .into_iter()
-            .filter_map(|pair| match pair {
-                Value::Array(mut kv) if kv.len() == 2 => {
-                    let value = kv.pop()?;
-                    match kv.pop()? {
-                        Value::String(k) => Some((k, value)),
-                        _ => None,
-                    }
-                }
-                _ => None,
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
+    let dependency_results = dependency_pairs(row.11);
     let reg = shared.registry.by_id(&shared.pool, named_task_id).await?;
     let parent_trace = row
         .12
@@ -124,6 +109,26 @@ pub(crate) async fn claim(
         dependency_results,
     };
     Ok(Ok(build_event(Some(&shared.names), &reg, site.queue, row)))
+}
+
+/// The `[[name, result], ...]` array the claim functions return, as pairs.
+pub(crate) fn dependency_pairs(value: Option<Value>) -> Vec<(String, Value)> {
+    match value {
+        Some(Value::Array(pairs)) => pairs
+            .into_iter()
+            .filter_map(|pair| match pair {
+                Value::Array(mut kv) if kv.len() == 2 => {
+                    let value = kv.pop()?;
+                    match kv.pop()? {
+                        Value::String(k) => Some((k, value)),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// Fail a step whose claim expired on its last attempt (see [`ClaimRefusal::Exhausted`]).

@@ -246,6 +246,10 @@ impl PollerCtx {
         };
         match messaging::set_vt(&self.shared.queue_pool, &self.queue, msg_id, secs).await {
             Ok(()) => permit.success(),
+            Err(e) if crate::trouble::is_connection_trouble(&e) => {
+                permit.release();
+                self.shared.trouble.note("postponing a message", &e);
+            }
             Err(e) => {
                 permit.failure();
                 tracing::warn!(queue = %self.queue, msg_id, error = %e, "could not postpone a message");
@@ -264,6 +268,10 @@ impl PollerCtx {
         match messaging::archive_poison(&self.shared.queue_pool, &self.queue, msg_id, reason).await
         {
             Ok(_) => permit.success(),
+            Err(e) if crate::trouble::is_connection_trouble(&e) => {
+                permit.release();
+                self.shared.trouble.note("archiving a poison message", &e);
+            }
             Err(e) => {
                 permit.failure();
                 tracing::error!(queue = %self.queue, msg_id, error = %e, "archiving a poison message failed");

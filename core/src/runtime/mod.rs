@@ -13,13 +13,13 @@ use std::time::Duration;
 use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::messaging::{self, queue::QueueName};
 use crate::orchestration::registry::{RegisteredTemplate, Registry};
-use crate::orchestration::{self, ApplyReport, CreatedTask, Intervention, TaskRequest};
+use crate::orchestration::{self, CreatedTask, Intervention, TaskRequest};
 use crate::resilience::{BreakerRegistry, CircuitBreakerConfig, CircuitState, OwnedPermit};
 use crate::state::TaskState;
 use crate::store::snapshot::{self, TaskView};
@@ -27,6 +27,8 @@ use crate::strings::StringCache;
 use crate::telemetry::{BreakerSource, StepTrace, Telemetry};
 use crate::worker::poller::Poller;
 use crate::worker::{ClaimTicket, StepEvent, StepOutcome};
+
+mod applier;
 
 /// Engine settings (the Ruby `TaskerCore.configure` values, already validated there).
 #[derive(Debug, Clone)]
@@ -241,12 +243,14 @@ pub(crate) struct Shared {
     /// Failures for want of a connection, counted and reported at a bounded rate.
     pub trouble: crate::trouble::ConnectionTrouble,
     /// Outcomes handed back and not yet applied.
-    completions_pending: AtomicUsize,
+    pub(crate) completions_pending: AtomicUsize,
     /// Wake-up signal per namespace served by this process.
     wakeups: HashMap<String, Arc<Notify>>,
-    retry_wakeup: Notify,
+    pub(crate) retry_wakeup: Notify,
     waiters: Mutex<Waiters>,
     next_waiter: AtomicU64,
+    /// Tags this engine's cross-process wake-ups, so that it ignores its own echo.
+    pub(crate) instance_id: String,
 }
 
 impl Shared {
@@ -339,7 +343,7 @@ impl Shared {
         }
     }
 
-    fn wake_namespace(&self, namespace: &str) {
+    pub(crate) fn wake_namespace(&self, namespace: &str) {
         if let Some(n) = self.wakeups.get(namespace) {
             n.notify_one();
         }
@@ -618,6 +622,7 @@ impl Engine {
             retry_wakeup: Notify::new(),
             waiters: Mutex::new(HashMap::new()),
             next_waiter: AtomicU64::new(1),
+            instance_id: Uuid::new_v4().simple().to_string(),
         });
         let mut registered = Vec::with_capacity(templates.len());
         for t in templates {
@@ -687,8 +692,23 @@ impl Engine {
             };
             services.push(tokio::spawn(poller.run()));
         }
-        drop(dispatch_tx);
-        let applier = tokio::spawn(apply_results(shared.clone(), completion_rx));
+        let served: Vec<String> = shared
+            .wakeups
+            .keys()
+            .filter_map(|ns| QueueName::for_namespace(ns).ok())
+            .map(|q| q.as_str().to_owned())
+            .collect();
+        let applier = tokio::spawn(
+            applier::Applier {
+                shared: shared.clone(),
+                rx: completion_rx,
+                dispatch: (!served.is_empty()).then_some(dispatch_tx),
+                slots,
+                served,
+                stop: stop_rx,
+            }
+            .run(),
+        );
         Engine {
             runtime: Some(runtime),
             shared,
@@ -1004,100 +1024,6 @@ fn default_worker_id() -> String {
     format!("{host}:{}", std::process::id())
 }
 
-/// Apply handed-back outcomes concurrently; finish once the channel is closed and drained.
-async fn apply_results(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Completion>) {
-    let mut running = JoinSet::new();
-    loop {
-        tokio::select! {
-            Some(c) = rx.recv() => { running.spawn(apply_one(shared.clone(), c)); }
-            Some(_) = running.join_next(), if !running.is_empty() => {}
-            else => break,
-        }
-    }
-}
-
-async fn apply_one(shared: Arc<Shared>, completion: Completion) {
-    apply_with_retries(&shared, completion).await;
-    shared.completions_pending.fetch_sub(1, Ordering::Relaxed);
-}
-
-/// Apply an outcome, retrying through database outages for as long as the engine runs (a
-/// result applied after its claim expired is still applied if nobody took the step over, and
-/// discarded otherwise; engine shutdown bounds the wait).
-async fn apply_with_retries(shared: &Shared, (ticket, outcome, trace): Completion) {
-    let started = std::time::Instant::now();
-    let report = apply_until_done(shared, &ticket, &outcome).await;
-    if let (Some(t), Some(report)) = (&shared.telemetry, report) {
-        t.applied(trace, &report, started.elapsed());
-    }
-}
-
-async fn apply_until_done(
-    shared: &Shared,
-    ticket: &ClaimTicket,
-    outcome: &StepOutcome,
-) -> Option<ApplyReport> {
-    let mut delay = Duration::from_millis(100);
-    let breaker = shared.queue_breakers.get(ticket.queue.as_str());
-    let mut attempt = 0u64;
-    let mut next_log = 1u64;
-    // Replaced by a permanent failure when PostgreSQL refuses the outcome's data.
-    let mut replacement: Option<StepOutcome> = None;
-    loop {
-        attempt += 1;
-        let guard = orchestration::results::QueueGuard {
-            breaker: &breaker,
-            lock_timeout: shared.queue_lock_timeout,
-        };
-        let current = replacement.as_ref().unwrap_or(outcome);
-        match orchestration::results::apply(&shared.pool, ticket, current, guard).await {
-            Ok(
-                report @ ApplyReport::Applied {
-                    enqueued_children,
-                    task_state,
-                    retry_in,
-                    ..
-                },
-            ) => {
-                if enqueued_children > 0 {
-                    shared.wake_namespace(&ticket.namespace);
-                }
-                if retry_in.is_some() {
-                    shared.retry_wakeup.notify_one();
-                }
-                if task_state.is_some_and(TaskState::is_terminal) {
-                    shared.task_finished(ticket.task_uuid);
-                }
-                return Some(report);
-            }
-            Ok(ApplyReport::Discarded) => return Some(ApplyReport::Discarded),
-            Err(e) if e.is_data_error() && replacement.is_none() => {
-                // Retrying cannot help: record why the outcome was refused, permanently.
-                tracing::error!(step_uuid = %ticket.step_uuid, correlation_id = %ticket.correlation_id,
-                    error = %e, "PostgreSQL refused this step's outcome; the step fails permanently");
-                replacement = Some(StepOutcome::Failure(
-                    crate::worker::StepFailure::unstorable(&e),
-                ));
-            }
-            Err(e) => {
-                if e.is_data_error() {
-                    tracing::error!(step_uuid = %ticket.step_uuid, correlation_id = %ticket.correlation_id,
-                        error = %e, "PostgreSQL refused even the failure recorded in place of an outcome; \
-                         the step runs again after its claim expires");
-                    return None;
-                }
-                if !shared.trouble.note("applying a step result", &e) && attempt == next_log {
-                    next_log += 10;
-                    tracing::warn!(step_uuid = %ticket.step_uuid, correlation_id = %ticket.correlation_id,
-                        attempt, error = %e, "applying a step result failed; retrying");
-                }
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
-            }
-        }
-    }
-}
-
 /// Keep the queue depth gauges current (read at export).
 async fn refresh_queue_depths(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let Some(t) = &shared.telemetry else { return };
@@ -1261,7 +1187,14 @@ async fn listen(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         let Some(l) = listener.as_mut() else { continue };
         tokio::select! {
             n = l.recv() => match n {
-                Ok(n) if n.channel() == messaging::WAKEUP_CHANNEL => shared.wake_namespace(n.payload()),
+                Ok(n) if n.channel() == messaging::WAKEUP_CHANNEL => {
+                    // "namespace" or "namespace|sender": a process's own wake-ups come back
+                    // here too, and are ignored (it woke itself in process already).
+                    let (namespace, sender) = n.payload().split_once('|').unwrap_or((n.payload(), ""));
+                    if sender != shared.instance_id {
+                        shared.wake_namespace(namespace);
+                    }
+                }
                 Ok(n) => {
                     if let Ok(uuid) = n.payload().parse::<Uuid>() {
                         shared.task_finished(uuid);
