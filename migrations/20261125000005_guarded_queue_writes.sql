@@ -93,84 +93,159 @@ DROP FUNCTION tasker.apply_step_result(uuid, uuid, uuid, text, bigint, text, uui
 -- process exported no traces): step attempts join the task's trace in any process.
 ALTER TABLE tasker.tasks ADD COLUMN traceparent text;
 
--- claim_step gains a bounded wait for the queue table (p_lock_timeout_ms) and returns the
--- task's traceparent.
+-- Steps are claimed in batches (tasker.claim_steps, below): the one-message function of
+-- migration 3 is gone.
 DROP FUNCTION tasker.claim_step(uuid, uuid, uuid, text, integer, text, bigint);
 
-CREATE FUNCTION tasker.claim_step(p_step uuid, p_task uuid, p_token uuid, p_worker text,
-                                  p_grace integer, p_queue text, p_msg_id bigint,
-                                  p_lock_timeout_ms integer)
-RETURNS TABLE (outcome text, state text, busy_seconds double precision, attempts integer,
-               max_attempts integer, timeout_seconds integer, step_name text, named_task_id bigint,
-               context jsonb, correlation_id uuid, parent_correlation_id uuid,
-               dependency_results jsonb, traceparent text)
+-- A queue message's priority for ordering (the one definition: the queues' index and every
+-- read use it). Total over any JSON a producer may send: a missing, non-numeric or huge
+-- priority never makes a read fail.
+CREATE FUNCTION tasker.message_priority(message jsonb) RETURNS numeric
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN jsonb_typeof(message->'priority') = 'number'
+                THEN least(greatest((message->>'priority')::numeric, -32768), 32767) ELSE 0 END
+$$;
+
+-- Read up to p_qty visible messages of p_queue (highest priority first, then FIFO) and claim
+-- their steps, in one transaction and one round trip: enqueued → in_progress (attempts + 1, a
+-- new claim token, an expiry of timeout + p_grace), or take over an expired claim (crash
+-- recovery); each claimed message stays hidden until its claim expires, so a crash redelivers
+-- it. Every other message is settled here too: one whose step is claimed elsewhere is hidden
+-- until that claim expires, one of a handler in p_blocked_handlers (breaker open) for
+-- p_blocked_seconds with attempts untouched (of a handler in p_trial_handlers, a half-open
+-- breaker's one trial, all but the first), one whose step is finished, unknown, or that is
+-- not a step message is archived with the reason. A claim that expired on the step's last
+-- attempt is left to tasker.fail_exhausted_claim (kind 'exhausted').
+--
+-- Rows: kind 'claimed' (what the handler needs), 'archived' (msg_id, reason), 'exhausted'
+-- (msg_id, step, task), 'postponed' (msg_id).
+CREATE FUNCTION tasker.claim_steps(p_queue text, p_qty integer, p_worker text, p_grace integer,
+                                   p_read_vt integer, p_blocked_handlers text[],
+                                   p_trial_handlers text[], p_blocked_seconds integer)
+RETURNS TABLE (kind text, msg_id bigint, reason text, step_uuid uuid, task_uuid uuid, token uuid,
+               priority smallint, attempts integer, max_attempts integer, timeout_seconds integer,
+               step_name text, named_task_id bigint, context jsonb, correlation_id uuid,
+               parent_correlation_id uuid, dependency_results jsonb, traceparent text)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
+    uuid_format constant text := '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$';
+    msg record;
     s record;
     c record;
     t record;
-    previous_lock_timeout text := current_setting('lock_timeout');
+    new_token uuid;
+    hide_ids bigint[] := '{}';
+    hide_until timestamptz[] := '{}';
+    archive_ids bigint[] := '{}';
+    archive_reasons text[] := '{}';
+    trials_taken text[] := '{}';
 BEGIN
-    SELECT ws.state, ws.task_uuid, ws.claim_expires_at, ws.attempts, ws.max_attempts INTO s
-      FROM tasker.workflow_steps ws WHERE ws.step_uuid = p_step FOR UPDATE;
-    IF NOT FOUND OR s.task_uuid <> p_task THEN
-        RETURN QUERY SELECT 'missing'::text, NULL::text, NULL::float8, NULL::int, NULL::int, NULL::int,
-                            NULL::text, NULL::bigint, NULL::jsonb, NULL::uuid, NULL::uuid, NULL::jsonb, NULL::text;
-        RETURN;
+    FOR msg IN EXECUTE format(
+        'WITH next AS (SELECT msg_id FROM pgmq.%1$I WHERE vt <= clock_timestamp() '
+        '  ORDER BY tasker.message_priority(message) DESC, msg_id LIMIT $1 FOR UPDATE SKIP LOCKED) '
+        'UPDATE pgmq.%1$I m SET vt = clock_timestamp() + make_interval(secs => $2), '
+        '  read_ct = read_ct + 1, last_read_at = clock_timestamp() '
+        'FROM next WHERE m.msg_id = next.msg_id '
+        'RETURNING m.msg_id, m.message, '
+        '  CASE WHEN m.message->>''step_uuid'' ~ $3 THEN (m.message->>''step_uuid'')::uuid END AS step, '
+        '  CASE WHEN m.message->>''task_uuid'' ~ $3 THEN (m.message->>''task_uuid'')::uuid END AS task',
+        'q_' || p_queue) USING p_qty, p_read_vt, uuid_format
+    LOOP
+        -- (Locks follow the order of the rows; duplicates of one step's message are rare and
+        -- each waits its turn on the step row.)
+        IF msg.message IS NULL OR jsonb_typeof(msg.message) <> 'object' THEN
+            archive_ids := archive_ids || msg.msg_id;
+            archive_reasons := archive_reasons || ('not a step message: the message is '
+                || coalesce(jsonb_typeof(msg.message), 'NULL'));
+            CONTINUE;
+        END IF;
+        IF msg.step IS NULL OR msg.task IS NULL THEN
+            archive_ids := archive_ids || msg.msg_id;
+            archive_reasons := archive_reasons || 'not a step message: task_uuid and step_uuid must be UUIDs'::text;
+            CONTINUE;
+        END IF;
+        IF coalesce(msg.message->>'handler', '') = ANY (coalesce(p_blocked_handlers, '{}'))
+           OR coalesce(msg.message->>'handler', '') = ANY (trials_taken) THEN
+            hide_ids := hide_ids || msg.msg_id;
+            hide_until := hide_until || (clock_timestamp() + make_interval(secs => greatest(p_blocked_seconds, 1)));
+            RETURN QUERY SELECT 'postponed'::text, msg.msg_id, 'handler circuit breaker open'::text, msg.step,
+                msg.task, NULL::uuid, NULL::smallint, NULL::int, NULL::int, NULL::int, NULL::text, NULL::bigint,
+                NULL::jsonb, NULL::uuid, NULL::uuid, NULL::jsonb, NULL::text;
+            CONTINUE;
+        END IF;
+        SELECT ws.state, ws.claim_expires_at, ws.attempts, ws.max_attempts INTO s
+          FROM tasker.workflow_steps ws WHERE ws.step_uuid = msg.step AND ws.task_uuid = msg.task FOR UPDATE;
+        IF NOT FOUND THEN
+            archive_ids := archive_ids || msg.msg_id;
+            archive_reasons := archive_reasons || 'unknown step'::text;
+            CONTINUE;
+        END IF;
+        IF s.state = 'in_progress' AND s.claim_expires_at > now() THEN
+            hide_ids := hide_ids || msg.msg_id;
+            hide_until := hide_until || s.claim_expires_at;
+            CONTINUE;
+        END IF;
+        IF s.state NOT IN ('enqueued', 'in_progress') THEN
+            archive_ids := archive_ids || msg.msg_id;
+            archive_reasons := archive_reasons || ('step is ' || s.state || '; nothing to run');
+            CONTINUE;
+        END IF;
+        IF s.state = 'in_progress' AND s.attempts >= s.max_attempts THEN
+            RETURN QUERY SELECT 'exhausted'::text, msg.msg_id, NULL::text, msg.step, msg.task, NULL::uuid,
+                NULL::smallint, s.attempts, s.max_attempts, NULL::int, NULL::text, NULL::bigint, NULL::jsonb,
+                NULL::uuid, NULL::uuid, NULL::jsonb, NULL::text;
+            CONTINUE;
+        END IF;
+        IF coalesce(msg.message->>'handler', '') = ANY (coalesce(p_trial_handlers, '{}')) THEN
+            trials_taken := trials_taken || (msg.message->>'handler');
+        END IF;
+        new_token := gen_random_uuid();
+        UPDATE tasker.workflow_steps ws
+           SET state = 'in_progress', attempts = ws.attempts + 1, claim_token = new_token,
+               claimed_by = p_worker, updated_at = now(),
+               claim_expires_at = now() + make_interval(secs => ws.timeout_seconds + p_grace)
+         WHERE ws.step_uuid = msg.step
+        RETURNING ws.attempts, ws.max_attempts, ws.timeout_seconds, ws.name, ws.claim_expires_at INTO c;
+        hide_ids := hide_ids || msg.msg_id;
+        hide_until := hide_until || c.claim_expires_at;
+        PERFORM tasker.record_step_transition(msg.step, msg.task, s.state, 'in_progress',
+            jsonb_build_object('attempt', c.attempts, 'worker', p_worker)
+            || CASE WHEN s.state = 'in_progress' THEN '{"reclaimed": true}'::jsonb ELSE '{}'::jsonb END);
+        SELECT tk.named_task_id, tk.context, tk.correlation_id, tk.parent_correlation_id, tk.traceparent INTO t
+          FROM tasker.tasks tk WHERE tk.task_uuid = msg.task;
+        RETURN QUERY
+        WITH RECURSIVE ancestors(step_uuid) AS (
+            SELECT e.from_step_uuid FROM tasker.workflow_step_edges e WHERE e.to_step_uuid = msg.step
+            UNION
+            SELECT e.from_step_uuid FROM tasker.workflow_step_edges e
+              JOIN ancestors a ON e.to_step_uuid = a.step_uuid)
+        SELECT 'claimed'::text, msg.msg_id, NULL::text, msg.step, msg.task, new_token,
+               tasker.message_priority(msg.message)::smallint, c.attempts, c.max_attempts,
+               c.timeout_seconds, c.name, t.named_task_id, t.context, t.correlation_id,
+               t.parent_correlation_id,
+               coalesce((SELECT jsonb_agg(jsonb_build_array(ws.name, coalesce(ws.results, 'null'::jsonb)))
+                           FROM tasker.workflow_steps ws JOIN ancestors USING (step_uuid)), '[]'::jsonb),
+               t.traceparent;
+    END LOOP;
+    -- The rows read are locked by this transaction already: settling them cannot wait.
+    IF cardinality(hide_ids) > 0 THEN
+        EXECUTE format('UPDATE pgmq.%I m SET vt = h.until FROM unnest($1, $2) AS h(id, until) '
+                       'WHERE m.msg_id = h.id', 'q_' || p_queue) USING hide_ids, hide_until;
     END IF;
-    -- A claim that expired on the step's last attempt: running it again would pass
-    -- max_attempts. The caller fails it with tasker.fail_exhausted_claim (under the task lock).
-    IF s.state = 'in_progress' AND s.claim_expires_at <= now() AND s.attempts >= s.max_attempts THEN
-        RETURN QUERY SELECT 'exhausted'::text, s.state, NULL::float8, s.attempts, s.max_attempts, NULL::int,
-                            NULL::text, NULL::bigint, NULL::jsonb, NULL::uuid, NULL::uuid, NULL::jsonb, NULL::text;
-        RETURN;
+    IF cardinality(archive_ids) > 0 THEN
+        EXECUTE format(
+            'WITH moved AS (DELETE FROM pgmq.%1$I m USING unnest($1, $2) AS x(id, reason) WHERE m.msg_id = x.id '
+            '  RETURNING m.msg_id, m.read_ct, m.enqueued_at, m.last_read_at, m.vt, m.message, m.headers, x.reason) '
+            'INSERT INTO pgmq.%2$I (msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers) '
+            'SELECT msg_id, read_ct, enqueued_at, last_read_at, vt, message, '
+            '  coalesce(headers, ''{}''::jsonb) || jsonb_build_object(''tasker_archive_reason'', reason) FROM moved',
+            'q_' || p_queue, 'a_' || p_queue) USING archive_ids, archive_reasons;
+        RETURN QUERY SELECT 'archived'::text, x.id, x.reason, NULL::uuid, NULL::uuid, NULL::uuid,
+            NULL::smallint, NULL::int, NULL::int, NULL::int, NULL::text, NULL::bigint, NULL::jsonb, NULL::uuid,
+            NULL::uuid, NULL::jsonb, NULL::text
+          FROM unnest(archive_ids, archive_reasons) AS x(id, reason);
     END IF;
-    IF s.state = 'in_progress' AND s.claim_expires_at > now() THEN
-        RETURN QUERY SELECT 'busy'::text, s.state, extract(epoch FROM s.claim_expires_at - now())::float8,
-                            NULL::int, NULL::int, NULL::int, NULL::text, NULL::bigint, NULL::jsonb,
-                            NULL::uuid, NULL::uuid, NULL::jsonb, NULL::text;
-        RETURN;
-    END IF;
-    IF s.state NOT IN ('enqueued', 'in_progress') THEN
-        RETURN QUERY SELECT 'stale'::text, s.state, NULL::float8, NULL::int, NULL::int, NULL::int,
-                            NULL::text, NULL::bigint, NULL::jsonb, NULL::uuid, NULL::uuid, NULL::jsonb, NULL::text;
-        RETURN;
-    END IF;
-    UPDATE tasker.workflow_steps ws
-       SET state = 'in_progress', attempts = ws.attempts + 1, claim_token = p_token,
-           claimed_by = p_worker, updated_at = now(),
-           claim_expires_at = now() + make_interval(secs => ws.timeout_seconds + p_grace)
-     WHERE ws.step_uuid = p_step
-    RETURNING ws.attempts, ws.max_attempts, ws.timeout_seconds, ws.name, ws.claim_expires_at INTO c;
-    -- Hide the message until the claim expires. A queue table that is locked or gone must not
-    -- hold the claim (nor its connection): the message then reappears after the read's
-    -- visibility timeout, finds the step claimed ('busy') and is hidden again.
-    BEGIN
-        PERFORM set_config('lock_timeout', greatest(p_lock_timeout_ms, 1) || 'ms', true);
-        EXECUTE format('UPDATE pgmq.%I SET vt = $1 WHERE msg_id = $2', 'q_' || p_queue)
-          USING c.claim_expires_at, p_msg_id;
-        PERFORM set_config('lock_timeout', previous_lock_timeout, true);
-    EXCEPTION WHEN OTHERS THEN
-        NULL;
-    END;
-    PERFORM tasker.record_step_transition(p_step, p_task, s.state, 'in_progress',
-        jsonb_build_object('attempt', c.attempts, 'worker', p_worker)
-        || CASE WHEN s.state = 'in_progress' THEN '{"reclaimed": true}'::jsonb ELSE '{}'::jsonb END);
-    SELECT tk.named_task_id, tk.context, tk.correlation_id, tk.parent_correlation_id, tk.traceparent INTO t
-      FROM tasker.tasks tk WHERE tk.task_uuid = p_task;
-    RETURN QUERY
-    WITH RECURSIVE ancestors(step_uuid) AS (
-        SELECT e.from_step_uuid FROM tasker.workflow_step_edges e WHERE e.to_step_uuid = p_step
-        UNION
-        SELECT e.from_step_uuid FROM tasker.workflow_step_edges e
-          JOIN ancestors a ON e.to_step_uuid = a.step_uuid)
-    SELECT 'claimed'::text, 'in_progress'::text, NULL::float8, c.attempts, c.max_attempts,
-           c.timeout_seconds, c.name, t.named_task_id, t.context, t.correlation_id,
-           t.parent_correlation_id,
-           coalesce((SELECT jsonb_agg(jsonb_build_array(ws.name, coalesce(ws.results, 'null'::jsonb)))
-                       FROM tasker.workflow_steps ws JOIN ancestors USING (step_uuid)), '[]'::jsonb),
-           t.traceparent;
 END $$;
 
 -- Fail a step whose claim expired on its last attempt (the process running it died or lost

@@ -87,10 +87,9 @@ impl ReadMessage {
     }
 }
 
-/// A message's priority for ordering. Total over any JSON a producer may send: a message
-/// whose `priority` is missing, not a number, or huge must never make the read fail.
-const PRIORITY_EXPR: &str = "(CASE WHEN jsonb_typeof(message->'priority') = 'number' \
-     THEN least(greatest((message->>'priority')::numeric, -32768), 32767) ELSE 0 END)";
+/// A message's priority for ordering: `tasker.message_priority` (the migrations define it once,
+/// total over any JSON a producer may send).
+const PRIORITY_EXPR: &str = "tasker.message_priority(message)";
 
 /// The statement that reads a queue: like `pgmq.read`, but highest priority first, then FIFO.
 /// Fixed SQL per queue (built once from the validated name) instead of pgmq's dynamic SQL.
@@ -170,25 +169,6 @@ where
     sqlx::query(&sql)
         .bind(msg_id)
         .bind(reason)
-        .execute(executor)
-        .await?;
-    Ok(())
-}
-
-/// Make a message visible again after `vt_seconds`.
-pub(crate) async fn set_vt<'e, E>(
-    executor: E,
-    queue: &QueueName,
-    msg_id: i64,
-    vt_seconds: i32,
-) -> Result<()>
-where
-    E: sqlx::PgExecutor<'e>,
-{
-    sqlx::query("SELECT 1 FROM pgmq.set_vt($1, $2::bigint, $3)")
-        .bind(queue.as_str())
-        .bind(msg_id)
-        .bind(vt_seconds)
         .execute(executor)
         .await?;
     Ok(())

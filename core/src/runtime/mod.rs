@@ -220,7 +220,8 @@ type Waiters = HashMap<Uuid, Vec<(u64, crossbeam_channel::Sender<()>)>>;
 /// State shared by the engine's services.
 pub(crate) struct Shared {
     pub pool: PgPool,
-    /// Queue reads, archive and visibility changes (see [`connect_queue_pool`]).
+    /// Claims (which read and settle queue messages) and queue metrics (see
+    /// [`connect_queue_pool`]): their statements wait at most `queue_lock_timeout` for a lock.
     pub queue_pool: PgPool,
     pub registry: Registry,
     pub worker_id: String,
@@ -683,7 +684,6 @@ impl Engine {
             let poller = Poller {
                 shared: shared.clone(),
                 namespace,
-                read_sql: messaging::read_sql(&queue),
                 queue,
                 wake,
                 slots: slots.clone(),

@@ -1,5 +1,5 @@
-//! Claiming a delivered message: enqueued → in_progress (or re-claiming an expired claim),
-//! then loading what the handler needs.
+//! Claiming steps from a queue: many messages read and their steps moved enqueued →
+//! in_progress (or an expired claim taken over) in one statement, with what each handler needs.
 
 use serde_json::Value;
 use uuid::Uuid;
@@ -8,107 +8,151 @@ use super::event::{build_event, ClaimedRow, StepEvent};
 use crate::error::Result;
 use crate::messaging::{queue::QueueName, StepMessage};
 use crate::runtime::Shared;
-use crate::state::StepState;
 
-/// Why a message did not produce a claim.
-#[derive(Debug)]
-pub(crate) enum ClaimRefusal {
-    /// The step does not exist.
-    Missing,
-    /// The step is in a state that this message cannot advance (terminal, pending, …).
-    Stale(StepState),
-    /// Another worker holds a live claim; look again after this many seconds.
-    Busy(i32),
-    /// The claim expired on the step's last attempt: the step must fail, not run again.
-    Exhausted,
-}
-
-/// Where a claim happens: the engine's shared state and the queue the message came from.
+/// Where a claim happens: the engine's shared state and the queue the messages come from.
 pub(crate) struct ClaimSite<'a> {
     pub shared: &'a Shared,
     pub queue: &'a QueueName,
 }
 
-pub(crate) async fn claim(
-    site: &ClaimSite<'_>,
+/// What the handler breakers allow for one batch of claims.
+pub(crate) struct HandlerGate<'a> {
+    /// Handlers whose breaker is open: their steps are postponed, attempts untouched.
+    pub blocked: &'a [String],
+    /// Handlers whose half-open breaker admitted one trial: one step each.
+    pub trials: &'a [String],
+    /// How long a postponed message stays hidden.
+    pub postpone_seconds: i32,
+}
+
+/// What [`claim_batch`] did with the messages it read.
+#[derive(Debug, Default)]
+pub(crate) struct ClaimedBatch {
+    pub events: Vec<StepEvent>,
+    /// Messages archived, with the reason.
+    pub archived: Vec<(i64, String)>,
+    /// Claims that expired on their step's last attempt: (msg_id, message).
+    pub exhausted: Vec<(i64, StepMessage)>,
+    pub postponed: usize,
+}
+
+#[derive(sqlx::FromRow)]
+struct ClaimRow {
+    kind: String,
     msg_id: i64,
-    msg: &StepMessage,
-) -> Result<std::result::Result<StepEvent, ClaimRefusal>> {
+    reason: Option<String>,
+    step_uuid: Option<Uuid>,
+    task_uuid: Option<Uuid>,
+    token: Option<Uuid>,
+    priority: Option<i16>,
+    attempts: Option<i32>,
+    max_attempts: Option<i32>,
+    timeout_seconds: Option<i32>,
+    step_name: Option<String>,
+    named_task_id: Option<i64>,
+    context: Option<Value>,
+    correlation_id: Option<Uuid>,
+    parent_correlation_id: Option<Uuid>,
+    dependency_results: Option<Value>,
+    traceparent: Option<String>,
+}
+
+/// Read up to `qty` messages of the site's queue and claim their steps, in one statement
+/// (`tasker.claim_steps`, which also settles every message it cannot claim), on the queue pool.
+pub(crate) async fn claim_batch(
+    site: &ClaimSite<'_>,
+    qty: usize,
+    gate: &HandlerGate<'_>,
+    read_visibility_seconds: i32,
+) -> Result<ClaimedBatch> {
     let shared = site.shared;
-    type Row = (
-        String,
-        Option<String>,
-        Option<f64>,
-        Option<i32>,
-        Option<i32>,
-        Option<i32>,
-        Option<String>,
-        Option<i64>,
-        Option<Value>,
-        Option<Uuid>,
-        Option<Uuid>,
-        Option<Value>,
-        Option<String>,
-    );
-    let token = Uuid::now_v7();
-    let row: Row =
-        sqlx::query_as("SELECT * FROM tasker.claim_step($1, $2, $3, $4, $5, $6, $7, $8)")
-            .bind(msg.step_uuid)
-            .bind(msg.task_uuid)
-            .bind(token)
+    let rows: Vec<ClaimRow> =
+        sqlx::query_as("SELECT * FROM tasker.claim_steps($1, $2, $3, $4, $5, $6, $7, $8)")
+            .bind(site.queue.as_str())
+            .bind(qty.min(i32::MAX as usize) as i32)
             .bind(&shared.worker_id)
             .bind(shared.claim_grace_seconds)
-            .bind(site.queue.as_str())
-            .bind(msg_id)
-            .bind(shared.queue_lock_timeout.as_millis().min(i32::MAX as u128) as i32)
-            .fetch_one(&shared.pool)
+            .bind(read_visibility_seconds)
+            .bind(gate.blocked)
+            .bind(gate.trials)
+            .bind(gate.postpone_seconds)
+            // The queue pool: its statements wait at most queue_lock_timeout for a lock, so a
+            // locked queue table fails fast (and opens that queue's breaker).
+            .fetch_all(&shared.queue_pool)
             .await?;
-    let (outcome, state, busy, attempts, max_attempts, timeout, name, named_task_id) =
-        (row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7);
-    match outcome.as_str() {
-        "missing" => return Ok(Err(ClaimRefusal::Missing)),
-        "exhausted" => return Ok(Err(ClaimRefusal::Exhausted)),
-        "busy" => {
-            return Ok(Err(ClaimRefusal::Busy(
-                busy.unwrap_or(1.0).ceil().max(1.0) as i32
-            )))
+    let mut out = ClaimedBatch::default();
+    for row in rows {
+        match row.kind.as_str() {
+            "archived" => out
+                .archived
+                .push((row.msg_id, row.reason.unwrap_or_default())),
+            "postponed" => out.postponed += 1,
+            "exhausted" => {
+                if let (Some(step_uuid), Some(task_uuid)) = (row.step_uuid, row.task_uuid) {
+                    out.exhausted.push((
+                        row.msg_id,
+                        StepMessage {
+                            task_uuid,
+                            step_uuid,
+                            correlation_id: Uuid::nil(),
+                            priority: 0,
+                            handler: None,
+                        },
+                    ));
+                }
+            }
+            "claimed" => {
+                let (
+                    Some(step_uuid),
+                    Some(task_uuid),
+                    Some(token),
+                    Some(attempts),
+                    Some(max_attempts),
+                    Some(timeout),
+                    Some(step_name),
+                    Some(named_task_id),
+                    Some(correlation_id),
+                ) = (
+                    row.step_uuid,
+                    row.task_uuid,
+                    row.token,
+                    row.attempts,
+                    row.max_attempts,
+                    row.timeout_seconds,
+                    row.step_name,
+                    row.named_task_id,
+                    row.correlation_id,
+                )
+                else {
+                    continue;
+                };
+                let reg = shared.registry.by_id(&shared.pool, named_task_id).await?;
+                let claimed = ClaimedRow {
+                    parent_trace: row
+                        .traceparent
+                        .as_deref()
+                        .and_then(crate::telemetry::parse_traceparent),
+                    task_uuid,
+                    step_uuid,
+                    token,
+                    msg_id: row.msg_id,
+                    correlation_id,
+                    parent_correlation_id: row.parent_correlation_id,
+                    priority: row.priority.unwrap_or(0),
+                    step_name,
+                    attempts: attempts as u32,
+                    max_attempts: max_attempts as u32,
+                    timeout_seconds: timeout as u32,
+                    context: row.context.unwrap_or(Value::Null),
+                    dependency_results: dependency_pairs(row.dependency_results),
+                };
+                out.events
+                    .push(build_event(Some(&shared.names), &reg, site.queue, claimed));
+            }
+            _ => {}
         }
-        "stale" => {
-            let state: StepState = state.as_deref().unwrap_or("pending").parse()?;
-            return Ok(Err(ClaimRefusal::Stale(state)));
-        }
-        _ => {}
     }
-    let (Some(attempts), Some(max_attempts), Some(timeout), Some(name), Some(named_task_id)) =
-        (attempts, max_attempts, timeout, name, named_task_id)
-    else {
-        return Err(crate::Error::InvalidInput(
-            "claim_step returned an incomplete row".into(),
-        ));
-    };
-    let dependency_results = dependency_pairs(row.11);
-    let reg = shared.registry.by_id(&shared.pool, named_task_id).await?;
-    let parent_trace = row
-        .12
-        .as_deref()
-        .and_then(crate::telemetry::parse_traceparent);
-    let row = ClaimedRow {
-        parent_trace,
-        task_uuid: msg.task_uuid,
-        step_uuid: msg.step_uuid,
-        token,
-        msg_id,
-        correlation_id: row.9.unwrap_or(msg.correlation_id),
-        parent_correlation_id: row.10,
-        priority: msg.priority,
-        step_name: name,
-        attempts: attempts as u32,
-        max_attempts: max_attempts as u32,
-        timeout_seconds: timeout as u32,
-        context: row.8.unwrap_or(Value::Null),
-        dependency_results,
-    };
-    Ok(Ok(build_event(Some(&shared.names), &reg, site.queue, row)))
+    Ok(out)
 }
 
 /// The `[[name, result], ...]` array the claim functions return, as pairs.

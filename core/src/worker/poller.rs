@@ -1,31 +1,34 @@
-//! One poller per served namespace: takes the free handler slots, reads as many messages,
-//! claims their steps concurrently and hands the events to the executor channel. Poison messages are archived with a
-//! reason; a message whose step is still claimed elsewhere is hidden until that claim expires.
+//! One poller per served namespace: takes the free handler slots and claims as many steps from
+//! its queue in one statement (`claim::claim_batch`), then hands the events to the executor
+//! channel. That statement also settles what it cannot claim: poison messages are archived with
+//! a reason, a message whose step is still claimed elsewhere is hidden until that claim expires,
+//! a step whose handler's breaker is open is postponed with its attempts untouched.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::{watch, Notify, Semaphore};
-use tokio::task::JoinSet;
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 
-use super::claim::{self, ClaimRefusal};
-use crate::messaging::{self, queue::QueueName, ReadMessage, StepMessage};
-use crate::resilience::OwnedPermit;
+use super::claim::{self, ClaimedBatch, HandlerGate};
+use crate::messaging::queue::QueueName;
+use crate::resilience::{CircuitState, OwnedPermit};
 use crate::runtime::{Dispatch, Shared};
 
 /// How long a read message stays hidden before its claim sets the real deadline (the claim's
-/// expiry); only a process dying between read and claim makes this matter.
+/// expiry); it matters only for a message that is not claimed (exhausted, awaiting its fate).
 const READ_VISIBILITY_SECONDS: i32 = 30;
 
-/// Most messages read (and claimed concurrently) at once.
-const MAX_BATCH: usize = 16;
+/// Most messages read (and claimed) at once.
+const MAX_BATCH: usize = 64;
+
+/// How long a step of a handler whose breaker is open stays hidden: the breaker may be
+/// reconfigured or forced closed meanwhile, so it is looked at again within seconds.
+const POSTPONE_SECONDS: i32 = 2;
 
 pub(crate) struct Poller {
     pub shared: Arc<Shared>,
     pub namespace: String,
     pub queue: QueueName,
-    /// [`messaging::read_sql`] for this queue, built once.
-    pub read_sql: String,
     pub wake: Arc<Notify>,
     pub slots: Arc<Semaphore>,
     pub out: crossbeam_channel::Sender<Dispatch>,
@@ -35,16 +38,9 @@ pub(crate) struct Poller {
 impl Poller {
     pub async fn run(mut self) {
         let mut error_backoff = Duration::from_millis(50);
-        let this = Arc::new(PollerCtx {
-            shared: self.shared.clone(),
-            namespace: self.namespace.clone(),
-            queue: self.queue.clone(),
-            out: self.out.clone(),
-        });
-        let mut claims = JoinSet::new();
         loop {
             // One free handler slot at least, and as many more as are free right now: each
-            // message read is claimed only for a slot that can run it at once.
+            // step claimed runs in one of them at once.
             let first = tokio::select! {
                 p = self.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
                 _ = self.stop.changed() => break,
@@ -73,47 +69,54 @@ impl Poller {
                     continue;
                 }
             };
-            let read = messaging::read(
-                &self.shared.queue_pool,
-                &self.read_sql,
-                READ_VISIBILITY_SECONDS,
-                permits.len() as i32,
-            )
-            .await;
-            match &read {
+            let (blocked, mut trials) = self.handler_gate();
+            let trial_names: Vec<String> = trials.iter().map(|(h, _)| h.clone()).collect();
+            let gate = HandlerGate {
+                blocked: &blocked,
+                trials: &trial_names,
+                postpone_seconds: POSTPONE_SECONDS,
+            };
+            let site = claim::ClaimSite {
+                shared: &self.shared,
+                queue: &self.queue,
+            };
+            let started = (Instant::now(), SystemTime::now());
+            let claimed =
+                claim::claim_batch(&site, permits.len(), &gate, READ_VISIBILITY_SECONDS).await;
+            match &claimed {
                 Ok(_) => guard.success(),
                 // No connection to be had is the database's trouble, not this queue's: no
                 // verdict (the breaker isolates one failing queue from the others).
                 Err(e) if crate::trouble::is_connection_trouble(e) => guard.release(),
                 Err(_) => guard.failure(),
             }
-            match read {
-                Ok(msgs) if !msgs.is_empty() => {
+            match claimed {
+                Ok(batch) => {
                     error_backoff = Duration::from_millis(50);
-                    for (msg, permit) in msgs.into_iter().zip(permits.drain(..)) {
-                        let ctx = this.clone();
-                        claims.spawn(async move {
-                            if let Some((event, admission, trace)) = ctx.handle(msg).await {
-                                let _ =
-                                    ctx.out.send(Dispatch::new(event, permit, admission, trace));
-                            }
-                        });
+                    let idle = batch.events.is_empty()
+                        && batch.archived.is_empty()
+                        && batch.exhausted.is_empty()
+                        && batch.postponed == 0;
+                    self.settle(batch, &mut permits, &mut trials, started).await;
+                    drop(permits);
+                    for (_, admission) in trials {
+                        admission.release();
                     }
-                    drop(permits);
-                    while claims.try_join_next().is_some() {}
-                }
-                Ok(_) => {
-                    drop(permits);
-                    tokio::select! {
-                        _ = self.wake.notified() => {}
-                        _ = tokio::time::sleep(self.shared.poll_interval) => {}
-                        _ = self.stop.changed() => break,
+                    if idle {
+                        tokio::select! {
+                            _ = self.wake.notified() => {}
+                            _ = tokio::time::sleep(self.shared.poll_interval) => {}
+                            _ = self.stop.changed() => break,
+                        }
                     }
                 }
                 Err(e) => {
                     drop(permits);
-                    if !self.shared.trouble.note("reading a queue", &e) {
-                        tracing::warn!(namespace = %self.namespace, error = %e, "reading the queue failed; retrying");
+                    for (_, admission) in trials {
+                        admission.release();
+                    }
+                    if !self.shared.trouble.note("claiming steps", &e) {
+                        tracing::warn!(namespace = %self.namespace, error = %e, "claiming steps failed; retrying");
                     }
                     tokio::select! {
                         _ = tokio::time::sleep(error_backoff) => {}
@@ -123,158 +126,79 @@ impl Poller {
                 }
             }
         }
-        // Claims in flight finish (their events still reach the channel before it closes).
-        while claims.join_next().await.is_some() {}
         tracing::debug!(namespace = %self.namespace, "poller stopped");
     }
-}
 
-/// What a claim needs, shared by the claims a poller runs concurrently.
-struct PollerCtx {
-    shared: Arc<Shared>,
-    namespace: String,
-    queue: QueueName,
-    out: crossbeam_channel::Sender<Dispatch>,
-}
-
-impl PollerCtx {
-    /// Claim the message's step, or settle the message when it cannot be claimed. A step whose
-    /// handler's breaker is open is not claimed (its attempts are untouched): its message is
-    /// hidden until the breaker admits a trial.
-    async fn handle(
-        &self,
-        msg: ReadMessage,
-    ) -> Option<(
-        crate::worker::StepEvent,
-        Option<OwnedPermit>,
-        Option<crate::telemetry::StepTrace>,
-    )> {
-        let msg_id = msg.msg_id;
-        let step_msg: StepMessage = match msg.decode() {
-            Ok(m) => m,
-            Err(why) => {
-                self.archive(msg_id, &format!("not a step message: {why}"))
-                    .await;
-                return None;
+    /// The handler breakers' say for one batch: handlers whose breaker admits nothing now, and
+    /// those whose half-open breaker admitted its one trial (the admission is held for it).
+    /// Only handler classes the loaded templates name have breakers.
+    fn handler_gate(&self) -> (Vec<String>, Vec<(String, OwnedPermit)>) {
+        let mut blocked = Vec::new();
+        let mut trials = Vec::new();
+        for breaker in self.shared.handler_breakers.all() {
+            if breaker.state() == CircuitState::Closed {
+                continue;
             }
-        };
-        let admission = match &step_msg.handler {
-            // Only handlers registered by this process's templates have breakers: a string
-            // from a message never creates one.
-            Some(handler) if self.shared.handler_classes.contains(handler.as_str()) => match self
+            let name = breaker.name().to_owned();
+            match breaker.try_acquire_owned() {
+                Ok(admission) if admission.is_trial() => trials.push((name, admission)),
+                Ok(admission) => admission.release(),
+                Err(_) => blocked.push(name),
+            }
+        }
+        (blocked, trials)
+    }
+
+    /// Hand out the claimed steps (each in one of `permits`), log what was archived, and fail
+    /// the steps whose last claim expired.
+    async fn settle(
+        &self,
+        batch: ClaimedBatch,
+        permits: &mut Vec<OwnedSemaphorePermit>,
+        trials: &mut Vec<(String, OwnedPermit)>,
+        (at, at_wall): (Instant, SystemTime),
+    ) {
+        for (msg_id, reason) in &batch.archived {
+            tracing::warn!(queue = %self.queue, msg_id, reason, "archived a message that cannot be processed");
+        }
+        for event in batch.events {
+            let Some(permit) = permits.pop() else { break };
+            let handler = &*event.handler_class;
+            let admission = match trials.iter().position(|(h, _)| h == handler) {
+                Some(i) => Some(trials.swap_remove(i).1),
+                None if self.shared.handler_classes.contains(handler) => self
+                    .shared
+                    .handler_breakers
+                    .get(handler)
+                    .try_acquire_owned()
+                    .ok(),
+                None => None,
+            };
+            let trace = self
                 .shared
-                .handler_breakers
-                .get(handler)
-                .try_acquire_owned()
-            {
-                Ok(admission) => Some(admission),
-                Err(retry_after) => {
-                    // Looked at again within seconds: the breaker may be reconfigured or
-                    // forced closed meanwhile.
-                    let secs = retry_after.as_secs_f64().ceil().clamp(1.0, 5.0) as i32;
-                    tracing::debug!(step_uuid = %step_msg.step_uuid, handler, secs,
-                        "handler circuit breaker open; step left enqueued");
-                    self.postpone(msg_id, secs).await;
-                    return None;
-                }
-            },
-            _ => None,
-        };
+                .telemetry
+                .as_ref()
+                .map(|t| t.claimed(&event, at, at_wall));
+            let _ = self
+                .out
+                .send(Dispatch::new(event, permit, admission, trace));
+        }
         let site = claim::ClaimSite {
             shared: &self.shared,
             queue: &self.queue,
         };
-        let started = self
-            .shared
-            .telemetry
-            .as_ref()
-            .map(|_| (std::time::Instant::now(), std::time::SystemTime::now()));
-        let refusal = match claim::claim(&site, msg_id, &step_msg).await {
-            Ok(Ok(event)) => {
-                let trace = match (&self.shared.telemetry, started) {
-                    (Some(t), Some((at, at_wall))) => Some(t.claimed(&event, at, at_wall)),
-                    _ => None,
-                };
-                return Some((event, admission, trace));
-            }
-            Ok(Err(refusal)) => Some(refusal),
-            Err(e) => {
-                // The message stays invisible until its visibility timeout, then comes back.
-                if !self.shared.trouble.note("claiming a step", &e) {
-                    tracing::warn!(step_uuid = %step_msg.step_uuid, correlation_id = %step_msg.correlation_id,
-                        error = %e, "claiming a step failed; it will be redelivered");
+        for (msg_id, msg) in batch.exhausted {
+            match claim::fail_exhausted(&site, &self.namespace, msg_id, &msg).await {
+                Ok(state) if state.is_some_and(crate::state::TaskState::is_terminal) => {
+                    self.shared.task_finished(msg.task_uuid)
                 }
-                None
-            }
-        };
-        // No attempt was made: no verdict for the handler's breaker.
-        if let Some(a) = admission {
-            a.release();
-        }
-        match refusal {
-            Some(ClaimRefusal::Missing) => self.archive(msg_id, "unknown step").await,
-            Some(ClaimRefusal::Stale(state)) => {
-                self.archive(msg_id, &format!("step is {state}; nothing to run"))
-                    .await
-            }
-            Some(ClaimRefusal::Busy(secs)) => self.postpone(msg_id, secs.max(1)).await,
-            Some(ClaimRefusal::Exhausted) => {
-                match claim::fail_exhausted(&site, &self.namespace, msg_id, &step_msg).await {
-                    Ok(state) if state.is_some_and(crate::state::TaskState::is_terminal) => {
-                        self.shared.task_finished(step_msg.task_uuid)
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        if !self.shared.trouble.note("failing an exhausted step", &e) {
-                            tracing::warn!(step_uuid = %step_msg.step_uuid, error = %e,
-                                "failing a step whose last claim expired failed; it is tried again");
-                        }
+                Ok(_) => {}
+                Err(e) => {
+                    if !self.shared.trouble.note("failing an exhausted step", &e) {
+                        tracing::warn!(step_uuid = %msg.step_uuid, error = %e,
+                            "failing a step whose last claim expired failed; it is tried again");
                     }
                 }
-            }
-            None => {}
-        }
-        None
-    }
-
-    /// Hide a message for `secs` (through the queue's breaker; when that is open the message
-    /// simply reappears after its read visibility timeout).
-    async fn postpone(&self, msg_id: i64, secs: i32) {
-        let breaker = self.shared.queue_breakers.get(self.queue.as_str());
-        let Ok(permit) = breaker.try_acquire() else {
-            return;
-        };
-        match messaging::set_vt(&self.shared.queue_pool, &self.queue, msg_id, secs).await {
-            Ok(()) => permit.success(),
-            Err(e) if crate::trouble::is_connection_trouble(&e) => {
-                permit.release();
-                self.shared.trouble.note("postponing a message", &e);
-            }
-            Err(e) => {
-                permit.failure();
-                tracing::warn!(queue = %self.queue, msg_id, error = %e, "could not postpone a message");
-            }
-        }
-    }
-
-    /// Archive a message that cannot be processed (through the queue's breaker; when that is
-    /// open the message comes back later and is archived then).
-    async fn archive(&self, msg_id: i64, reason: &str) {
-        tracing::warn!(queue = %self.queue, msg_id, reason, "archiving a message that cannot be processed");
-        let breaker = self.shared.queue_breakers.get(self.queue.as_str());
-        let Ok(permit) = breaker.try_acquire() else {
-            return;
-        };
-        match messaging::archive_poison(&self.shared.queue_pool, &self.queue, msg_id, reason).await
-        {
-            Ok(_) => permit.success(),
-            Err(e) if crate::trouble::is_connection_trouble(&e) => {
-                permit.release();
-                self.shared.trouble.note("archiving a poison message", &e);
-            }
-            Err(e) => {
-                permit.failure();
-                tracing::error!(queue = %self.queue, msg_id, error = %e, "archiving a poison message failed");
             }
         }
     }
