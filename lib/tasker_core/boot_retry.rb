@@ -8,6 +8,11 @@ module TaskerCore
   # doubling up to every 30 s, until the engine starts or {TaskerCore.stop} ends it; a process
   # that started the engine this way runs {TaskerCore.stop} at exit. Configuration and
   # template errors still raise at once: no retry can fix them.
+  #
+  # Each line names the process ("not started (attempt 2, pid 4242)", "started (embedded,
+  # pid 4242)"): the processes of one app often share a log (every development process writes
+  # log/development.log; Puma's workers, a server and `worker --rails` share stdout or a file),
+  # and the attempt numbers are each process's own.
   module BootRetry
     # Failures that a later attempt may not meet: PostgreSQL down or missing the database
     # ({Errors::DatabaseError}), the schema not migrated yet ({Errors::MigrationError}).
@@ -86,15 +91,15 @@ module TaskerCore
         return true if @lock.synchronize { @stopping }
 
         TaskerCore.start
-        logger.info("tasker_core #{VERSION} started (#{TaskerCore.configuration.mode})" \
+        logger.info("tasker_core #{VERSION} started (#{TaskerCore.configuration.mode}, pid #{Process.pid})" \
                     "#{" at attempt #{attempt}" if attempt > 1}")
         true
       rescue *RETRYABLE => e
-        logger.warn("tasker_core #{VERSION} not started (attempt #{attempt}): #{e.message}#{hint(e)}; " \
-                    "retrying in #{delay.round}s, the application runs meanwhile")
+        logger.warn("tasker_core #{VERSION} not started (attempt #{attempt}, pid #{Process.pid}): " \
+                    "#{e.message}#{hint(e)}; retrying in #{delay.round}s, the application runs meanwhile")
         false
       rescue StandardError => e
-        logger.error("tasker_core #{VERSION} not started: #{e.class}: #{e.message} (not retried)")
+        logger.error("tasker_core #{VERSION} not started (pid #{Process.pid}): #{e.class}: #{e.message} (not retried)")
         true
       ensure
         @lock.synchronize do

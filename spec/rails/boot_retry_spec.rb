@@ -38,11 +38,11 @@ RSpec.describe TaskerCore::BootRetry do
     expect(Process.clock_gettime(Process::CLOCK_MONOTONIC) - started).to be < 2 # the first attempt failed at once
     expect(described_class.retrying?).to be(true)
     expect(lines.call.size).to eq(1)
-    expect(lines.call.first).to match(/not started \(attempt 1\): migration failed: the tasker schema is missing.*retrying in 1s/)
+    expect(lines.call.first).to match(/not started \(attempt 1, pid #{Process.pid}\): migration failed: the tasker schema is missing.*retrying in 1s/)
 
-    eventually_line(/attempt 2\).*retrying in 2s/, timeout: 5)
+    eventually_line(/attempt 2, pid #{Process.pid}\).*retrying in 2s/, timeout: 5)
     TaskerCore.migrate!(database_url: url)
-    expect(eventually_line(/started \(embedded\) at attempt 3/, timeout: 8)).to include(TaskerCore::VERSION)
+    expect(eventually_line(/started \(embedded, pid #{Process.pid}\) at attempt 3/, timeout: 8)).to include(TaskerCore::VERSION)
     expect(lines.call.grep(/not started/).size).to eq(2)
     expect(TaskerCore.running?).to be(true)
     expect(described_class.retrying?).to be(false)
@@ -51,7 +51,7 @@ RSpec.describe TaskerCore::BootRetry do
 
   it "ends the retries at TaskerCore.stop, with no attempt after it" do
     described_class.start(logger: logger, wait: 0)
-    eventually_line(/attempt 1\)/)
+    eventually_line(/attempt 1, pid #{Process.pid}\)/)
     stopped = Process.clock_gettime(Process::CLOCK_MONOTONIC)
     expect(TaskerCore.stop).to be(false)
     expect(Process.clock_gettime(Process::CLOCK_MONOTONIC) - stopped).to be < 1 # it was between attempts

@@ -16,7 +16,9 @@ RSpec.describe "A freshly generated Rails app", order: :defined do
   root = File.expand_path("../..", __dir__)
   docs = File.join(root, "docs/rails.md")
   unreachable = "postgres://postgres@127.0.0.1:1/tasker_fresh"
-  failed_attempt = /tasker_core \S+ not started \(attempt (\d+)\): (.*); retrying in (\d+)s/
+  failed_attempt = /tasker_core \S+ not started \(attempt (?<attempt>\d+), pid (?<pid>\d+)\): (?<reason>.*); retrying in (?<delay>\d+)s/
+  # Any line of TaskerCore::BootRetry: a failed attempt, a start, a lasting failure; each names its process.
+  boot_line = /tasker_core \S+ (?:not )?started \((?:[^()]*, )?pid (?<pid>\d+)\)/
 
   # The commands of the first sh block under "## Getting started".
   def self.getting_started(docs)
@@ -117,6 +119,11 @@ RSpec.describe "A freshly generated Rails app", order: :defined do
     value
   end
 
+  # The pids of the processes that wrote BootRetry lines among `lines`.
+  def boot_pids(lines, boot_line)
+    lines.grep(boot_line).map { |l| l[boot_line, "pid"].to_i }.uniq
+  end
+
   def free_port
     server = TCPServer.new("127.0.0.1", 0)
     server.addr[1]
@@ -199,7 +206,9 @@ RSpec.describe "A freshly generated Rails app", order: :defined do
     expect(out.lines.map(&:strip)).to eq(%w[false false])
     expect(sh("bin/rails", "routes", url: unreachable)).to include("routes") # a command that boots the app
     expect(sh("bin/rails", "generate", "tasker_core:install", url: unreachable).scan(/^\s+identical\s/).size).to eq(4)
-    expect(File.read(File.join(@app, "log/development.log"))).not_to match(failed_attempt)
+    # Every development process of the app writes log/development.log, the server above too
+    # (its first attempt ends about 10 s after its boot, now or later): no line of another process.
+    expect(boot_pids(File.read(File.join(@app, "log/development.log")).lines, boot_line) - [@state[:server]]).to eq([])
   end
 
   it "retries a server's start on an unmigrated database until bin/rails db:migrate has run" do
@@ -209,20 +218,25 @@ RSpec.describe "A freshly generated Rails app", order: :defined do
     port = free_port
     log = File.join(@app, "log/development.log")
     from = File.size(log)
+    # The log is shared: the unreachable server of the example before still writes its attempts there.
     lines = -> { File.read(log)[from..].to_s.lines.grep(/tasker_core/) }
     puma = spawn_in_app("bundle", "exec", "puma", "-b", "tcp://127.0.0.1:#{port}",
                         url: url, log: File.join(@tmp, "puma.log"), env: { "PIDFILE" => "tmp/pids/puma.pid" })
-    wait_until("two failed attempts", timeout: 20) { lines.call.grep(/migration failed/).size >= 2 }
+    failures = -> { lines.call.grep(failed_attempt).select { |l| l[failed_attempt, "pid"].to_i == puma } }
+    wait_until("two failed attempts", timeout: 20) { failures.call.grep(/migration failed/).size >= 2 }
     expect(alive?(puma)).to be(true)
     expect(http_status(port)).to be_between(200, 599)
 
     sh("bin/rails", "db:migrate", url: url)
-    started = wait_until("the engine started", timeout: 30) { lines.call.grep(/started \(embedded\) at attempt/).first }
-    failures = lines.call.grep(failed_attempt)
-    attempts = failures.map { |l| l[failed_attempt, 1].to_i }
-    expect(attempts).to eq((1..attempts.size).to_a) # one line per attempt, none repeated
-    expect(failures.map { |l| l[failed_attempt, 3].to_i }).to eq([1, 2, 4, 8, 16, 30, 30].first(attempts.size))
-    expect(failures.first).to include("the tasker schema is missing", "bin/rails db:migrate")
+    started = wait_until("the engine started", timeout: 30) do
+      lines.call.grep(/started \(embedded, pid #{puma}\) at attempt/).first
+    end
+    # db:create and db:migrate ran meanwhile, booting the app: rake tasks never try to start it.
+    expect(boot_pids(lines.call, boot_line) - [puma, @state[:server]]).to eq([])
+    attempts = failures.call.map { |l| l[failed_attempt, "attempt"].to_i }
+    expect(attempts).to eq((1..attempts.size).to_a) # one line per attempt, none repeated or skipped
+    expect(failures.call.map { |l| l[failed_attempt, "delay"].to_i }).to eq([1, 2, 4, 8, 16, 30, 30].first(attempts.size))
+    expect(failures.call.first).to include("the tasker schema is missing", "bin/rails db:migrate")
     expect(started).to include("at attempt #{attempts.size + 1}")
 
     # The server process runs the step of a task created elsewhere.
@@ -237,7 +251,7 @@ RSpec.describe "A freshly generated Rails app", order: :defined do
     wait_until("the worker's first line", timeout: 30) { File.read(log)[/worker #{worker}: namespaces hello/] }
     expect(run_hello_elsewhere(@urls["app"])).to match(/\Ahello complete Hello, server! by .*:#{worker}\z/)
     expect(stop_process(worker).exitstatus).to eq(0)
-    expect(File.read(log)).to include("started (embedded)", "TERM received, draining")
+    expect(File.read(log)).to include("started (embedded, pid #{worker})", "TERM received, draining")
   end
 
   it "keeps a server with PostgreSQL unreachable serving, one line per failed attempt, until it stops" do
@@ -248,10 +262,11 @@ RSpec.describe "A freshly generated Rails app", order: :defined do
     expect(alive?(server)).to be(true)
     expect(http_status(@state[:server_port])).to be_between(200, 599)
     lines = failures.call
-    expect(lines.map { |l| l[failed_attempt, 1].to_i }).to eq((1..lines.size).to_a)
-    expect(lines.first[failed_attempt, 2]).to start_with("database error")
+    expect(lines.map { |l| l[failed_attempt, "pid"].to_i }.uniq).to eq([server])
+    expect(lines.map { |l| l[failed_attempt, "attempt"].to_i }).to eq((1..lines.size).to_a)
+    expect(lines.first[failed_attempt, "reason"]).to start_with("database error")
     expect(File.read(log)).not_to match(/^\s*from \S+:\d+:in /) # no exception out of boot
     expect(stop_process(server)).to be_stopped_by_term
-    expect(File.read(log)).not_to include("started (embedded)")
+    expect(File.read(log)).not_to match(/tasker_core \S+ started \(/)
   end
 end
