@@ -45,7 +45,7 @@ RSpec.describe "A freshly generated Rails app", order: :defined do
   end
 
   after(:all) do
-    @processes&.each { |pid| stop_process(pid) }
+    @processes&.dup&.each { |pid| stop_process(pid) } # stop_process deletes from @processes
     @databases&.each_value { |db| psql("DROP DATABASE IF EXISTS #{db} WITH (FORCE)") }
     FileUtils.rm_rf(@tmp) if @tmp
   end
