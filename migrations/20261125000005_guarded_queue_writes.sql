@@ -432,7 +432,7 @@ BEGIN
                         EXECUTE format('INSERT INTO pgmq.%I (vt, message) VALUES ($1, $2) RETURNING msg_id', 'q_' || q)
                           INTO claimed_msg USING c.claim_expires_at, m;
                         PERFORM tasker.record_step_transition(c.step_uuid, (m->>'task_uuid')::uuid, 'enqueued',
-                            'in_progress', jsonb_build_object('attempt', c.attempts, 'worker', p_worker));
+                            'in_progress', jsonb_build_object('attempt', c.attempts, 'worker', p_worker, 'fused', true));
                         cl_steps := cl_steps || c.step_uuid;
                         cl_tasks := cl_tasks || (m->>'task_uuid')::uuid;
                         cl_tokens := cl_tokens || claimed_token;
@@ -488,4 +488,160 @@ BEGIN
            AS cl(step_uuid, task_uuid, token, msg_id, queue, priority)
       JOIN tasker.workflow_steps ws ON ws.step_uuid = cl.step_uuid
       JOIN tasker.tasks tk ON tk.task_uuid = cl.task_uuid;
+END $$;
+
+-- Create tasks in one transaction and one round trip: the tasks (an idempotency key already
+-- used for the same template returns that task instead), their steps, edges and first
+-- transitions, and their root steps' messages. Roots of a queue in p_claim_queues are claimed
+-- at once for this process, up to p_claim_capacity in all (their message is sent hidden until
+-- the claim expires), except those of handler classes in p_blocked_handlers. Per task i, its
+-- steps are the entries of the step arrays whose p_step_tasks is i, its edges those of the
+-- edge arrays whose p_edge_tasks is i. A queue that cannot be written (locked past
+-- p_lock_timeout_ms, dropped) fails the whole call with SQLSTATE TQ001: nothing is written.
+-- One wake-up per namespace that got visible messages, tagged with p_sender.
+--
+-- Rows: kind 'task' (task_index, task_uuid, correlation_id, parent_correlation_id, status,
+-- created) for every input, and kind 'claimed' for each claimed root (as claim_steps returns).
+CREATE FUNCTION tasker.create_tasks(
+    p_named_task_ids bigint[], p_namespaces text[], p_queues text[], p_task_uuids uuid[],
+    p_contexts jsonb[], p_correlations uuid[], p_parent_correlations uuid[], p_idempotency_keys text[],
+    p_priorities smallint[], p_traceparents text[],
+    p_step_tasks integer[], p_step_uuids uuid[], p_step_names text[], p_step_positions integer[],
+    p_step_handlers text[], p_step_max_attempts integer[], p_step_retryable boolean[],
+    p_step_backoff_base_ms integer[], p_step_max_backoff_ms integer[], p_step_timeouts integer[],
+    p_step_pending integer[], p_edge_tasks integer[], p_edge_from uuid[], p_edge_to uuid[],
+    p_claim_queues text[], p_claim_capacity integer, p_blocked_handlers text[],
+    p_worker text, p_grace integer, p_lock_timeout_ms integer, p_sender text)
+RETURNS TABLE (kind text, task_index integer, task_uuid uuid, correlation_id uuid,
+               parent_correlation_id uuid, status text, created boolean, msg_id bigint,
+               step_uuid uuid, token uuid, priority smallint, attempts integer, max_attempts integer,
+               timeout_seconds integer, step_name text, named_task_id bigint, context jsonb,
+               traceparent text)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    inserted uuid[];
+    capacity integer := greatest(coalesce(p_claim_capacity, 0), 0);
+    previous_lock_timeout text := current_setting('lock_timeout');
+    q text;
+    ns text;
+    r record;
+    c record;
+    claimed_token uuid;
+    claimed_msg bigint;
+    visible integer;
+    cl_steps uuid[] := '{}';
+    cl_tasks integer[] := '{}';
+    cl_tokens uuid[] := '{}';
+    cl_msgs bigint[] := '{}';
+BEGIN
+    WITH ins AS (
+        INSERT INTO tasker.tasks AS tk (task_uuid, named_task_id, namespace, status, context, correlation_id,
+                                       parent_correlation_id, idempotency_key, priority, traceparent)
+        SELECT * FROM unnest(p_task_uuids, p_named_task_ids, p_namespaces,
+                             array_fill('in_progress'::text, ARRAY[cardinality(p_task_uuids)]), p_contexts,
+                             p_correlations, p_parent_correlations, p_idempotency_keys, p_priorities,
+                             p_traceparents)
+        ON CONFLICT (named_task_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+        RETURNING tk.task_uuid)
+    SELECT coalesce(array_agg(ins.task_uuid), '{}') INTO inserted FROM ins;
+
+    IF cardinality(inserted) > 0 THEN
+        INSERT INTO tasker.workflow_steps (step_uuid, task_uuid, name, position, handler_class, state,
+                                           max_attempts, retryable, backoff_base_ms, max_backoff_ms,
+                                           timeout_seconds, pending_parents)
+        SELECT su, p_task_uuids[st], sn, sp, sh, CASE WHEN spp = 0 THEN 'enqueued' ELSE 'pending' END,
+               sma, sr, sb, smb, stt, spp
+          FROM unnest(p_step_tasks, p_step_uuids, p_step_names, p_step_positions, p_step_handlers,
+                      p_step_max_attempts, p_step_retryable, p_step_backoff_base_ms, p_step_max_backoff_ms,
+                      p_step_timeouts, p_step_pending) AS x(st, su, sn, sp, sh, sma, sr, sb, smb, stt, spp)
+         WHERE p_task_uuids[st] = ANY (inserted);
+        INSERT INTO tasker.workflow_step_edges (from_step_uuid, to_step_uuid)
+        SELECT ef, et FROM unnest(p_edge_tasks, p_edge_from, p_edge_to) AS x(et_task, ef, et)
+         WHERE p_task_uuids[et_task] = ANY (inserted);
+        -- History: every step starts pending; roots move on to enqueued at once.
+        INSERT INTO tasker.workflow_step_transitions (step_uuid, task_uuid, from_state, to_state, sort_key, most_recent)
+        SELECT su, p_task_uuids[st], NULL, 'pending', 1, spp > 0
+          FROM unnest(p_step_tasks, p_step_uuids, p_step_pending) AS x(st, su, spp)
+         WHERE p_task_uuids[st] = ANY (inserted)
+        UNION ALL
+        SELECT su, p_task_uuids[st], 'pending', 'enqueued', 2, true
+          FROM unnest(p_step_tasks, p_step_uuids, p_step_pending) AS x(st, su, spp)
+         WHERE spp = 0 AND p_task_uuids[st] = ANY (inserted);
+        INSERT INTO tasker.task_transitions (task_uuid, from_state, to_state, metadata, sort_key, most_recent)
+        SELECT u, NULL, 'pending', '{}'::jsonb, 1, false FROM unnest(inserted) AS u
+        UNION ALL
+        SELECT u, 'pending', 'in_progress',
+               jsonb_build_object('enqueued_steps', (SELECT count(*) FROM unnest(p_step_tasks, p_step_pending) AS y(st, spp)
+                                                      WHERE spp = 0 AND p_task_uuids[st] = u)), 2, true
+          FROM unnest(inserted) AS u;
+
+        -- Each queue once: roots claimed here or sent visible. A failure fails the whole call.
+        FOR q, ns IN SELECT DISTINCT p_queues[o], p_namespaces[o] FROM generate_subscripts(p_task_uuids, 1) AS o
+                      WHERE p_task_uuids[o] = ANY (inserted) ORDER BY 1 LOOP
+            visible := 0;
+            BEGIN
+                PERFORM set_config('lock_timeout', greatest(p_lock_timeout_ms, 1) || 'ms', true);
+                FOR r IN SELECT st, su, sh, spp, stt FROM unnest(p_step_tasks, p_step_uuids, p_step_handlers, p_step_pending,
+                                                    p_step_timeouts) AS x(st, su, sh, spp, stt)
+                          WHERE spp = 0 AND p_queues[st] = q AND p_task_uuids[st] = ANY (inserted)
+                          ORDER BY st, su LOOP
+                    IF capacity > 0 AND q = ANY (p_claim_queues) AND NOT (r.sh = ANY (coalesce(p_blocked_handlers, '{}'))) THEN
+                        claimed_token := gen_random_uuid();
+                        UPDATE tasker.workflow_steps ws
+                           SET state = 'in_progress', attempts = 1, claim_token = claimed_token, claimed_by = p_worker,
+                               claim_expires_at = now() + make_interval(secs => ws.timeout_seconds + p_grace)
+                         WHERE ws.step_uuid = r.su
+                        RETURNING ws.claim_expires_at INTO c;
+                        EXECUTE format('INSERT INTO pgmq.%I (vt, message) VALUES ($1, $2) RETURNING msg_id', 'q_' || q)
+                          INTO claimed_msg
+                          USING c.claim_expires_at, jsonb_build_object('task_uuid', p_task_uuids[r.st], 'step_uuid', r.su,
+                                'correlation_id', p_correlations[r.st], 'priority', p_priorities[r.st], 'handler', r.sh);
+                        UPDATE tasker.workflow_step_transitions wst SET most_recent = false
+                         WHERE wst.step_uuid = r.su AND wst.most_recent;
+                        INSERT INTO tasker.workflow_step_transitions (step_uuid, task_uuid, from_state, to_state, metadata,
+                                                                      sort_key, most_recent)
+                        VALUES (r.su, p_task_uuids[r.st], 'enqueued', 'in_progress',
+                                jsonb_build_object('attempt', 1, 'worker', p_worker, 'fused', true), 3, true);
+                        cl_steps := cl_steps || r.su;
+                        cl_tasks := cl_tasks || r.st;
+                        cl_tokens := cl_tokens || claimed_token;
+                        cl_msgs := cl_msgs || claimed_msg;
+                        capacity := capacity - 1;
+                    ELSE
+                        EXECUTE format('INSERT INTO pgmq.%I (vt, message) VALUES (clock_timestamp(), $1)', 'q_' || q)
+                          USING jsonb_build_object('task_uuid', p_task_uuids[r.st], 'step_uuid', r.su,
+                                'correlation_id', p_correlations[r.st], 'priority', p_priorities[r.st], 'handler', r.sh);
+                        visible := visible + 1;
+                    END IF;
+                END LOOP;
+                PERFORM set_config('lock_timeout', previous_lock_timeout, true);
+            EXCEPTION WHEN OTHERS THEN
+                RAISE EXCEPTION 'queue % could not be written: %', q, SQLERRM USING ERRCODE = 'TQ001';
+            END;
+            IF visible > 0 THEN
+                PERFORM pg_notify('tasker_wakeup', ns || '|' || coalesce(p_sender, ''));
+            END IF;
+        END LOOP;
+    END IF;
+
+    RETURN QUERY
+    SELECT 'task'::text, o::int, tk.task_uuid, tk.correlation_id, tk.parent_correlation_id, tk.status,
+           p_task_uuids[o] = ANY (inserted), NULL::bigint, NULL::uuid, NULL::uuid, NULL::smallint, NULL::int,
+           NULL::int, NULL::int, NULL::text, NULL::bigint, NULL::jsonb, NULL::text
+      FROM generate_subscripts(p_task_uuids, 1) AS o
+      CROSS JOIN LATERAL (
+          SELECT t.task_uuid, t.correlation_id, t.parent_correlation_id, t.status FROM tasker.tasks t
+           WHERE p_task_uuids[o] = ANY (inserted) AND t.task_uuid = p_task_uuids[o]
+          UNION ALL
+          SELECT t.task_uuid, t.correlation_id, t.parent_correlation_id, t.status FROM tasker.tasks t
+           WHERE NOT (p_task_uuids[o] = ANY (inserted)) AND t.named_task_id = p_named_task_ids[o]
+             AND t.idempotency_key = p_idempotency_keys[o]
+          LIMIT 1) tk;
+    RETURN QUERY
+    SELECT 'claimed'::text, cl.ti, p_task_uuids[cl.ti], p_correlations[cl.ti], p_parent_correlations[cl.ti],
+           'in_progress'::text, true, cl.msg, cl.step, cl.token, p_priorities[cl.ti], 1, ws.max_attempts,
+           ws.timeout_seconds, ws.name, p_named_task_ids[cl.ti], p_contexts[cl.ti], p_traceparents[cl.ti]
+      FROM unnest(cl_steps, cl_tasks, cl_tokens, cl_msgs) AS cl(step, ti, token, msg)
+      JOIN tasker.workflow_steps ws ON ws.step_uuid = cl.step;
 END $$;

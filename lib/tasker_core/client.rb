@@ -26,22 +26,35 @@ module TaskerCore
     # @raise [Errors::TemplateNotFoundError, Errors::ValidationError, Errors::NotStartedError]
     def create_task(namespace:, name:, version:, context:, correlation_id: nil,
                     parent_correlation_id: nil, idempotency_key: nil, priority: :normal, traceparent: nil)
-      unless context.is_a?(Hash)
-        raise Errors::ValidationError, "context must be a Hash (a JSON object), got #{context.class}"
-      end
+      args = native_args(namespace: namespace, name: name, version: version, context: context,
+                         correlation_id: correlation_id, parent_correlation_id: parent_correlation_id,
+                         idempotency_key: idempotency_key, priority: priority, traceparent: traceparent)
+      created(native.create_task(args), args)
+    end
 
-      created = native.create_task(
-        "namespace" => namespace.to_s, "name" => name.to_s, "version" => version.to_s,
-        "context" => context,
-        "correlation_id" => correlation_id&.to_s,
-        "parent_correlation_id" => parent_correlation_id&.to_s,
-        "idempotency_key" => idempotency_key&.to_s,
-        "priority" => priority_value(priority),
-        "traceparent" => traceparent&.to_s
-      )
-      record = Types::TaskRecord.new(created)
-      Thread.current[:tasker_created_tasks]&.push([record, namespace.to_s, name.to_s, context])
-      record
+    # Create several tasks in one transaction and one round trip: all of them or, on any error,
+    # none. Each Hash takes the keyword arguments of {create_task}; an `idempotency_key` is
+    # honoured per task (a key its template already has returns that task).
+    #
+    # @example
+    #   TaskerCore::Client.create_tasks(orders.map do |o|
+    #     { namespace: "billing", name: "charge", version: "1.0.0", context: { "order_id" => o.id },
+    #       idempotency_key: "charge-#{o.id}" }
+    #   end)
+    # @param tasks [Array<Hash>] at most 10,000
+    # @return [Array<Types::TaskRecord>] in the order given
+    # @raise [Errors::ValidationError] naming the first invalid task (nothing is created)
+    def create_tasks(tasks)
+      raise Errors::ValidationError, "create_tasks takes an Array of Hashes, got #{tasks.class}" unless tasks.is_a?(Array)
+
+      list = tasks.each_with_index.map do |task, i|
+        raise Errors::ValidationError, "create_tasks: item #{i} is not a Hash (got #{task.class})" unless task.is_a?(Hash)
+
+        native_args(**task.transform_keys(&:to_sym))
+      rescue ArgumentError => e
+        raise Errors::ValidationError, "create_tasks: item #{i}: #{e.message}"
+      end
+      native.create_tasks(list).zip(list).map { |record, args| created(record, args) }
     end
 
     # @param uuid [String]
@@ -69,17 +82,10 @@ module TaskerCore
     # @return [Integer] the request's message id
     def request_task(namespace:, name:, version:, context:, correlation_id: nil,
                      parent_correlation_id: nil, idempotency_key: nil, priority: :normal, traceparent: nil)
-      unless context.is_a?(Hash)
-        raise Errors::ValidationError, "context must be a Hash (a JSON object), got #{context.class}"
-      end
-
-      native.request_task(
-        "namespace" => namespace.to_s, "name" => name.to_s, "version" => version.to_s,
-        "context" => context, "correlation_id" => correlation_id&.to_s,
-        "parent_correlation_id" => parent_correlation_id&.to_s,
-        "idempotency_key" => idempotency_key&.to_s, "priority" => priority_value(priority),
-        "traceparent" => traceparent&.to_s
-      )
+      native.request_task(native_args(namespace: namespace, name: name, version: version, context: context,
+                                      correlation_id: correlation_id, parent_correlation_id: parent_correlation_id,
+                                      idempotency_key: idempotency_key, priority: priority,
+                                      traceparent: traceparent))
     end
 
     # Wait until the task is complete, error or cancelled (woken by its finalization).
@@ -131,6 +137,26 @@ module TaskerCore
       Native
     end
 
+    # The Hash the extension takes for one task (checked where Ruby can say it best).
+    def native_args(namespace:, name:, version:, context:, correlation_id: nil, parent_correlation_id: nil,
+                    idempotency_key: nil, priority: :normal, traceparent: nil)
+      unless context.is_a?(Hash)
+        raise Errors::ValidationError, "context must be a Hash (a JSON object), got #{context.class}"
+      end
+
+      { "namespace" => namespace.to_s, "name" => name.to_s, "version" => version.to_s, "context" => context,
+        "correlation_id" => correlation_id&.to_s, "parent_correlation_id" => parent_correlation_id&.to_s,
+        "idempotency_key" => idempotency_key&.to_s, "priority" => priority_value(priority),
+        "traceparent" => traceparent&.to_s }
+    end
+
+    # A created task's record (also noted for the testing helpers).
+    def created(record, args)
+      record = Types::TaskRecord.new(record)
+      Thread.current[:tasker_created_tasks]&.push([record, args["namespace"], args["name"], args["context"]])
+      record
+    end
+
     def intervention(actor, reason)
       { "actor" => (actor || ENV["USER"] || "unknown").to_s, "reason" => reason&.to_s }
     end
@@ -149,6 +175,6 @@ module TaskerCore
         raise Errors::ValidationError, "priority must be a Symbol or an Integer"
       end
     end
-    private_class_method :priority_value, :intervention, :native
+    private_class_method :priority_value, :intervention, :native, :native_args, :created
   end
 end

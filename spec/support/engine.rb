@@ -10,12 +10,12 @@ module EngineHelpers
   def with_engine(namespaces: [], template_paths: [], concurrency: 2, database_url: DatabaseSupport.url, **settings)
     TaskerCore.reset_configuration!
     TaskerCore.configure do |c|
+      c.poll_interval = 0.1
       settings.each { |k, v| c.public_send("#{k}=", v) }
       c.database_url = database_url
       c.namespaces = namespaces
       c.template_paths = template_paths
       c.concurrency = concurrency
-      c.poll_interval = 0.1
     end
     TaskerCore.start
     yield

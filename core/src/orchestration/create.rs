@@ -1,16 +1,15 @@
-//! Task creation: one transaction inserts the task, its steps, edges and transitions, and
-//! sends the root steps to the namespace queue (transactional enqueue).
+//! Task creation: one transaction and one round trip insert tasks, their steps, edges and
+//! transitions, and send the root steps to their namespace queue (transactional enqueue) —
+//! or claim them at once for this process when it serves that namespace.
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::registry::RegisteredTemplate;
-use super::results::QueueGuard;
+use super::results::{ClaimedChild, FusedClaims};
 use crate::error::{Error, Result};
-use crate::messaging::{self, StepMessage};
-use crate::state::{StepState, TaskState};
-use crate::store::transitions;
+use crate::state::TaskState;
 
 /// What a caller asks for.
 #[derive(Debug, Clone)]
@@ -77,225 +76,215 @@ fn json_kind(v: &Value) -> &'static str {
     }
 }
 
-/// Insert a task for `reg` and enqueue its root steps, all in one transaction.
-pub(crate) async fn create_task(
+/// A task to create: its template, the caller's request, and the trace context it continues.
+pub(crate) struct NewTask<'a> {
+    pub reg: &'a RegisteredTemplate,
+    pub req: &'a TaskRequest,
+    pub traceparent: Option<String>,
+}
+
+/// SQLSTATE `tasker.create_tasks` raises when a queue cannot be written.
+const QUEUE_FAILED: &str = "TQ001";
+
+#[derive(sqlx::FromRow)]
+struct CreateRow {
+    kind: String,
+    task_index: i32,
+    task_uuid: Uuid,
+    correlation_id: Uuid,
+    parent_correlation_id: Option<Uuid>,
+    status: String,
+    created: bool,
+    msg_id: Option<i64>,
+    step_uuid: Option<Uuid>,
+    token: Option<Uuid>,
+    priority: Option<i16>,
+    attempts: Option<i32>,
+    max_attempts: Option<i32>,
+    timeout_seconds: Option<i32>,
+    step_name: Option<String>,
+    named_task_id: Option<i64>,
+    context: Option<Value>,
+    traceparent: Option<String>,
+}
+
+/// Create tasks — each with its steps, edges and history, its root steps sent to its
+/// namespace queue — in one transaction and one round trip (`tasker.create_tasks`). A task
+/// whose idempotency key its template already has returns the existing task. Roots of the
+/// queues this process serves are claimed at once as `claims` allows. A queue that cannot be
+/// written fails the whole call and nothing is written.
+pub(crate) async fn create_tasks(
     pool: &PgPool,
-    reg: &RegisteredTemplate,
-    req: &TaskRequest,
-    queue: QueueGuard<'_>,
-    traceparent: Option<&str>,
-) -> Result<CreatedTask> {
-    validate_request(req)?;
-    let template = &reg.template;
-    let task_uuid = Uuid::now_v7();
-    let correlation_id = req.correlation_id.unwrap_or_else(Uuid::now_v7);
-
-    let mut tx = pool.begin().await?;
-    let inserted: Option<Uuid> = sqlx::query_scalar(
-        "INSERT INTO tasker.tasks (task_uuid, named_task_id, namespace, status, context, \
-           correlation_id, parent_correlation_id, idempotency_key, priority, traceparent) \
-         VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9) \
-         ON CONFLICT (named_task_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
-         RETURNING task_uuid",
-    )
-    .bind(task_uuid)
-    .bind(reg.named_task_id)
-    .bind(&*template.namespace)
-    .bind(&req.context)
-    .bind(correlation_id)
-    .bind(req.parent_correlation_id)
-    .bind(&req.idempotency_key)
-    .bind(req.priority)
-    .bind(traceparent)
-    .fetch_optional(&mut *tx)
-    .await?;
-
-    if inserted.is_none() {
-        // Same idempotency key: the conflicting row is committed (ON CONFLICT waited for it).
-        let (uuid, corr, parent, status): (Uuid, Uuid, Option<Uuid>, String) = sqlx::query_as(
-            "SELECT task_uuid, correlation_id, parent_correlation_id, status FROM tasker.tasks \
-             WHERE named_task_id = $1 AND idempotency_key = $2",
-        )
-        .bind(reg.named_task_id)
-        .bind(&req.idempotency_key)
-        .fetch_one(&mut *tx)
-        .await?;
-        tx.rollback().await?;
-        return Ok(CreatedTask {
-            task_uuid: uuid,
-            correlation_id: corr,
-            parent_correlation_id: parent,
-            status: status.parse()?,
-            created: false,
-        });
+    tasks: &[NewTask<'_>],
+    claims: &FusedClaims<'_>,
+    lock_timeout: std::time::Duration,
+    sender: &str,
+) -> Result<(Vec<CreatedTask>, Vec<ClaimedChild>)> {
+    for t in tasks {
+        validate_request(t.req)?;
     }
-
-    let n = template.steps.len();
-    let step_uuids: Vec<Uuid> = (0..n).map(|_| Uuid::now_v7()).collect();
-    let roots: Vec<usize> = template.roots().collect();
-    let names: Vec<&str> = template.steps.iter().map(|s| &*s.name).collect();
-    let positions: Vec<i32> = (0..n as i32).collect();
-    let handlers: Vec<&str> = template.steps.iter().map(|s| &*s.handler_class).collect();
-    let states: Vec<&str> = (0..n)
-        .map(|i| {
-            if template.steps[i].parents.is_empty() {
-                StepState::Enqueued.as_str()
-            } else {
-                StepState::Pending.as_str()
+    let n = tasks.len();
+    let mut named = Vec::with_capacity(n);
+    let mut namespaces = Vec::with_capacity(n);
+    let mut queues = Vec::with_capacity(n);
+    let mut task_uuids = Vec::with_capacity(n);
+    let mut contexts = Vec::with_capacity(n);
+    let mut correlations = Vec::with_capacity(n);
+    let mut parents = Vec::with_capacity(n);
+    let mut keys = Vec::with_capacity(n);
+    let mut priorities = Vec::with_capacity(n);
+    let mut traceparents = Vec::with_capacity(n);
+    let (mut step_tasks, mut step_uuids, mut step_names, mut positions, mut handlers) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut max_attempts, mut retryable, mut base, mut max_backoff, mut timeouts, mut pending) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
+    let (mut edge_tasks, mut edge_from, mut edge_to) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, t) in tasks.iter().enumerate() {
+        let index = i as i32 + 1;
+        let template = &t.reg.template;
+        named.push(t.reg.named_task_id);
+        namespaces.push(&*template.namespace);
+        queues.push(t.reg.queue.as_str());
+        task_uuids.push(Uuid::now_v7());
+        contexts.push(&t.req.context);
+        correlations.push(t.req.correlation_id.unwrap_or_else(Uuid::now_v7));
+        parents.push(t.req.parent_correlation_id);
+        keys.push(t.req.idempotency_key.as_deref());
+        priorities.push(t.req.priority);
+        traceparents.push(t.traceparent.as_deref());
+        let first = step_uuids.len();
+        for (position, step) in template.steps.iter().enumerate() {
+            step_tasks.push(index);
+            step_uuids.push(Uuid::now_v7());
+            step_names.push(&*step.name);
+            positions.push(position as i32);
+            handlers.push(&*step.handler_class);
+            max_attempts.push(step.retry.max_attempts as i32);
+            retryable.push(step.retry.retryable);
+            base.push(step.retry.backoff_base_ms.min(i32::MAX as u64) as i32);
+            max_backoff.push(step.retry.max_backoff_ms.min(i32::MAX as u64) as i32);
+            timeouts.push(step.timeout_seconds as i32);
+            pending.push(step.parents.len() as i32);
+        }
+        for (child, step) in template.steps.iter().enumerate() {
+            for &parent in &step.parents {
+                edge_tasks.push(index);
+                edge_from.push(step_uuids[first + parent]);
+                edge_to.push(step_uuids[first + child]);
             }
-        })
-        .collect();
-    let max_attempts: Vec<i32> = template
-        .steps
-        .iter()
-        .map(|s| s.retry.max_attempts as i32)
-        .collect();
-    let retryable: Vec<bool> = template.steps.iter().map(|s| s.retry.retryable).collect();
-    let base: Vec<i32> = template
-        .steps
-        .iter()
-        .map(|s| s.retry.backoff_base_ms as i32)
-        .collect();
-    let max_backoff: Vec<i32> = template
-        .steps
-        .iter()
-        .map(|s| s.retry.max_backoff_ms as i32)
-        .collect();
-    let timeouts: Vec<i32> = template
-        .steps
-        .iter()
-        .map(|s| s.timeout_seconds as i32)
-        .collect();
-    let pending: Vec<i32> = template
-        .steps
-        .iter()
-        .map(|s| s.parents.len() as i32)
-        .collect();
-    sqlx::query(
-        "INSERT INTO tasker.workflow_steps (step_uuid, task_uuid, name, position, handler_class, \
-           state, max_attempts, retryable, backoff_base_ms, max_backoff_ms, timeout_seconds, \
-           pending_parents) \
-         SELECT u, $2, n, p, h, s, ma, r, b, mb, t, pp \
-         FROM unnest($1::uuid[], $3::text[], $4::int[], $5::text[], $6::text[], $7::int[], \
-                     $8::bool[], $9::int[], $10::int[], $11::int[], $12::int[]) \
-           AS x(u, n, p, h, s, ma, r, b, mb, t, pp)",
+        }
+    }
+    let rows: std::result::Result<Vec<CreateRow>, sqlx::Error> = sqlx::query_as(
+        "SELECT * FROM tasker.create_tasks($1, $2, $3, $4, $5::jsonb[], $6, $7, $8, $9, $10, $11, $12, \
+           $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31)",
     )
+    .bind(&named)
+    .bind(&namespaces)
+    .bind(&queues)
+    .bind(&task_uuids)
+    .bind(&contexts)
+    .bind(&correlations)
+    .bind(&parents)
+    .bind(&keys)
+    .bind(&priorities)
+    .bind(&traceparents)
+    .bind(&step_tasks)
     .bind(&step_uuids)
-    .bind(task_uuid)
-    .bind(&names)
+    .bind(&step_names)
     .bind(&positions)
     .bind(&handlers)
-    .bind(&states)
     .bind(&max_attempts)
     .bind(&retryable)
     .bind(&base)
     .bind(&max_backoff)
     .bind(&timeouts)
     .bind(&pending)
-    .execute(&mut *tx)
-    .await?;
-
-    let uuids = &step_uuids;
-    let (froms, tos): (Vec<Uuid>, Vec<Uuid>) = template
-        .steps
-        .iter()
-        .enumerate()
-        .flat_map(|(i, s)| s.parents.iter().map(move |&p| (uuids[p], uuids[i])))
-        .unzip();
-    if !froms.is_empty() {
-        sqlx::query(
-            "INSERT INTO tasker.workflow_step_edges (from_step_uuid, to_step_uuid) \
-             SELECT * FROM unnest($1::uuid[], $2::uuid[])",
-        )
-        .bind(&froms)
-        .bind(&tos)
-        .execute(&mut *tx)
-        .await?;
-    }
-
-    // History: every step starts pending; roots move on to enqueued at once.
-    let history_most_recent: Vec<bool> = (0..n).map(|i| !roots.contains(&i)).collect();
-    sqlx::query(
-        "INSERT INTO tasker.workflow_step_transitions \
-           (step_uuid, task_uuid, from_state, to_state, sort_key, most_recent) \
-         SELECT u, $2, NULL, 'pending', 1, m FROM unnest($1::uuid[], $3::bool[]) AS x(u, m)",
-    )
-    .bind(&step_uuids)
-    .bind(task_uuid)
-    .bind(&history_most_recent)
-    .execute(&mut *tx)
-    .await?;
-    let root_uuids: Vec<Uuid> = roots.iter().map(|&i| step_uuids[i]).collect();
-    sqlx::query(
-        "INSERT INTO tasker.workflow_step_transitions \
-           (step_uuid, task_uuid, from_state, to_state, sort_key, most_recent) \
-         SELECT u, $2, 'pending', 'enqueued', 2, true FROM unnest($1::uuid[]) AS x(u)",
-    )
-    .bind(&root_uuids)
-    .bind(task_uuid)
-    .execute(&mut *tx)
-    .await?;
-
-    transitions::record_task(&mut tx, task_uuid, None, TaskState::Pending, json!({})).await?;
-    transitions::record_task(
-        &mut tx,
-        task_uuid,
-        Some(TaskState::Pending),
-        TaskState::InProgress,
-        json!({ "enqueued_steps": root_uuids.len() }),
-    )
-    .await?;
-
-    let messages: Vec<StepMessage> = roots
-        .iter()
-        .map(|&i| StepMessage {
-            task_uuid,
-            step_uuid: step_uuids[i],
-            correlation_id,
-            priority: req.priority,
-            handler: Some(template.steps[i].handler_class.to_string()),
-        })
-        .collect();
-    // The queue last: a queue that fails (or whose breaker is open) leaves nothing written.
-    let permit = queue
-        .breaker
-        .try_acquire()
-        .map_err(|retry_after| Error::CircuitOpen {
-            breaker: queue.breaker.name().to_owned(),
-            retry_after,
-        })?;
-    let written = messaging::write_queue(
-        &mut tx,
-        &reg.queue,
-        &template.namespace,
-        &messages,
-        None,
-        queue.lock_timeout,
-    )
+    .bind(&edge_tasks)
+    .bind(&edge_from)
+    .bind(&edge_to)
+    .bind(claims.queues)
+    .bind(claims.capacity.min(i32::MAX as usize) as i32)
+    .bind(claims.blocked_handlers)
+    .bind(claims.worker_id)
+    .bind(claims.claim_grace_seconds)
+    .bind(lock_timeout.as_millis().min(i32::MAX as u128) as i32)
+    .bind(sender)
+    .fetch_all(pool)
     .await;
-    match written {
-        Ok(None) => permit.success(),
-        Ok(Some(message)) => {
-            permit.failure();
-            return Err(Error::Queue {
-                queue: reg.queue.as_str().to_owned(),
-                message,
-            });
+    let rows = match rows {
+        Ok(rows) => rows,
+        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some(QUEUE_FAILED) => {
+            let message = db.message().to_owned();
+            let queue = message
+                .strip_prefix("queue ")
+                .and_then(|m| m.split(' ').next())
+                .unwrap_or_default()
+                .to_owned();
+            return Err(Error::Queue { queue, message });
         }
-        Err(e) => {
-            permit.release();
-            return Err(e);
+        Err(e) => return Err(e.into()),
+    };
+    let mut created: Vec<Option<CreatedTask>> = (0..n).map(|_| None).collect();
+    let mut claimed = Vec::new();
+    for row in rows {
+        let Some(i) = (row.task_index as usize).checked_sub(1).filter(|&i| i < n) else {
+            continue;
+        };
+        match row.kind.as_str() {
+            "task" => {
+                created[i] = Some(CreatedTask {
+                    task_uuid: row.task_uuid,
+                    correlation_id: row.correlation_id,
+                    parent_correlation_id: row.parent_correlation_id,
+                    status: row.status.parse()?,
+                    created: row.created,
+                });
+            }
+            "claimed" => {
+                let (Some(msg_id), Some(step_uuid), Some(token), Some(step_name)) =
+                    (row.msg_id, row.step_uuid, row.token, row.step_name)
+                else {
+                    continue;
+                };
+                claimed.push(ClaimedChild {
+                    queue: queues[i].to_owned(),
+                    named_task_id: row.named_task_id.unwrap_or(named[i]),
+                    parent_trace: row.traceparent,
+                    row: crate::worker::ClaimedRow {
+                        parent_trace: None,
+                        task_uuid: row.task_uuid,
+                        step_uuid,
+                        token,
+                        msg_id,
+                        correlation_id: row.correlation_id,
+                        parent_correlation_id: row.parent_correlation_id,
+                        priority: row.priority.unwrap_or(0),
+                        step_name,
+                        attempts: row.attempts.unwrap_or(1) as u32,
+                        max_attempts: row.max_attempts.unwrap_or(1) as u32,
+                        timeout_seconds: row.timeout_seconds.unwrap_or(300) as u32,
+                        context: row.context.unwrap_or(Value::Null),
+                        dependency_results: Vec::new(),
+                    },
+                });
+            }
+            _ => {}
         }
     }
-    tx.commit().await?;
-
-    tracing::debug!(%task_uuid, %correlation_id, namespace = %template.namespace,
-        task = %template.name, "task created");
-    Ok(CreatedTask {
-        task_uuid,
-        correlation_id,
-        parent_correlation_id: req.parent_correlation_id,
-        status: TaskState::InProgress,
-        created: true,
-    })
+    let created = created
+        .into_iter()
+        .map(|c| {
+            c.ok_or_else(|| Error::InvalidInput("create_tasks returned no row for a task".into()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    for c in created.iter().filter(|c| c.created) {
+        tracing::debug!(task_uuid = %c.task_uuid, correlation_id = %c.correlation_id, "task created");
+    }
+    Ok((created, claimed))
 }

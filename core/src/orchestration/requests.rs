@@ -135,7 +135,10 @@ pub(crate) async fn process_batch(
             priority,
             traceparent: request.traceparent,
         };
-        let created = shared.create_task(&req).await;
+        let created = shared
+            .create_tasks(std::slice::from_ref(&req))
+            .await
+            .map(|mut tasks| tasks.remove(0));
         let outcome = match created {
             Ok(task) => {
                 messaging::delete(pool, &queue, m.msg_id).await?;

@@ -15,7 +15,6 @@ use uuid::Uuid;
 use super::backoff;
 use crate::error::Result;
 use crate::messaging::{self, queue::QueueName, StepMessage};
-use crate::resilience::CircuitBreaker;
 use crate::state::{StepState, TaskState};
 use crate::store::transitions::{self, StepTransition};
 use crate::worker::{ClaimTicket, FailureKind, StepFailure, StepOutcome};
@@ -34,13 +33,6 @@ pub enum ApplyReport {
         /// When the step runs again (waiting_for_retry only).
         retry_in: Option<Duration>,
     },
-}
-
-/// The namespace queue's side of writing to a queue: its breaker and how long a write may
-/// wait for the queue table's lock.
-pub(crate) struct QueueGuard<'a> {
-    pub breaker: &'a CircuitBreaker,
-    pub lock_timeout: Duration,
 }
 
 /// One outcome of a batch, with whether its queue may be written (its breaker admitted it).

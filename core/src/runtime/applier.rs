@@ -7,16 +7,17 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::mpsc;
 
-use super::{Completion, Dispatch, Shared};
-use crate::error::{Error, Result};
-use crate::orchestration::results::{self, ApplyReport, BatchApplied, BatchItem, FusedClaims};
-use crate::resilience::{CircuitState, Permit};
+use super::fused::ClaimBudget;
+use super::{Completion, Shared};
+use crate::error::Result;
+use crate::orchestration::results::{self, ApplyReport, BatchApplied, BatchItem};
+use crate::resilience::Permit;
 use crate::state::TaskState;
-use crate::worker::{build_event, StepFailure, StepOutcome};
+use crate::worker::{StepFailure, StepOutcome};
 
 /// Most outcomes applied in one transaction.
 const MAX_BATCH: usize = 256;
@@ -24,32 +25,15 @@ const MAX_BATCH: usize = 256;
 pub(super) struct Applier {
     pub shared: Arc<Shared>,
     pub rx: mpsc::UnboundedReceiver<Completion>,
-    /// Where claimed children go; None in a process that serves no namespace, and once the
-    /// engine is stopping (dropping it lets the executors see the channel close).
-    pub dispatch: Option<crossbeam_channel::Sender<Dispatch>>,
-    pub slots: Arc<Semaphore>,
-    /// Queue names of the namespaces this process serves.
-    pub served: Vec<String>,
-    pub stop: watch::Receiver<bool>,
 }
 
 impl Applier {
     /// Apply outcomes until the completion channel is closed and drained.
     pub async fn run(mut self) {
         loop {
-            let first = tokio::select! {
-                c = self.rx.recv() => match c {
-                    Some(c) => c,
-                    None => break,
-                },
-                _ = self.stop.changed(), if self.dispatch.is_some() => {
-                    self.dispatch = None;
-                    continue;
-                }
+            let Some(first) = self.rx.recv().await else {
+                break;
             };
-            if *self.stop.borrow() {
-                self.dispatch = None;
-            }
             let mut batch = vec![first];
             self.take_waiting(&mut batch);
             self.apply_until_done(batch).await;
@@ -77,7 +61,7 @@ impl Applier {
         loop {
             attempt += 1;
             match self.try_apply(&batch).await {
-                Ok((applied, slots)) => return self.finish(batch, applied, slots, started).await,
+                Ok((applied, budget)) => return self.finish(batch, applied, budget, started).await,
                 Err(e) if e.is_data_error() => {
                     for one in batch {
                         self.apply_alone(one, started).await;
@@ -137,10 +121,7 @@ impl Applier {
     }
 
     /// One round trip: the batch's outcomes, its queues' writes and the fused claims.
-    async fn try_apply(
-        &self,
-        batch: &[Completion],
-    ) -> Result<(BatchApplied, Vec<OwnedSemaphorePermit>)> {
+    async fn try_apply(&self, batch: &[Completion]) -> Result<(BatchApplied, ClaimBudget)> {
         let shared = &self.shared;
         // Each queue's breaker decides once for the batch whether its queue is written.
         let breakers: Vec<_> = {
@@ -166,29 +147,8 @@ impl Applier {
             })
             .collect();
         // Free handler slots, taken now: each claimed child runs in one of them.
-        let mut slots = Vec::new();
-        if self.dispatch.is_some() {
-            while slots.len() < MAX_BATCH {
-                match self.slots.clone().try_acquire_owned() {
-                    Ok(p) => slots.push(p),
-                    Err(_) => break,
-                }
-            }
-        }
-        let blocked: Vec<String> = shared
-            .handler_breakers
-            .all()
-            .into_iter()
-            .filter(|b| b.state() == CircuitState::Open)
-            .map(|b| b.name().to_owned())
-            .collect();
-        let claims = FusedClaims {
-            queues: &self.served,
-            capacity: slots.len(),
-            blocked_handlers: &blocked,
-            worker_id: &shared.worker_id,
-            claim_grace_seconds: shared.claim_grace_seconds,
-        };
+        let budget = shared.claim_budget();
+        let claims = budget.claims(shared);
         let applied = results::apply_batch(
             &shared.pool,
             &items,
@@ -212,7 +172,8 @@ impl Applier {
                         None => permit.release(),
                     }
                 }
-                Ok((applied, slots))
+                drop(claims);
+                Ok((applied, budget))
             }
             Err(e) => {
                 // Not the queues' fault (the database, the connection): no verdict on them.
@@ -232,7 +193,7 @@ impl Applier {
         &self,
         batch: Vec<Completion>,
         applied: BatchApplied,
-        mut slots: Vec<OwnedSemaphorePermit>,
+        budget: ClaimBudget,
         started: Instant,
     ) {
         let shared = &self.shared;
@@ -282,48 +243,6 @@ impl Applier {
                 shared.wake_namespace(&namespace);
             }
         }
-        for child in applied.claimed {
-            let Some(permit) = slots.pop() else { break };
-            if let Err(e) = self.hand_out(child, permit).await {
-                tracing::warn!(error = %e, "a claimed step could not be handed out; it runs after its claim expires");
-            }
-        }
-    }
-
-    async fn hand_out(
-        &self,
-        child: results::ClaimedChild,
-        permit: OwnedSemaphorePermit,
-    ) -> Result<()> {
-        let shared = &self.shared;
-        let Some(dispatch) = &self.dispatch else {
-            return Err(Error::NotStarted("the engine is stopping".into()));
-        };
-        let reg = shared
-            .registry
-            .by_id(&shared.pool, child.named_task_id)
-            .await?;
-        let mut row = child.row;
-        row.parent_trace = child
-            .parent_trace
-            .as_deref()
-            .and_then(crate::telemetry::parse_traceparent);
-        let event = build_event(Some(&shared.names), &reg, &reg.queue, row);
-        let admission = if shared.handler_classes.contains(&*event.handler_class) {
-            shared
-                .handler_breakers
-                .get(&event.handler_class)
-                .try_acquire_owned()
-                .ok()
-        } else {
-            None
-        };
-        let trace = shared
-            .telemetry
-            .as_ref()
-            .map(|t| t.claimed(&event, Instant::now(), SystemTime::now()));
-        dispatch
-            .try_send(Dispatch::new(event, permit, admission, trace))
-            .map_err(|_| Error::NotStarted("the executor channel is closed".into()))
+        shared.hand_out(applied.claimed, budget).await;
     }
 }

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::messaging::{self, queue::QueueName};
 use crate::orchestration::registry::{RegisteredTemplate, Registry};
 use crate::orchestration::{self, CreatedTask, Intervention, TaskRequest};
-use crate::resilience::{BreakerRegistry, CircuitBreakerConfig, CircuitState, OwnedPermit};
+use crate::resilience::{BreakerRegistry, CircuitBreakerConfig, OwnedPermit};
 use crate::state::TaskState;
 use crate::store::snapshot::{self, TaskView};
 use crate::strings::StringCache;
@@ -29,6 +29,7 @@ use crate::worker::poller::Poller;
 use crate::worker::{ClaimTicket, StepEvent, StepOutcome};
 
 mod applier;
+mod fused;
 
 /// Engine settings (the Ruby `TaskerCore.configure` values, already validated there).
 #[derive(Debug, Clone)]
@@ -252,54 +253,121 @@ pub(crate) struct Shared {
     next_waiter: AtomicU64,
     /// Tags this engine's cross-process wake-ups, so that it ignores its own echo.
     pub(crate) instance_id: String,
+    /// Handler slots: `concurrency` permits, one per step claimed and not yet handed back.
+    pub(crate) slots: Arc<Semaphore>,
+    /// Where claimed steps go (None in a process that serves no namespace, and once the
+    /// engine is stopping: the executors then see the channel close).
+    pub(crate) dispatch: Mutex<Option<crossbeam_channel::Sender<Dispatch>>>,
+    /// Queue names of the namespaces this process serves (claimed here when work for them is
+    /// created or released).
+    pub(crate) served_queues: Vec<String>,
 }
 
 impl Shared {
-    /// Create a task through its namespace queue's breaker: while the breaker is open the
-    /// request is refused at once and nothing is written.
-    pub(crate) async fn create_task(&self, req: &TaskRequest) -> Result<CreatedTask> {
-        let reg = self
-            .registry
-            .lookup(&self.pool, &req.namespace, &req.name, &req.version)
-            .await?;
-        let breaker = self.queue_breakers.get(reg.queue.as_str());
-        if breaker.state() == CircuitState::Open {
-            let retry_after = breaker
-                .try_acquire()
-                .err()
-                .unwrap_or(Duration::from_secs(1));
-            return Err(Error::CircuitOpen {
-                breaker: breaker.name().to_owned(),
-                retry_after,
+    /// Create tasks (one transaction, one round trip) through their namespace queues'
+    /// breakers: while one is open the call is refused at once and nothing is written. Roots
+    /// of namespaces this process serves are claimed for it as free handler slots allow, and
+    /// handed to the handler threads.
+    pub(crate) async fn create_tasks(&self, reqs: &[TaskRequest]) -> Result<Vec<CreatedTask>> {
+        let mut regs = Vec::with_capacity(reqs.len());
+        for req in reqs {
+            regs.push(
+                self.registry
+                    .lookup(&self.pool, &req.namespace, &req.name, &req.version)
+                    .await?,
+            );
+        }
+        let mut queue_names: Vec<&str> = regs.iter().map(|r| r.queue.as_str()).collect();
+        queue_names.sort_unstable();
+        queue_names.dedup();
+        let breakers: Vec<_> = queue_names
+            .iter()
+            .map(|q| self.queue_breakers.get(q))
+            .collect();
+        let mut permits = Vec::with_capacity(breakers.len());
+        for breaker in &breakers {
+            match breaker.try_acquire() {
+                Ok(p) => permits.push((breaker.name().to_owned(), p)),
+                Err(retry_after) => {
+                    for (_, p) in permits {
+                        p.release();
+                    }
+                    return Err(Error::CircuitOpen {
+                        breaker: breaker.name().to_owned(),
+                        retry_after,
+                    });
+                }
+            }
+        }
+        let started = std::time::Instant::now();
+        // Each task's trace: its own span when exporting, else the caller's context as given.
+        let mut spans = Vec::with_capacity(reqs.len());
+        let mut tasks = Vec::with_capacity(reqs.len());
+        for (req, reg) in reqs.iter().zip(&regs) {
+            let parent = req
+                .traceparent
+                .as_deref()
+                .and_then(crate::telemetry::parse_traceparent);
+            let span = self.telemetry.as_ref().map(|t| t.task_span(parent.clone()));
+            let traceparent = match &span {
+                Some(span) => Some(crate::telemetry::format_traceparent(
+                    opentelemetry::trace::Span::span_context(span),
+                )),
+                None => parent.as_ref().map(crate::telemetry::format_traceparent),
+            };
+            spans.push(span);
+            tasks.push(orchestration::create::NewTask {
+                reg,
+                req,
+                traceparent,
             });
         }
-        let guard = orchestration::results::QueueGuard {
-            breaker: &breaker,
-            lock_timeout: self.queue_lock_timeout,
-        };
-        let started = std::time::Instant::now();
-        let parent = req
-            .traceparent
-            .as_deref()
-            .and_then(crate::telemetry::parse_traceparent);
-        // The task's trace: its own span when exporting, else the caller's context as given.
-        let span = self.telemetry.as_ref().map(|t| t.task_span(parent.clone()));
-        let traceparent = match &span {
-            Some(span) => Some(crate::telemetry::format_traceparent(
-                opentelemetry::trace::Span::span_context(span),
-            )),
-            None => parent.as_ref().map(crate::telemetry::format_traceparent),
-        };
-        let created = orchestration::create::create_task(
+        let budget = self.claim_budget();
+        let created = orchestration::create::create_tasks(
             &self.pool,
-            &reg,
-            req,
-            guard,
-            traceparent.as_deref(),
+            &tasks,
+            &budget.claims(self),
+            self.queue_lock_timeout,
+            &self.instance_id,
         )
-        .await?;
-        if let (Some(t), Some(span)) = (&self.telemetry, span) {
-            t.task_created(span, &reg, &created, started.elapsed());
+        .await;
+        let (created, claimed) = match created {
+            Ok(done) => {
+                for (_, p) in permits {
+                    p.success();
+                }
+                done
+            }
+            Err(e) => {
+                for (name, p) in permits {
+                    match &e {
+                        Error::Queue { queue, .. } if *queue == name => p.failure(),
+                        _ => p.release(),
+                    }
+                }
+                return Err(e);
+            }
+        };
+        // Roots sent to a queue this process serves (not claimed here): its poller looks.
+        let mut unclaimed: Vec<&str> = Vec::new();
+        for (reg, c) in regs.iter().zip(&created) {
+            let roots = reg.template.roots().count();
+            let taken = claimed
+                .iter()
+                .filter(|ch| ch.row.task_uuid == c.task_uuid)
+                .count();
+            if c.created && roots > taken && !unclaimed.contains(&&*reg.template.namespace) {
+                unclaimed.push(&reg.template.namespace);
+            }
+        }
+        for ns in unclaimed {
+            self.wake_namespace(ns);
+        }
+        self.hand_out(claimed, budget).await;
+        for ((reg, span), c) in regs.iter().zip(spans).zip(&created) {
+            if let (Some(t), Some(span)) = (&self.telemetry, span) {
+                t.task_created(span, reg, c, started.elapsed());
+            }
         }
         Ok(created)
     }
@@ -378,11 +446,18 @@ pub struct EngineHandle(Arc<Shared>);
 impl EngineHandle {
     /// Create a task (or return the existing one for the same idempotency key).
     pub async fn create_task(&self, req: TaskRequest) -> Result<CreatedTask> {
-        let created = self.0.create_task(&req).await.inspect_err(|e| {
-            self.0.trouble.note("creating a task", e);
-        })?;
-        self.0.wake_namespace(&req.namespace);
-        Ok(created)
+        self.create_tasks(vec![req])
+            .await?
+            .pop()
+            .ok_or_else(|| Error::InvalidInput("no task was created".into()))
+    }
+
+    /// Create several tasks in one transaction and one round trip (each with its own
+    /// idempotency key, if any); all or none are written.
+    pub async fn create_tasks(&self, reqs: Vec<TaskRequest>) -> Result<Vec<CreatedTask>> {
+        self.0.create_tasks(&reqs).await.inspect_err(|e| {
+            self.0.trouble.note("creating tasks", e);
+        })
     }
 
     /// Cancel a task (see the state table in the operations guide).
@@ -624,6 +699,14 @@ impl Engine {
             waiters: Mutex::new(HashMap::new()),
             next_waiter: AtomicU64::new(1),
             instance_id: Uuid::new_v4().simple().to_string(),
+            slots: Arc::new(Semaphore::new(config.concurrency)),
+            dispatch: Mutex::new(None),
+            served_queues: config
+                .namespaces
+                .iter()
+                .filter_map(|ns| QueueName::for_namespace(ns).ok())
+                .map(|q| q.as_str().to_owned())
+                .collect(),
         });
         let mut registered = Vec::with_capacity(templates.len());
         for t in templates {
@@ -653,7 +736,9 @@ impl Engine {
         let (stop_tx, stop_rx) = watch::channel(false);
         let (dispatch_tx, dispatch_rx) = crossbeam_channel::bounded(concurrency);
         let (completion_tx, completion_rx) = mpsc::unbounded_channel();
-        let slots = Arc::new(Semaphore::new(concurrency));
+        if !shared.served_queues.is_empty() {
+            *shared.dispatch.lock().unwrap_or_else(|e| e.into_inner()) = Some(dispatch_tx.clone());
+        }
         let mut services = Vec::new();
         let _guard = runtime.enter();
         if let Some(t) = &shared.telemetry {
@@ -686,26 +771,17 @@ impl Engine {
                 namespace,
                 queue,
                 wake,
-                slots: slots.clone(),
+                slots: shared.slots.clone(),
                 out: dispatch_tx.clone(),
                 stop: stop_rx.clone(),
             };
             services.push(tokio::spawn(poller.run()));
         }
-        let served: Vec<String> = shared
-            .wakeups
-            .keys()
-            .filter_map(|ns| QueueName::for_namespace(ns).ok())
-            .map(|q| q.as_str().to_owned())
-            .collect();
+        drop(dispatch_tx);
         let applier = tokio::spawn(
             applier::Applier {
                 shared: shared.clone(),
                 rx: completion_rx,
-                dispatch: (!served.is_empty()).then_some(dispatch_tx),
-                slots,
-                served,
-                stop: stop_rx,
             }
             .run(),
         );
@@ -885,6 +961,12 @@ impl Engine {
     /// once they are taken, [`Engine::next_step`] reports [`NextStep::Closed`].
     pub fn begin_shutdown(&self) {
         let _ = self.stop_tx.send(true);
+        // Nothing is claimed for this process from now on.
+        self.shared
+            .dispatch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
     }
 
     /// Stop everything: services, then the applier once every handed-back outcome is applied,

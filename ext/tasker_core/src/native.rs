@@ -37,6 +37,7 @@ pub fn init(ruby: &Ruby) -> Result<RModule, Error> {
     native.define_singleton_method("shutdown", function!(shutdown, 1))?;
     native.define_singleton_method("next_step", function!(next_step, 1))?;
     native.define_singleton_method("create_task", function!(create_task, 1))?;
+    native.define_singleton_method("create_tasks", function!(create_tasks, 1))?;
     native.define_singleton_method("find_task", function!(find_task, 1))?;
     native.define_singleton_method("find_tasks", function!(find_tasks, 1))?;
     native.define_singleton_method("request_task", function!(request_task, 1))?;
@@ -436,31 +437,81 @@ fn optional_text_arg(ruby: &Ruby, args: RHash, key: &str) -> Result<Option<Strin
     args::optional_text(ruby, "ValidationError", key, args::get(args, key))
 }
 
+/// A task request from its argument Hash (checked text, UUIDs, the context as JSON).
+fn task_request(ruby: &Ruby, args: RHash) -> Result<TaskRequest, Error> {
+    Ok(TaskRequest {
+        namespace: text_arg(ruby, args, "namespace")?,
+        name: text_arg(ruby, args, "name")?,
+        version: text_arg(ruby, args, "version")?,
+        context: convert::to_json(ruby, args::get(args, "context"), "context")?,
+        correlation_id: optional_uuid(ruby, args, "correlation_id")?,
+        parent_correlation_id: optional_uuid(ruby, args, "parent_correlation_id")?,
+        idempotency_key: optional_text_arg(ruby, args, "idempotency_key")?,
+        priority: args::integer(
+            ruby,
+            "ValidationError",
+            "priority",
+            args::get(args, "priority"),
+            -100,
+            100,
+        )? as i16,
+        traceparent: optional_text_arg(ruby, args, "traceparent")?,
+    })
+}
+
+fn created_hash(ruby: &Ruby, created: &tasker_core::CreatedTask) -> Result<RHash, Error> {
+    let out = ruby.hash_new();
+    out.aset("uuid", created.task_uuid.to_string())?;
+    out.aset("correlation_id", created.correlation_id.to_string())?;
+    out.aset(
+        "parent_correlation_id",
+        created.parent_correlation_id.map(|u| u.to_string()),
+    )?;
+    out.aset("status", created.status.as_str())?;
+    out.aset("created", created.created)?;
+    Ok(out)
+}
+
+/// Most tasks one `create_tasks` call takes.
+const MAX_CREATE_BATCH: usize = 10_000;
+
 guarded! {
     fn create_task(ruby: &Ruby, args: RHash) -> Result<RHash, Error> {
         let engine = engine(ruby)?;
-        let req = TaskRequest {
-            namespace: text_arg(ruby, args, "namespace")?,
-            name: text_arg(ruby, args, "name")?,
-            version: text_arg(ruby, args, "version")?,
-            context: convert::to_json(ruby, args::get(args, "context"), "context")?,
-            correlation_id: optional_uuid(ruby, args, "correlation_id")?,
-            parent_correlation_id: optional_uuid(ruby, args, "parent_correlation_id")?,
-            idempotency_key: optional_text_arg(ruby, args, "idempotency_key")?,
-            priority: args::integer(ruby, "ValidationError", "priority", args::get(args, "priority"), -100, 100)? as i16,
-            traceparent: optional_text_arg(ruby, args, "traceparent")?,
-        };
+        let req = task_request(ruby, args)?;
         let h = engine.handle();
         let created = call(ruby, &engine, async move { h.create_task(req).await })?;
-        let out = ruby.hash_new();
-        out.aset("uuid", created.task_uuid.to_string())?;
-        out.aset("correlation_id", created.correlation_id.to_string())?;
-        out.aset(
-            "parent_correlation_id",
-            created.parent_correlation_id.map(|u| u.to_string()),
-        )?;
-        out.aset("status", created.status.as_str())?;
-        out.aset("created", created.created)?;
+        created_hash(ruby, &created)
+    }
+
+    /// Several tasks in one transaction and one round trip; all or none are written.
+    fn create_tasks(ruby: &Ruby, list: RArray) -> Result<RArray, Error> {
+        let engine = engine(ruby)?;
+        if list.len() > MAX_CREATE_BATCH {
+            return Err(error(
+                ruby,
+                "ValidationError",
+                format!("create_tasks takes at most {MAX_CREATE_BATCH} tasks at once, got {}", list.len()),
+            ));
+        }
+        let mut reqs = Vec::with_capacity(list.len());
+        for (i, item) in list.into_iter().enumerate() {
+            let args = RHash::from_value(item).ok_or_else(|| {
+                error(ruby, "ValidationError", format!("create_tasks: item {i} is not a Hash"))
+            })?;
+            reqs.push(task_request(ruby, args).map_err(|e| {
+                error(ruby, "ValidationError", format!("create_tasks: item {i}: {e}"))
+            })?);
+        }
+        let out = ruby.ary_new_capa(reqs.len());
+        if reqs.is_empty() {
+            return Ok(out);
+        }
+        let h = engine.handle();
+        let created = call(ruby, &engine, async move { h.create_tasks(reqs).await })?;
+        for c in &created {
+            out.push(created_hash(ruby, c)?)?;
+        }
         Ok(out)
     }
 
