@@ -172,7 +172,6 @@ impl Applier {
                         None => permit.release(),
                     }
                 }
-                drop(claims);
                 Ok((applied, budget))
             }
             Err(e) => {
