@@ -29,6 +29,9 @@ CREATE TABLE tasker.tasks (
     parent_correlation_id  uuid,
     idempotency_key        text,
     priority               smallint NOT NULL DEFAULT 0,
+    -- The task's W3C trace context (its task span, or the caller's when the creating process
+    -- exported no traces): step attempts join the task's trace in any process.
+    traceparent            text,
     created_at             timestamptz NOT NULL DEFAULT now(),
     updated_at             timestamptz NOT NULL DEFAULT now(),
     completed_at           timestamptz
@@ -67,6 +70,10 @@ CREATE TABLE tasker.workflow_steps (
 );
 CREATE INDEX workflow_steps_retry_idx ON tasker.workflow_steps (next_retry_at)
     WHERE state = 'waiting_for_retry';
+-- Finds steps that are enqueued but whose message is gone (a queue table dropped and
+-- recreated, a failed send): the recovery loop re-sends them.
+CREATE INDEX workflow_steps_enqueued_idx ON tasker.workflow_steps (updated_at)
+    WHERE state = 'enqueued';
 
 CREATE TABLE tasker.workflow_step_edges (
     from_step_uuid  uuid NOT NULL REFERENCES tasker.workflow_steps (step_uuid) ON DELETE CASCADE,

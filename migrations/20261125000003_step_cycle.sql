@@ -1,8 +1,76 @@
--- Queue writes that cannot take a result down with them (issue 5): a step's outcome commits
--- even when its namespace queue is locked, dropped or behind an open circuit breaker. Children
--- released by that outcome are then `enqueued` without a message, and the recovery loop sends
--- them once the queue works again. Step messages also name the step's handler class, so a
--- worker can check that handler's circuit breaker before it claims the step.
+-- The step cycle as functions, each defined once (ARCHITECTURE §5/§6, docs/architecture.md):
+-- creating tasks, claiming steps, applying outcomes — each one round trip and one transaction,
+-- many tasks, messages or outcomes at a time. Rust computes backoff (one authority) and
+-- validates queue names before they reach these functions. Queue writes made while applying an
+-- outcome cannot take the outcome down with them: a step's outcome commits even when its
+-- namespace queue is locked, dropped or behind an open circuit breaker; children released by
+-- it are then `enqueued` without a message, and the recovery loop sends them once the queue
+-- works again. Step messages name the step's handler class, so that a worker can check that
+-- handler's circuit breaker before it claims the step.
+
+CREATE FUNCTION tasker.record_step_transition(p_step uuid, p_task uuid, p_from text, p_to text, p_meta jsonb)
+RETURNS void LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    previous integer;
+BEGIN
+    UPDATE tasker.workflow_step_transitions SET most_recent = false
+     WHERE step_uuid = p_step AND most_recent
+    RETURNING sort_key INTO previous;
+    INSERT INTO tasker.workflow_step_transitions
+        (step_uuid, task_uuid, from_state, to_state, metadata, sort_key, most_recent)
+    VALUES (p_step, p_task, p_from, p_to, coalesce(p_meta, '{}'), coalesce(previous, 0) + 1, true);
+END $$;
+
+CREATE FUNCTION tasker.record_task_transition(p_task uuid, p_from text, p_to text, p_meta jsonb)
+RETURNS void LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    previous integer;
+BEGIN
+    UPDATE tasker.task_transitions SET most_recent = false
+     WHERE task_uuid = p_task AND most_recent
+    RETURNING sort_key INTO previous;
+    INSERT INTO tasker.task_transitions (task_uuid, from_state, to_state, metadata, sort_key, most_recent)
+    VALUES (p_task, p_from, p_to, coalesce(p_meta, '{}'), coalesce(previous, 0) + 1, true);
+    UPDATE tasker.tasks
+       SET status = p_to, updated_at = now(),
+           completed_at = CASE WHEN p_to IN ('complete', 'error', 'cancelled') THEN now() END
+     WHERE task_uuid = p_task;
+END $$;
+
+-- Decide the task's state from its steps (caller holds the task row lock). Returns the new
+-- state when it changed, else NULL; notifies waiters when it became terminal.
+CREATE FUNCTION tasker.finalize_task(p_task uuid, p_current text)
+RETURNS text LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    unfinished bigint;
+    active bigint;
+    failed bigint;
+    next_state text;
+BEGIN
+    IF p_current IN ('complete', 'cancelled') THEN
+        RETURN NULL;
+    END IF;
+    SELECT count(*) FILTER (WHERE state NOT IN ('complete', 'resolved_manually')),
+           count(*) FILTER (WHERE state IN ('enqueued', 'in_progress', 'waiting_for_retry')),
+           count(*) FILTER (WHERE state = 'error')
+      INTO unfinished, active, failed
+      FROM tasker.workflow_steps WHERE task_uuid = p_task;
+    next_state := CASE WHEN unfinished = 0 THEN 'complete'
+                       WHEN active = 0 AND failed > 0 THEN 'error'
+                       ELSE 'in_progress' END;
+    IF next_state = p_current OR (p_current = 'pending' AND next_state <> 'in_progress') THEN
+        RETURN NULL;
+    END IF;
+    PERFORM tasker.record_task_transition(p_task, p_current, next_state,
+        jsonb_build_object('unfinished_steps', unfinished, 'failed_steps', failed));
+    IF next_state IN ('complete', 'error') THEN
+        PERFORM pg_notify('tasker_task_finalized', p_task::text);
+    END IF;
+    RETURN next_state;
+END $$;
 
 -- Delete a settled message (p_delete_msg, may be NULL) and send p_messages to p_queue (whose
 -- name the engine validated), waiting
@@ -68,8 +136,8 @@ BEGIN
           FROM unnest(ready, handlers) AS r(u, h));
 END $$;
 
--- Same contract as before (operator resolution uses it): release and send, unguarded.
-CREATE OR REPLACE FUNCTION tasker.release_children(p_task uuid, p_step uuid, p_queue text,
+-- Release and send, unguarded (operator resolution uses it).
+CREATE FUNCTION tasker.release_children(p_task uuid, p_step uuid, p_queue text,
                                                    p_namespace text, p_correlation uuid,
                                                    p_priority smallint)
 RETURNS integer LANGUAGE plpgsql AS $$
@@ -83,19 +151,6 @@ BEGIN
     PERFORM pg_notify('tasker_wakeup', p_namespace);
     RETURN cardinality(messages);
 END $$;
-
--- Outcomes are applied in batches (tasker.apply_step_results, below): the one-at-a-time
--- function of migration 3 is gone.
-DROP FUNCTION tasker.apply_step_result(uuid, uuid, uuid, text, bigint, text, uuid, smallint, boolean,
-                                       jsonb, jsonb, jsonb, boolean, double precision);
-
--- A task's W3C trace context (its task.initialize span, or the caller's when the creating
--- process exported no traces): step attempts join the task's trace in any process.
-ALTER TABLE tasker.tasks ADD COLUMN traceparent text;
-
--- Steps are claimed in batches (tasker.claim_steps, below): the one-message function of
--- migration 3 is gone.
-DROP FUNCTION tasker.claim_step(uuid, uuid, uuid, text, integer, text, bigint);
 
 -- A queue message's priority for ordering (the one definition: the queues' index and every
 -- read use it). Total over any JSON a producer may send: a missing, non-numeric or huge
