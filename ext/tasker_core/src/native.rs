@@ -370,6 +370,10 @@ guarded! {
             Ok(e) => e,
             Err(_) => return Ok(ruby.qfalse().as_value()),
         };
+        // A step already waiting is taken without releasing the GVL (no park, no wake-up).
+        if let Ok(dispatch) = engine.dispatch_receiver().try_recv() {
+            return Ok(RbStepEvent::new(engine.handed_out(dispatch)).into_value_with(ruby));
+        }
         match nogvl::recv(engine.dispatch_receiver(), timeout) {
             Waited::Value(dispatch) => {
                 Ok(RbStepEvent::new(engine.handed_out(dispatch)).into_value_with(ruby))
