@@ -112,4 +112,46 @@ namespace :bench do
     SH
     Dir.chdir(root) { sh "bash", "-c", script, verbose: false }
   end
+
+  desc "The step cycle against the durability floor, in one run on one private PostgreSQL (release build): " \
+       "durable INSERT + COMMIT, pgmq's send/read/delete cycle and throughput sweep, the 4-step chain and the " \
+       "no-op drain with Ruby and Rust-native handlers; prints the ratios and writes them to docs/benchmarks.md " \
+       "(FLOOR_DOCS=0: don't). CHAINS=1000 DRAIN_TASKS=20000 PRODUCERS=4 CONCURRENCY=10 SAMPLES=2000 " \
+       "SWEEP=1x1,...,32x32 SWEEP_SECONDS=4"
+  task :floor do
+    load_before_build = File.read("/proc/loadavg").split.first(3).join(" ")
+    target, release = release_build.call
+    out = File.join(root, "tmp/bench/floor")
+    FileUtils.mkdir_p(out)
+    docs = ENV["FLOOR_DOCS"] == "0" ? "" : "--docs docs/benchmarks.md"
+    script = <<~SH
+      set -euo pipefail
+      # Always a private cluster at default durability: every figure of the report on the same one.
+      unset DATABASE_URL
+      source bin/lib/pg_cluster.sh
+      pg_cluster_start tasker_floor
+      psql=("$PG_BIN/psql" "$DATABASE_URL" -XAt)
+      tree="HEAD $(git rev-parse --short HEAD)"
+      if [[ -n $(git status --porcelain -- core ext lib migrations) ]]; then tree+=" with uncommitted changes in core/ext/lib/migrations"; fi
+      {
+        echo "floor.meta.date=$(date -u +%Y-%m-%dT%H:%MZ)"
+        echo "floor.meta.tree=$tree"
+        echo "floor.meta.cores=$(nproc)"
+        echo "floor.meta.postgresql=$("${psql[@]}" -c 'SHOW server_version' | cut -d' ' -f1)"
+        echo "floor.meta.fsync=$("${psql[@]}" -c 'SHOW fsync')"
+        echo "floor.meta.synchronous_commit=$("${psql[@]}" -c 'SHOW synchronous_commit')"
+        echo "floor.meta.shared_buffers=$("${psql[@]}" -c 'SHOW shared_buffers')"
+        echo "floor.meta.ruby=$(ruby -e 'print RUBY_VERSION')"
+        echo "floor.meta.pgmq_crate=$(awk '/^name = "pgmq"$/ {getline; gsub(/[^0-9.]/, ""); print; exit}' Cargo.lock)"
+        echo "floor.meta.load_before_build=#{load_before_build}"
+        echo "floor.meta.load_start=$(cut -d' ' -f1-3 /proc/loadavg)"
+      } > #{out}/meta.out
+      cat #{out}/meta.out
+      #{File.join(target, 'release/floor')} | tee #{out}/rust.out
+      TASKER_CORE_NATIVE=#{release}/tasker_core_rb.so ruby benches/ruby/floor.rb | tee #{out}/ruby.out
+      echo "floor.meta.load_end=$(cut -d' ' -f1-3 /proc/loadavg)" | tee -a #{out}/meta.out
+      ruby benches/ruby/floor_report.rb #{docs} #{out}/meta.out #{out}/rust.out #{out}/ruby.out
+    SH
+    Dir.chdir(root) { sh "bash", "-c", script, verbose: false }
+  end
 end

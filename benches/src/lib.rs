@@ -1,8 +1,11 @@
-//! Shared pieces of the benchmarks: percentiles and the example workflows' arithmetic as a
-//! Rust handler.
+//! Shared pieces of the benchmarks: percentiles, the example workflows' arithmetic as a Rust
+//! handler, and task creation / waiting on an engine.
+
+use std::time::Duration;
 
 use serde_json::Value;
-use tasker_core::{StepEvent, StepOutcome};
+use tasker_core::{Engine, StepEvent, StepOutcome, TaskRequest};
+use uuid::Uuid;
 
 /// p-th percentile (0..=100) of sorted samples, nearest rank.
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -31,6 +34,42 @@ pub fn square_of_parents(event: &StepEvent) -> StepOutcome {
         result: serde_json::from_str(&squared.to_string()).unwrap_or(Value::Null),
         metadata: Value::Object(Default::default()),
     }
+}
+
+/// Create a task of the template `namespace`/`name` version 1.0.0 with the example DAGs'
+/// context (`{"even_number": 2}`); panics when creation fails.
+pub fn create_task(engine: &Engine, namespace: &str, name: &str) -> Uuid {
+    let h = engine.handle();
+    let req = TaskRequest {
+        namespace: namespace.into(),
+        name: name.into(),
+        version: "1.0.0".into(),
+        context: serde_json::json!({ "even_number": 2 }),
+        correlation_id: None,
+        parent_correlation_id: None,
+        idempotency_key: None,
+        priority: 0,
+        traceparent: None,
+    };
+    match engine.block_on(async move { h.create_task(req).await }) {
+        Some(Ok(t)) => t.task_uuid,
+        other => panic!("create_task failed: {other:?}"),
+    }
+}
+
+/// Block until the task is complete, error or cancelled (woken by its finalization, re-checked
+/// every 200 ms).
+pub fn wait_terminal(engine: &Engine, task: Uuid) {
+    let (id, rx) = engine.register_waiter(task);
+    loop {
+        let h = engine.handle();
+        let status = engine.block_on(async move { h.task_status(task).await });
+        if matches!(status, Some(Ok(Some(s))) if s.is_terminal()) {
+            break;
+        }
+        let _ = rx.recv_timeout(Duration::from_millis(200));
+    }
+    engine.unregister_waiter(task, id);
 }
 
 /// A handler that does nothing.

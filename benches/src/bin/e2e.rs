@@ -7,10 +7,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use tasker_core::worker::{HandlerMap, RustExecutor};
-use tasker_core::{Engine, EngineConfig, TaskRequest, TaskState};
-use tasker_core_benches::{noop, percentile, square_of_parents};
+use tasker_core::{Engine, EngineConfig, TaskState};
+use tasker_core_benches::{create_task, noop, percentile, square_of_parents, wait_terminal};
 use uuid::Uuid;
 
 fn main() {
@@ -92,7 +91,7 @@ fn main() {
     // Create while running: first create to last completion.
     let started = Instant::now();
     let created: Vec<Uuid> = (0..tasks)
-        .map(|_| create(&engine, "bench_noop", "noop"))
+        .map(|_| create_task(&engine, "bench_noop", "noop"))
         .collect();
     wait_all(&engine, &created);
     let elapsed = started.elapsed().as_secs_f64();
@@ -104,7 +103,7 @@ fn main() {
 
     // Drain a backlog created beforehand.
     let backlog: Vec<Uuid> = (0..tasks)
-        .map(|_| create(&engine, "bench_noop", "noop"))
+        .map(|_| create_task(&engine, "bench_noop", "noop"))
         .collect();
     let started = Instant::now();
     let executor = RustExecutor::spawn(&engine, concurrency, handlers);
@@ -120,38 +119,6 @@ fn main() {
     }
 }
 
-fn create(engine: &Engine, namespace: &str, name: &str) -> Uuid {
-    let h = engine.handle();
-    let req = TaskRequest {
-        namespace: namespace.into(),
-        name: name.into(),
-        version: "1.0.0".into(),
-        context: json!({ "even_number": 2 }),
-        correlation_id: None,
-        parent_correlation_id: None,
-        idempotency_key: None,
-        priority: 0,
-        traceparent: None,
-    };
-    match engine.block_on(async move { h.create_task(req).await }) {
-        Some(Ok(t)) => t.task_uuid,
-        other => panic!("create_task failed: {other:?}"),
-    }
-}
-
-fn wait_terminal(engine: &Engine, task: Uuid) {
-    let (id, rx) = engine.register_waiter(task);
-    loop {
-        let h = engine.handle();
-        let status = engine.block_on(async move { h.task_status(task).await });
-        if matches!(status, Some(Ok(Some(s))) if s.is_terminal()) {
-            break;
-        }
-        let _ = rx.recv_timeout(Duration::from_millis(200));
-    }
-    engine.unregister_waiter(task, id);
-}
-
 fn wait_all(engine: &Engine, tasks: &[Uuid]) {
     for &t in tasks {
         wait_terminal(engine, t);
@@ -160,7 +127,7 @@ fn wait_all(engine: &Engine, tasks: &[Uuid]) {
 
 fn run_one(engine: &Engine, namespace: &str, name: &str) -> Duration {
     let started = Instant::now();
-    let task = create(engine, namespace, name);
+    let task = create_task(engine, namespace, name);
     wait_terminal(engine, task);
     let elapsed = started.elapsed();
     let h = engine.handle();
