@@ -1,5 +1,5 @@
-//! Criterion benchmarks of the hot-path SQL on a 1,000-step task: reading + claiming a step
-//! (`tasker.claim_step`) and applying its result (`tasker.apply_step_result`, which also
+//! Criterion benchmarks of the hot-path SQL on a 1,000-step task: claiming a step
+//! (`tasker.claim_steps`) and applying its result (`tasker.apply_step_results`, which also
 //! finalizes the task). Needs DATABASE_URL; prints a note and measures nothing without it.
 //!
 //!     DATABASE_URL=... cargo bench -p tasker-core-benches --bench sql
@@ -68,7 +68,7 @@ fn sql(c: &mut Criterion) {
     };
     let pool = engine.handle().pool().clone();
     let mut group = c.benchmark_group("sql, 1,000-step task");
-    group.bench_function("read + claim_step", |b| {
+    group.bench_function("claim (tasker.claim_steps)", |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
@@ -82,7 +82,7 @@ fn sql(c: &mut Criterion) {
             total
         })
     });
-    group.bench_function("apply_step_result (with finalize)", |b| {
+    group.bench_function("apply (tasker.apply_step_results, with finalize)", |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {

@@ -171,25 +171,23 @@ const ANCESTORS: &str = "WITH RECURSIVE ancestors(step_uuid, depth) AS ( \
 /// PostgreSQL's auto_explain reports them for nested statements (psql, one rolled-back
 /// transaction), written to `sql-plans/write paths.txt`.
 fn explain_write_paths(engine: &Engine, pool: &PgPool) {
-    let pool2 = pool.clone();
-    let Some((msg_id, task, step)) = engine
-        .block_on(async move { tasker_core_benches::sql::read_one(&pool2, NAMESPACE).await })
-        .flatten()
-    else {
-        eprintln!("sql_dataset: no ready message left to explain the write paths with");
-        return;
-    };
-    let token = Uuid::now_v7();
+    let _ = (engine, pool);
     let queue = format!("tasker_ns_{NAMESPACE}");
+    // Claim the next ready step and apply its success, as the engine does, in one rolled-back
+    // transaction (the apply reads the claim's row).
     let script = format!(
         "BEGIN;\n\
          LOAD 'auto_explain';\n\
          SET auto_explain.log_min_duration = 0; SET auto_explain.log_analyze = on;\n\
          SET auto_explain.log_buffers = on; SET auto_explain.log_nested_statements = on;\n\
          SET auto_explain.log_level = notice;\n\
-         SELECT outcome FROM tasker.claim_step('{step}', '{task}', '{token}', 'bench', 30, '{queue}', {msg_id}, 2000);\n\
-         SELECT outcome, enqueued_children FROM tasker.apply_step_result('{task}', '{step}', '{token}', '{queue}', \
-           {msg_id}, '{NAMESPACE}', '{nil}', 0::smallint, true, '{{}}'::jsonb, '{{}}'::jsonb, NULL, false, 0, true, 2000);\n\
+         WITH c AS (SELECT * FROM tasker.claim_steps('{queue}', 1, 'bench', 30, 30, '{{}}', '{{}}', 2) \
+                    WHERE kind = 'claimed') \
+         SELECT r.kind, r.outcome, r.enqueued_children FROM c, LATERAL tasker.apply_step_results( \
+           ARRAY[c.task_uuid], ARRAY[c.step_uuid], ARRAY[c.token], ARRAY['{queue}'], ARRAY[c.msg_id], \
+           ARRAY['{NAMESPACE}'], ARRAY['{nil}'::uuid], ARRAY[0::smallint], ARRAY[true], ARRAY['{{}}'::jsonb], \
+           ARRAY['{{}}'::jsonb], ARRAY[NULL::jsonb], ARRAY[false], ARRAY[0::float8], ARRAY[true], \
+           '{{}}'::text[], 0, '{{}}'::text[], 'bench', 30, 2000, 'bench') r;\n\
          ROLLBACK;\n",
         nil = Uuid::nil()
     );
@@ -219,7 +217,7 @@ fn explain_write_paths(engine: &Engine, pool: &PgPool) {
     std::fs::write(&file, &text).expect("plan file");
     let statements = text.matches("Query Text:").count();
     eprintln!(
-        "plans of the write paths (claim_step, apply_step_result): {statements} nested statements ({})",
+        "plans of the write paths (claim_steps, apply_step_results): {statements} nested statements ({})",
         file.display()
     );
 }
@@ -386,7 +384,7 @@ fn sql_dataset(c: &mut Criterion) {
     });
     // Claim and apply on the dataset: the oldest ready step of some task; applying its success
     // releases (and sends) the next step of the chain.
-    group.bench_function("claim (read + claim_step)", |b| {
+    group.bench_function("claim (tasker.claim_steps, one message)", |b| {
         b.iter_custom(|iters| {
             (0..iters)
                 .map(|_| {

@@ -96,7 +96,6 @@ mod tests {
 
 /// The hot-path SQL as the engine issues it, for the SQL benchmarks.
 pub mod sql {
-    use serde_json::Value;
     use tasker_core::{Engine, EngineConfig};
     use uuid::Uuid;
 
@@ -118,7 +117,7 @@ pub mod sql {
         )
     }
 
-    /// A step claimed by [`claim`], ready for [`apply_success`].
+    /// A step claimed by [`claim_next`], ready for [`apply_success`].
     pub struct Claimed {
         pub task: Uuid,
         pub step: Uuid,
@@ -126,74 +125,55 @@ pub mod sql {
         pub msg_id: i64,
     }
 
-    /// Take the oldest visible message of the namespace's queue (hidden for 30 s).
-    pub async fn read_one(pool: &sqlx::PgPool, namespace: &str) -> Option<(i64, Uuid, Uuid)> {
-        let (msg_id, body): (i64, Value) = sqlx::query_as(&format!(
-            "WITH next AS (SELECT msg_id FROM pgmq.q_tasker_ns_{namespace} WHERE vt <= clock_timestamp() \
-             ORDER BY msg_id LIMIT 1 FOR UPDATE SKIP LOCKED) \
-             UPDATE pgmq.q_tasker_ns_{namespace} m SET vt = clock_timestamp() + interval '30 seconds', \
-               read_ct = read_ct + 1 FROM next WHERE m.msg_id = next.msg_id RETURNING m.msg_id, m.message"
-        ))
-        .fetch_optional(pool)
-        .await
-        .ok()??;
-        let task = body["task_uuid"].as_str()?.parse().ok()?;
-        let step = body["step_uuid"].as_str()?.parse().ok()?;
-        Some((msg_id, task, step))
-    }
-
-    /// `tasker.claim_step` for a message read by [`read_one`]; None unless it claimed.
-    pub async fn claim(
-        pool: &sqlx::PgPool,
-        namespace: &str,
-        (msg_id, task, step): (i64, Uuid, Uuid),
-    ) -> Option<Claimed> {
-        let token = Uuid::now_v7();
-        let (outcome,): (String,) = sqlx::query_as(
-            "SELECT outcome FROM tasker.claim_step($1, $2, $3, 'bench', 30, $4, $5, 2000)",
-        )
-        .bind(step)
-        .bind(task)
-        .bind(token)
-        .bind(format!("tasker_ns_{namespace}"))
-        .bind(msg_id)
-        .fetch_one(pool)
-        .await
-        .ok()?;
-        (outcome == "claimed").then_some(Claimed {
-            task,
-            step,
-            token,
-            msg_id,
-        })
-    }
-
-    /// Read and claim the next claimable step (skipping stale messages).
+    /// Read and claim the next claimable step, as the engine's pollers do
+    /// (`tasker.claim_steps`, one message; stale messages are archived on the way).
     pub async fn claim_next(pool: &sqlx::PgPool, namespace: &str) -> Option<Claimed> {
         loop {
-            let msg = read_one(pool, namespace).await?;
-            if let Some(c) = claim(pool, namespace, msg).await {
-                return Some(c);
+            type Row = (String, i64, Option<Uuid>, Option<Uuid>, Option<Uuid>);
+            let rows: Vec<Row> = sqlx::query_as(
+                "SELECT kind, msg_id, task_uuid, step_uuid, token \
+                 FROM tasker.claim_steps($1, 1, 'bench', 30, 30, '{}', '{}', 2)",
+            )
+            .bind(format!("tasker_ns_{namespace}"))
+            .fetch_all(pool)
+            .await
+            .ok()?;
+            if rows.is_empty() {
+                return None;
+            }
+            if let Some((_, msg_id, Some(task), Some(step), Some(token))) =
+                rows.into_iter().find(|r| r.0 == "claimed")
+            {
+                return Some(Claimed {
+                    task,
+                    step,
+                    token,
+                    msg_id,
+                });
             }
         }
     }
 
-    /// `tasker.apply_step_result` with a success: settles the message, releases children
-    /// (sending their messages) and finalizes the task when it was the last step.
+    /// The SQL that applies one success through `tasker.apply_step_results` (settles the
+    /// message, releases children, sending their messages, and finalizes the task when it was
+    /// the last step), with $1 task, $2 step, $3 token, $4 queue, $5 msg_id, $6 namespace.
+    pub const APPLY_SUCCESS: &str = "SELECT * FROM tasker.apply_step_results(ARRAY[$1::uuid], \
+         ARRAY[$2::uuid], ARRAY[$3::uuid], ARRAY[$4::text], ARRAY[$5::bigint], ARRAY[$6::text], \
+         ARRAY['00000000-0000-0000-0000-000000000000'::uuid], ARRAY[0::smallint], ARRAY[true], \
+         ARRAY['{\"ok\": true}'::jsonb], ARRAY['{}'::jsonb], ARRAY[NULL::jsonb], ARRAY[false], \
+         ARRAY[0::float8], ARRAY[true], '{}'::text[], 0, '{}'::text[], 'bench', 30, 2000, 'bench')";
+
+    /// Apply a success for a step claimed by [`claim_next`] ([`APPLY_SUCCESS`]).
     pub async fn apply_success(pool: &sqlx::PgPool, namespace: &str, c: &Claimed) {
-        sqlx::query(
-            "SELECT * FROM tasker.apply_step_result($1, $2, $3, $4, $5, $6, $7, 0::smallint, true, \
-             '{\"ok\": true}'::jsonb, '{}'::jsonb, NULL, false, 0, true, 2000)",
-        )
-        .bind(c.task)
-        .bind(c.step)
-        .bind(c.token)
-        .bind(format!("tasker_ns_{namespace}"))
-        .bind(c.msg_id)
-        .bind(namespace)
-        .bind(Uuid::nil())
-        .execute(pool)
-        .await
-        .expect("apply_step_result");
+        sqlx::query(APPLY_SUCCESS)
+            .bind(c.task)
+            .bind(c.step)
+            .bind(c.token)
+            .bind(format!("tasker_ns_{namespace}"))
+            .bind(c.msg_id)
+            .bind(namespace)
+            .execute(pool)
+            .await
+            .expect("apply_step_results");
     }
 }
