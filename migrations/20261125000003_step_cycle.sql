@@ -571,7 +571,7 @@ RETURNS TABLE (kind text, task_index integer, task_uuid uuid, correlation_id uui
                parent_correlation_id uuid, status text, created boolean, msg_id bigint,
                step_uuid uuid, token uuid, priority smallint, attempts integer, max_attempts integer,
                timeout_seconds integer, step_name text, named_task_id bigint, context jsonb,
-               traceparent text)
+               dependency_results jsonb, traceparent text)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
@@ -683,7 +683,7 @@ BEGIN
     RETURN QUERY
     SELECT 'task'::text, o::int, tk.task_uuid, tk.correlation_id, tk.parent_correlation_id, tk.status,
            p_task_uuids[o] = ANY (inserted), NULL::bigint, NULL::uuid, NULL::uuid, NULL::smallint, NULL::int,
-           NULL::int, NULL::int, NULL::text, NULL::bigint, NULL::jsonb, NULL::text
+           NULL::int, NULL::int, NULL::text, NULL::bigint, NULL::jsonb, NULL::jsonb, NULL::text
       FROM generate_subscripts(p_task_uuids, 1) AS o
       CROSS JOIN LATERAL (
           SELECT t.task_uuid, t.correlation_id, t.parent_correlation_id, t.status FROM tasker.tasks t
@@ -696,7 +696,8 @@ BEGIN
     RETURN QUERY
     SELECT 'claimed'::text, cl.ti, p_task_uuids[cl.ti], p_correlations[cl.ti], p_parent_correlations[cl.ti],
            'in_progress'::text, true, cl.msg, cl.step, cl.token, p_priorities[cl.ti], 1, ws.max_attempts,
-           ws.timeout_seconds, ws.name, p_named_task_ids[cl.ti], p_contexts[cl.ti], p_traceparents[cl.ti]
+           ws.timeout_seconds, ws.name, p_named_task_ids[cl.ti], p_contexts[cl.ti], '[]'::jsonb,
+           p_traceparents[cl.ti]
       FROM unnest(cl_steps, cl_tasks, cl_tokens, cl_msgs) AS cl(step, ti, token, msg)
       JOIN tasker.workflow_steps ws ON ws.step_uuid = cl.step;
 END $$;

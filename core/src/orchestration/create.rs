@@ -90,22 +90,10 @@ const QUEUE_FAILED: &str = "TQ001";
 struct CreateRow {
     kind: String,
     task_index: i32,
-    task_uuid: Uuid,
-    correlation_id: Uuid,
-    parent_correlation_id: Option<Uuid>,
     status: String,
     created: bool,
-    msg_id: Option<i64>,
-    step_uuid: Option<Uuid>,
-    token: Option<Uuid>,
-    priority: Option<i16>,
-    attempts: Option<i32>,
-    max_attempts: Option<i32>,
-    timeout_seconds: Option<i32>,
-    step_name: Option<String>,
-    named_task_id: Option<i64>,
-    context: Option<Value>,
-    traceparent: Option<String>,
+    #[sqlx(flatten)]
+    claim: crate::worker::claim::ClaimColumns,
 }
 
 /// Create tasks — each with its steps, edges and history, its root steps sent to its
@@ -238,41 +226,23 @@ pub(crate) async fn create_tasks(
         };
         match row.kind.as_str() {
             "task" => {
+                let (Some(task_uuid), Some(correlation_id)) =
+                    (row.claim.task_uuid, row.claim.correlation_id)
+                else {
+                    continue;
+                };
                 created[i] = Some(CreatedTask {
-                    task_uuid: row.task_uuid,
-                    correlation_id: row.correlation_id,
-                    parent_correlation_id: row.parent_correlation_id,
+                    task_uuid,
+                    correlation_id,
+                    parent_correlation_id: row.claim.parent_correlation_id,
                     status: row.status.parse()?,
                     created: row.created,
                 });
             }
             "claimed" => {
-                let (Some(msg_id), Some(step_uuid), Some(token), Some(step_name)) =
-                    (row.msg_id, row.step_uuid, row.token, row.step_name)
-                else {
-                    continue;
-                };
-                claimed.push(ClaimedChild {
-                    queue: queues[i].to_owned(),
-                    named_task_id: row.named_task_id.unwrap_or(named[i]),
-                    parent_trace: row.traceparent,
-                    row: crate::worker::ClaimedRow {
-                        parent_trace: None,
-                        task_uuid: row.task_uuid,
-                        step_uuid,
-                        token,
-                        msg_id,
-                        correlation_id: row.correlation_id,
-                        parent_correlation_id: row.parent_correlation_id,
-                        priority: row.priority.unwrap_or(0),
-                        step_name,
-                        attempts: row.attempts.unwrap_or(1) as u32,
-                        max_attempts: row.max_attempts.unwrap_or(1) as u32,
-                        timeout_seconds: row.timeout_seconds.unwrap_or(300) as u32,
-                        context: row.context.unwrap_or(Value::Null),
-                        dependency_results: Vec::new(),
-                    },
-                });
+                if let Some(child) = row.claim.into_child(queues[i].to_owned()) {
+                    claimed.push(child);
+                }
             }
             _ => {}
         }

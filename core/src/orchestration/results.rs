@@ -54,14 +54,7 @@ pub(crate) struct FusedClaims<'a> {
     pub claim_grace_seconds: i32,
 }
 
-/// A released child claimed for this process by [`apply_batch`].
-#[derive(Debug)]
-pub(crate) struct ClaimedChild {
-    pub queue: String,
-    pub named_task_id: i64,
-    pub parent_trace: Option<String>,
-    pub row: crate::worker::ClaimedRow,
-}
+pub(crate) use crate::worker::claim::ClaimedChild;
 
 /// What [`apply_batch`] did: one report per item (in the items' order), each written queue's
 /// error (None: written), and the children claimed for this process.
@@ -75,7 +68,6 @@ pub(crate) struct BatchApplied {
 #[derive(sqlx::FromRow)]
 struct BatchRow {
     kind: String,
-    step_uuid: Option<Uuid>,
     outcome: Option<String>,
     step_state: Option<String>,
     enqueued_children: Option<i32>,
@@ -83,20 +75,8 @@ struct BatchRow {
     retry_in_ms: Option<f64>,
     queue: Option<String>,
     queue_error: Option<String>,
-    task_uuid: Option<Uuid>,
-    token: Option<Uuid>,
-    msg_id: Option<i64>,
-    priority: Option<i16>,
-    attempts: Option<i32>,
-    max_attempts: Option<i32>,
-    timeout_seconds: Option<i32>,
-    step_name: Option<String>,
-    named_task_id: Option<i64>,
-    context: Option<Value>,
-    correlation_id: Option<Uuid>,
-    parent_correlation_id: Option<Uuid>,
-    dependency_results: Option<Value>,
-    traceparent: Option<String>,
+    #[sqlx(flatten)]
+    claim: crate::worker::claim::ClaimColumns,
 }
 
 /// Apply a batch of outcomes in one transaction and one round trip
@@ -201,7 +181,7 @@ pub(crate) async fn apply_batch(
     for row in rows {
         match row.kind.as_str() {
             "outcome" => {
-                let Some(&i) = row.step_uuid.as_ref().and_then(|s| position.get(s)) else {
+                let Some(&i) = row.claim.step_uuid.as_ref().and_then(|s| position.get(s)) else {
                     continue;
                 };
                 reports[i] = Some(if row.outcome.as_deref() == Some("applied") {
@@ -214,62 +194,16 @@ pub(crate) async fn apply_batch(
                             .map(|ms| crate::limits::clamped_seconds(ms / 1000.0, Duration::MAX)),
                     }
                 } else {
-                    tracing::info!(step_uuid = ?row.step_uuid,
+                    tracing::info!(step_uuid = ?row.claim.step_uuid,
                         "discarding a result whose claim is no longer current");
                     ApplyReport::Discarded
                 });
             }
             "queue" => written.push((row.queue.unwrap_or_default(), row.queue_error)),
             "claimed" => {
-                let (
-                    Some(step_uuid),
-                    Some(task_uuid),
-                    Some(token),
-                    Some(msg_id),
-                    Some(attempts),
-                    Some(max_attempts),
-                    Some(timeout),
-                    Some(step_name),
-                    Some(named_task_id),
-                    Some(correlation_id),
-                ) = (
-                    row.step_uuid,
-                    row.task_uuid,
-                    row.token,
-                    row.msg_id,
-                    row.attempts,
-                    row.max_attempts,
-                    row.timeout_seconds,
-                    row.step_name,
-                    row.named_task_id,
-                    row.correlation_id,
-                )
-                else {
-                    continue;
-                };
-                claimed.push(ClaimedChild {
-                    queue: row.queue.unwrap_or_default(),
-                    named_task_id,
-                    parent_trace: row.traceparent,
-                    row: crate::worker::ClaimedRow {
-                        parent_trace: None,
-                        task_uuid,
-                        step_uuid,
-                        token,
-                        msg_id,
-                        correlation_id,
-                        parent_correlation_id: row.parent_correlation_id,
-                        priority: row.priority.unwrap_or(0),
-                        step_name,
-                        attempts: attempts as u32,
-                        max_attempts: max_attempts as u32,
-                        timeout_seconds: timeout as u32,
-                        context: row.context.unwrap_or(Value::Null),
-                        dependency_results: crate::worker::claim::dependency_pairs(
-                            row.dependency_results,
-                        ),
-                    },
-                });
+                if let Some(child) = row.claim.into_child(row.queue.unwrap_or_default()) {
+                    claimed.push(child);
+                }
             }
             _ => {}
         }

@@ -36,25 +36,70 @@ pub(crate) struct ClaimedBatch {
     pub postponed: usize,
 }
 
+/// The columns every claiming function returns for a claimed step (`tasker.claim_steps`,
+/// `tasker.apply_step_results`, `tasker.create_tasks`): the one place they become a
+/// [`ClaimedChild`].
+#[derive(sqlx::FromRow, Debug)]
+pub(crate) struct ClaimColumns {
+    pub task_uuid: Option<Uuid>,
+    pub step_uuid: Option<Uuid>,
+    pub token: Option<Uuid>,
+    pub msg_id: Option<i64>,
+    pub priority: Option<i16>,
+    pub attempts: Option<i32>,
+    pub max_attempts: Option<i32>,
+    pub timeout_seconds: Option<i32>,
+    pub step_name: Option<String>,
+    pub named_task_id: Option<i64>,
+    pub context: Option<Value>,
+    pub correlation_id: Option<Uuid>,
+    pub parent_correlation_id: Option<Uuid>,
+    pub dependency_results: Option<Value>,
+    pub traceparent: Option<String>,
+}
+
+/// A step claimed for this process, as the database returned it.
+#[derive(Debug)]
+pub(crate) struct ClaimedChild {
+    pub queue: String,
+    pub named_task_id: i64,
+    pub parent_trace: Option<String>,
+    pub row: ClaimedRow,
+}
+
+impl ClaimColumns {
+    /// The claimed step of a 'claimed' row (None if the row lacks what a claim must have).
+    pub fn into_child(self, queue: String) -> Option<ClaimedChild> {
+        Some(ClaimedChild {
+            queue,
+            named_task_id: self.named_task_id?,
+            parent_trace: self.traceparent,
+            row: ClaimedRow {
+                parent_trace: None,
+                task_uuid: self.task_uuid?,
+                step_uuid: self.step_uuid?,
+                token: self.token?,
+                msg_id: self.msg_id?,
+                correlation_id: self.correlation_id?,
+                parent_correlation_id: self.parent_correlation_id,
+                priority: self.priority.unwrap_or(0),
+                step_name: self.step_name?,
+                attempts: self.attempts? as u32,
+                max_attempts: self.max_attempts? as u32,
+                timeout_seconds: self.timeout_seconds? as u32,
+                context: self.context.unwrap_or(Value::Null),
+                dependency_results: dependency_pairs(self.dependency_results),
+            },
+        })
+    }
+}
+
 #[derive(sqlx::FromRow)]
 struct ClaimRow {
     kind: String,
-    msg_id: i64,
     reason: Option<String>,
-    step_uuid: Option<Uuid>,
-    task_uuid: Option<Uuid>,
-    token: Option<Uuid>,
-    priority: Option<i16>,
-    attempts: Option<i32>,
-    max_attempts: Option<i32>,
-    timeout_seconds: Option<i32>,
-    step_name: Option<String>,
-    named_task_id: Option<i64>,
-    context: Option<Value>,
-    correlation_id: Option<Uuid>,
-    parent_correlation_id: Option<Uuid>,
-    dependency_results: Option<Value>,
-    traceparent: Option<String>,
+    #[sqlx(flatten)]
+    claim: ClaimColumns,
 }
 
 /// Read up to `qty` messages of the site's queue and claim their steps, in one statement
@@ -82,15 +127,16 @@ pub(crate) async fn claim_batch(
             .await?;
     let mut out = ClaimedBatch::default();
     for row in rows {
+        let msg_id = row.claim.msg_id.unwrap_or_default();
         match row.kind.as_str() {
-            "archived" => out
-                .archived
-                .push((row.msg_id, row.reason.unwrap_or_default())),
+            "archived" => out.archived.push((msg_id, row.reason.unwrap_or_default())),
             "postponed" => out.postponed += 1,
             "exhausted" => {
-                if let (Some(step_uuid), Some(task_uuid)) = (row.step_uuid, row.task_uuid) {
+                if let (Some(step_uuid), Some(task_uuid)) =
+                    (row.claim.step_uuid, row.claim.task_uuid)
+                {
                     out.exhausted.push((
-                        row.msg_id,
+                        msg_id,
                         StepMessage {
                             task_uuid,
                             step_uuid,
@@ -102,50 +148,18 @@ pub(crate) async fn claim_batch(
                 }
             }
             "claimed" => {
-                let (
-                    Some(step_uuid),
-                    Some(task_uuid),
-                    Some(token),
-                    Some(attempts),
-                    Some(max_attempts),
-                    Some(timeout),
-                    Some(step_name),
-                    Some(named_task_id),
-                    Some(correlation_id),
-                ) = (
-                    row.step_uuid,
-                    row.task_uuid,
-                    row.token,
-                    row.attempts,
-                    row.max_attempts,
-                    row.timeout_seconds,
-                    row.step_name,
-                    row.named_task_id,
-                    row.correlation_id,
-                )
-                else {
+                let Some(child) = row.claim.into_child(site.queue.as_str().to_owned()) else {
                     continue;
                 };
-                let reg = shared.registry.by_id(&shared.pool, named_task_id).await?;
-                let claimed = ClaimedRow {
-                    parent_trace: row
-                        .traceparent
-                        .as_deref()
-                        .and_then(crate::telemetry::parse_traceparent),
-                    task_uuid,
-                    step_uuid,
-                    token,
-                    msg_id: row.msg_id,
-                    correlation_id,
-                    parent_correlation_id: row.parent_correlation_id,
-                    priority: row.priority.unwrap_or(0),
-                    step_name,
-                    attempts: attempts as u32,
-                    max_attempts: max_attempts as u32,
-                    timeout_seconds: timeout as u32,
-                    context: row.context.unwrap_or(Value::Null),
-                    dependency_results: dependency_pairs(row.dependency_results),
-                };
+                let reg = shared
+                    .registry
+                    .by_id(&shared.pool, child.named_task_id)
+                    .await?;
+                let mut claimed = child.row;
+                claimed.parent_trace = child
+                    .parent_trace
+                    .as_deref()
+                    .and_then(crate::telemetry::parse_traceparent);
                 out.events
                     .push(build_event(Some(&shared.names), &reg, site.queue, claimed));
             }
