@@ -152,6 +152,35 @@ BEGIN
     RETURN cardinality(messages);
 END $$;
 
+-- Claim an enqueued step for the process that is creating or releasing it, in that
+-- transaction: enqueued → in_progress (attempts + 1, a new claim token, an expiry of timeout +
+-- p_grace), its message p_message sent to p_queue hidden until that expiry (so a crash
+-- redelivers it), the transition marked "fused". No row when the step is not enqueued.
+CREATE FUNCTION tasker.claim_released(p_queue text, p_message jsonb, p_worker text, p_grace integer)
+RETURNS TABLE (token uuid, msg_id bigint)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    new_token uuid := gen_random_uuid();
+    c record;
+    sent bigint;
+BEGIN
+    UPDATE tasker.workflow_steps ws
+       SET state = 'in_progress', attempts = ws.attempts + 1, claim_token = new_token,
+           claimed_by = p_worker, updated_at = now(),
+           claim_expires_at = now() + make_interval(secs => ws.timeout_seconds + p_grace)
+     WHERE ws.step_uuid = (p_message->>'step_uuid')::uuid AND ws.state = 'enqueued'
+    RETURNING ws.step_uuid, ws.attempts, ws.claim_expires_at INTO c;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    EXECUTE format('INSERT INTO pgmq.%I (vt, message) VALUES ($1, $2) RETURNING msg_id', 'q_' || p_queue)
+      INTO sent USING c.claim_expires_at, p_message;
+    PERFORM tasker.record_step_transition(c.step_uuid, (p_message->>'task_uuid')::uuid, 'enqueued', 'in_progress',
+        jsonb_build_object('attempt', c.attempts, 'worker', p_worker, 'fused', true));
+    RETURN QUERY SELECT new_token, sent;
+END $$;
+
 -- A queue message's priority for ordering (the one definition: the queues' index and every
 -- read use it). Total over any JSON a producer may send: a missing, non-numeric or huge
 -- priority never makes a read fail.
@@ -388,7 +417,6 @@ DECLARE
     claimed_step uuid;
     claimed_token uuid;
     claimed_msg bigint;
-    c record;
     -- Released children of this batch (their queue and message), and the ones claimed here.
     child_queues text[] := '{}';
     child_messages jsonb[] := '{}';
@@ -475,20 +503,11 @@ BEGIN
                 claimed_step := NULL;
                 IF capacity > 0 AND q = ANY (p_claim_queues)
                    AND NOT (coalesce(m->>'handler', '') = ANY (coalesce(p_blocked_handlers, '{}'))) THEN
-                    claimed_token := gen_random_uuid();
-                    UPDATE tasker.workflow_steps ws
-                       SET state = 'in_progress', attempts = ws.attempts + 1, claim_token = claimed_token,
-                           claimed_by = p_worker, updated_at = now(),
-                           claim_expires_at = now() + make_interval(secs => ws.timeout_seconds + p_grace)
-                     WHERE ws.step_uuid = (m->>'step_uuid')::uuid AND ws.state = 'enqueued'
-                    RETURNING ws.step_uuid, ws.attempts, ws.claim_expires_at INTO c;
+                    SELECT cr.token, cr.msg_id INTO claimed_token, claimed_msg
+                      FROM tasker.claim_released(q, m, p_worker, p_grace) cr;
                     IF FOUND THEN
-                        claimed_step := c.step_uuid;
-                        EXECUTE format('INSERT INTO pgmq.%I (vt, message) VALUES ($1, $2) RETURNING msg_id', 'q_' || q)
-                          INTO claimed_msg USING c.claim_expires_at, m;
-                        PERFORM tasker.record_step_transition(c.step_uuid, (m->>'task_uuid')::uuid, 'enqueued',
-                            'in_progress', jsonb_build_object('attempt', c.attempts, 'worker', p_worker, 'fused', true));
-                        cl_steps := cl_steps || c.step_uuid;
+                        claimed_step := (m->>'step_uuid')::uuid;
+                        cl_steps := cl_steps || claimed_step;
                         cl_tasks := cl_tasks || (m->>'task_uuid')::uuid;
                         cl_tokens := cl_tokens || claimed_token;
                         cl_msgs := cl_msgs || claimed_msg;
@@ -581,7 +600,6 @@ DECLARE
     q text;
     ns text;
     r record;
-    c record;
     claimed_token uuid;
     claimed_msg bigint;
     visible integer;
@@ -642,22 +660,10 @@ BEGIN
                           WHERE spp = 0 AND p_queues[st] = q AND p_task_uuids[st] = ANY (inserted)
                           ORDER BY st, su LOOP
                     IF capacity > 0 AND q = ANY (p_claim_queues) AND NOT (r.sh = ANY (coalesce(p_blocked_handlers, '{}'))) THEN
-                        claimed_token := gen_random_uuid();
-                        UPDATE tasker.workflow_steps ws
-                           SET state = 'in_progress', attempts = 1, claim_token = claimed_token, claimed_by = p_worker,
-                               claim_expires_at = now() + make_interval(secs => ws.timeout_seconds + p_grace)
-                         WHERE ws.step_uuid = r.su
-                        RETURNING ws.claim_expires_at INTO c;
-                        EXECUTE format('INSERT INTO pgmq.%I (vt, message) VALUES ($1, $2) RETURNING msg_id', 'q_' || q)
-                          INTO claimed_msg
-                          USING c.claim_expires_at, jsonb_build_object('task_uuid', p_task_uuids[r.st], 'step_uuid', r.su,
-                                'correlation_id', p_correlations[r.st], 'priority', p_priorities[r.st], 'handler', r.sh);
-                        UPDATE tasker.workflow_step_transitions wst SET most_recent = false
-                         WHERE wst.step_uuid = r.su AND wst.most_recent;
-                        INSERT INTO tasker.workflow_step_transitions (step_uuid, task_uuid, from_state, to_state, metadata,
-                                                                      sort_key, most_recent)
-                        VALUES (r.su, p_task_uuids[r.st], 'enqueued', 'in_progress',
-                                jsonb_build_object('attempt', 1, 'worker', p_worker, 'fused', true), 3, true);
+                        SELECT cr.token, cr.msg_id INTO claimed_token, claimed_msg
+                          FROM tasker.claim_released(q, jsonb_build_object('task_uuid', p_task_uuids[r.st],
+                                   'step_uuid', r.su, 'correlation_id', p_correlations[r.st],
+                                   'priority', p_priorities[r.st], 'handler', r.sh), p_worker, p_grace) cr;
                         cl_steps := cl_steps || r.su;
                         cl_tasks := cl_tasks || r.st;
                         cl_tokens := cl_tokens || claimed_token;
