@@ -18,6 +18,13 @@ pub const MAX_INTEGER_DIGITS: usize = 131_072;
 /// are written as `Float::INFINITY` where "no limit" makes sense.
 pub const MAX_SECONDS: f64 = 31_536_000.0;
 
+/// Longest text recorded with a step's failure (message, class, code, one backtrace line), in
+/// bytes.
+pub const MAX_FAILURE_TEXT_BYTES: usize = 16 * 1024;
+
+/// Most backtrace lines recorded with a step's failure.
+pub const MAX_BACKTRACE_LINES: usize = 50;
+
 /// Most items a list call returns or takes at once.
 pub const MAX_LIST_LIMIT: i64 = 10_000;
 

@@ -9,17 +9,18 @@ module TaskerCore
   # exception's message, backtrace or class looked like.
   # @api private
   module StepExecution
-    # Bytes kept of a failure message (the rest is cut, and the cut is marked).
-    MESSAGE_LIMIT = 16 * 1024
-    # Backtrace lines kept.
-    BACKTRACE_LINES = 50
+    # Bytes kept of a failure message (the rest is cut, and the cut is marked): the engine's
+    # bound (core/src/limits.rs), which it enforces again on what it receives.
+    MESSAGE_LIMIT = Native::LIMITS.fetch("max_failure_text_bytes")
+    # Backtrace lines kept (the engine's bound too).
+    BACKTRACE_LINES = Native::LIMITS.fetch("max_backtrace_lines")
     # Bytes kept of one backtrace line.
     LINE_LIMIT = 1024
     # Bytes kept of an error class name or error code.
     NAME_LIMIT = 1024
     # The engine's ceiling for a handler's `retry_after` (RETRY_AFTER_CEILING in
     # core/src/orchestration/backoff.rs): larger values, Infinity included, are clamped to it.
-    RETRY_AFTER_CEILING = 3600.0
+    RETRY_AFTER_CEILING = Native::LIMITS.fetch("retry_after_ceiling_seconds")
     # Replaces invalid bytes, characters with no UTF-8 form and NUL bytes.
     REPLACEMENT = "\uFFFD"
 

@@ -95,6 +95,12 @@ fn limits(ruby: &Ruby) -> Result<RHash, Error> {
     h.aset("max_integer_digits", MAX_INTEGER_DIGITS)?;
     h.aset("max_seconds", MAX_SECONDS)?;
     h.aset("max_list_limit", MAX_LIST_LIMIT)?;
+    h.aset("max_failure_text_bytes", MAX_FAILURE_TEXT_BYTES)?;
+    h.aset("max_backtrace_lines", MAX_BACKTRACE_LINES)?;
+    h.aset(
+        "retry_after_ceiling_seconds",
+        tasker_core::orchestration::backoff::RETRY_AFTER_CEILING.as_secs_f64(),
+    )?;
     h.freeze();
     Ok(h)
 }

@@ -15,10 +15,7 @@ use crate::errors::{error, guarded};
 use crate::native::running_engine;
 use tasker_core::orchestration::backoff::RETRY_AFTER_CEILING;
 
-/// Lines of a backtrace recorded with a failure.
-const MAX_BACKTRACE_LINES: usize = 50;
-/// Longest recorded text of a failure (message, class, code, one backtrace line), in bytes.
-const MAX_TEXT_BYTES: usize = 16 * 1024;
+use tasker_core::limits::{MAX_BACKTRACE_LINES, MAX_FAILURE_TEXT_BYTES as MAX_TEXT_BYTES};
 
 fn args_get(hash: magnus::RHash, key: &str) -> Value {
     crate::args::get(hash, key)
