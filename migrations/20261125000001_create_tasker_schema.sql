@@ -57,6 +57,9 @@ CREATE TABLE tasker.workflow_steps (
     max_backoff_ms    integer NOT NULL,
     timeout_seconds   integer NOT NULL,
     pending_parents   integer NOT NULL,
+    -- Names of every ancestor step (from the template): a claim reads the results this step
+    -- depends on through the (task_uuid, name) index instead of walking the edges.
+    ancestors         text[] NOT NULL DEFAULT '{}',
     results           jsonb,
     result_metadata   jsonb,
     last_error        jsonb,
@@ -82,33 +85,28 @@ CREATE TABLE tasker.workflow_step_edges (
 );
 CREATE INDEX workflow_step_edges_to_idx ON tasker.workflow_step_edges (to_step_uuid);
 
--- Append-only histories: exactly one row per entity has most_recent = true.
+-- Append-only histories: a row is inserted per state change and never updated (no "current"
+-- flag to flip, so writing history is one index-friendly INSERT). Order is `id` (the writers of
+-- one task or step hold its row lock, so its rows are numbered in the order they happened);
+-- the current state is on the task or step row itself. No foreign keys: history is written on
+-- every state change and read only through its task, and it is deleted with its task.
 CREATE TABLE tasker.task_transitions (
     id          bigserial PRIMARY KEY,
-    task_uuid   uuid NOT NULL REFERENCES tasker.tasks (task_uuid) ON DELETE CASCADE,
-    from_state  text,
-    to_state    text NOT NULL,
-    metadata    jsonb NOT NULL DEFAULT '{}',
-    sort_key    integer NOT NULL,
-    most_recent boolean NOT NULL,
-    created_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
-    UNIQUE (task_uuid, sort_key)
-);
-CREATE UNIQUE INDEX task_transitions_most_recent_idx ON tasker.task_transitions (task_uuid)
-    WHERE most_recent;
-
-CREATE TABLE tasker.workflow_step_transitions (
-    id          bigserial PRIMARY KEY,
-    step_uuid   uuid NOT NULL REFERENCES tasker.workflow_steps (step_uuid) ON DELETE CASCADE,
     task_uuid   uuid NOT NULL,
     from_state  text,
     to_state    text NOT NULL,
     metadata    jsonb NOT NULL DEFAULT '{}',
-    sort_key    integer NOT NULL,
-    most_recent boolean NOT NULL,
-    created_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
-    UNIQUE (step_uuid, sort_key)
+    created_at  timestamptz NOT NULL DEFAULT clock_timestamp()
 );
-CREATE UNIQUE INDEX workflow_step_transitions_most_recent_idx
-    ON tasker.workflow_step_transitions (step_uuid) WHERE most_recent;
+CREATE INDEX task_transitions_task_idx ON tasker.task_transitions (task_uuid);
+
+CREATE TABLE tasker.workflow_step_transitions (
+    id          bigserial PRIMARY KEY,
+    step_uuid   uuid NOT NULL,
+    task_uuid   uuid NOT NULL,
+    from_state  text,
+    to_state    text NOT NULL,
+    metadata    jsonb NOT NULL DEFAULT '{}',
+    created_at  timestamptz NOT NULL DEFAULT clock_timestamp()
+);
 CREATE INDEX workflow_step_transitions_task_idx ON tasker.workflow_step_transitions (task_uuid);

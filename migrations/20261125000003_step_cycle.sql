@@ -8,36 +8,38 @@
 -- works again. Step messages name the step's handler class, so that a worker can check that
 -- handler's circuit breaker before it claims the step.
 
+-- One history row (append-only: nothing earlier is touched). Helpers are PL/pgSQL, not SQL
+-- functions: PL/pgSQL keeps its plans for the session, a SQL function is planned per call.
 CREATE FUNCTION tasker.record_step_transition(p_step uuid, p_task uuid, p_from text, p_to text, p_meta jsonb)
 RETURNS void LANGUAGE plpgsql AS $$
-#variable_conflict use_column
-DECLARE
-    previous integer;
 BEGIN
-    UPDATE tasker.workflow_step_transitions SET most_recent = false
-     WHERE step_uuid = p_step AND most_recent
-    RETURNING sort_key INTO previous;
-    INSERT INTO tasker.workflow_step_transitions
-        (step_uuid, task_uuid, from_state, to_state, metadata, sort_key, most_recent)
-    VALUES (p_step, p_task, p_from, p_to, coalesce(p_meta, '{}'), coalesce(previous, 0) + 1, true);
+    INSERT INTO tasker.workflow_step_transitions (step_uuid, task_uuid, from_state, to_state, metadata)
+    VALUES (p_step, p_task, p_from, p_to, coalesce(p_meta, '{}'));
 END $$;
 
+-- A task's history row and its current status, together.
 CREATE FUNCTION tasker.record_task_transition(p_task uuid, p_from text, p_to text, p_meta jsonb)
 RETURNS void LANGUAGE plpgsql AS $$
-#variable_conflict use_column
-DECLARE
-    previous integer;
 BEGIN
-    UPDATE tasker.task_transitions SET most_recent = false
-     WHERE task_uuid = p_task AND most_recent
-    RETURNING sort_key INTO previous;
-    INSERT INTO tasker.task_transitions (task_uuid, from_state, to_state, metadata, sort_key, most_recent)
-    VALUES (p_task, p_from, p_to, coalesce(p_meta, '{}'), coalesce(previous, 0) + 1, true);
+    INSERT INTO tasker.task_transitions (task_uuid, from_state, to_state, metadata)
+    VALUES (p_task, p_from, p_to, coalesce(p_meta, '{}'));
     UPDATE tasker.tasks
        SET status = p_to, updated_at = now(),
            completed_at = CASE WHEN p_to IN ('complete', 'error', 'cancelled') THEN now() END
      WHERE task_uuid = p_task;
 END $$;
+
+-- The state a task moves to, from its current state and the counts of its steps that are
+-- unfinished (not complete or resolved), active (enqueued, running or waiting to retry) and
+-- failed; NULL when it stays. A finished or cancelled task stays; a pending one only starts.
+CREATE FUNCTION tasker.next_task_state(p_current text, p_unfinished bigint, p_active bigint, p_failed bigint)
+RETURNS text LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN p_current IN ('complete', 'cancelled') THEN NULL
+                WHEN p_unfinished = 0 THEN CASE WHEN p_current = 'pending' THEN NULL ELSE 'complete' END
+                WHEN p_active = 0 AND p_failed > 0 THEN CASE WHEN p_current IN ('error', 'pending') THEN NULL ELSE 'error' END
+                WHEN p_current = 'in_progress' THEN NULL
+                ELSE 'in_progress' END
+$$;
 
 -- Decide the task's state from its steps (caller holds the task row lock). Returns the new
 -- state when it changed, else NULL; notifies waiters when it became terminal.
@@ -58,10 +60,8 @@ BEGIN
            count(*) FILTER (WHERE state = 'error')
       INTO unfinished, active, failed
       FROM tasker.workflow_steps WHERE task_uuid = p_task;
-    next_state := CASE WHEN unfinished = 0 THEN 'complete'
-                       WHEN active = 0 AND failed > 0 THEN 'error'
-                       ELSE 'in_progress' END;
-    IF next_state = p_current OR (p_current = 'pending' AND next_state <> 'in_progress') THEN
+    next_state := tasker.next_task_state(p_current, unfinished, active, failed);
+    IF next_state IS NULL THEN
         RETURN NULL;
     END IF;
     PERFORM tasker.record_task_transition(p_task, p_current, next_state,
@@ -190,6 +190,21 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
                 THEN least(greatest((message->>'priority')::numeric, -32768), 32767) ELSE 0 END
 $$;
 
+-- What a claimed step's handler receives from the steps it depends on: [name, results] of
+-- each ancestor (tasker.workflow_steps.ancestors), in step order. Found by name through the
+-- (task_uuid, name) index, so its cost does not grow with the table.
+CREATE FUNCTION tasker.dependency_results(p_task uuid, p_ancestors text[]) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF cardinality(p_ancestors) = 0 THEN
+        RETURN '[]'::jsonb;
+    END IF;
+    RETURN (SELECT coalesce(jsonb_agg(jsonb_build_array(d.name, coalesce(d.results, 'null'::jsonb))
+                                      ORDER BY d.position), '[]'::jsonb)
+              FROM tasker.workflow_steps d
+             WHERE d.task_uuid = p_task AND d.name = ANY (p_ancestors));
+END $$;
+
 -- Read up to p_qty visible messages of p_queue (highest priority first, then FIFO) and claim
 -- their steps, in one transaction and one round trip: enqueued → in_progress (attempts + 1, a
 -- new claim token, an expiry of timeout + p_grace), or take over an expired claim (crash
@@ -210,7 +225,10 @@ RETURNS TABLE (kind text, msg_id bigint, reason text, step_uuid uuid, task_uuid 
                priority smallint, attempts integer, max_attempts integer, timeout_seconds integer,
                step_name text, named_task_id bigint, context jsonb, correlation_id uuid,
                parent_correlation_id uuid, dependency_results jsonb, traceparent text)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+-- As tasker.apply_step_results: planned once per session.
+SET plan_cache_mode = force_generic_plan
+AS $$
 #variable_conflict use_column
 DECLARE
     uuid_format constant text := '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$';
@@ -290,7 +308,8 @@ BEGIN
                claimed_by = p_worker, updated_at = now(),
                claim_expires_at = now() + make_interval(secs => ws.timeout_seconds + p_grace)
          WHERE ws.step_uuid = msg.step
-        RETURNING ws.attempts, ws.max_attempts, ws.timeout_seconds, ws.name, ws.claim_expires_at INTO c;
+        RETURNING ws.attempts, ws.max_attempts, ws.timeout_seconds, ws.name, ws.claim_expires_at,
+                  ws.ancestors INTO c;
         hide_ids := hide_ids || msg.msg_id;
         hide_until := hide_until || c.claim_expires_at;
         PERFORM tasker.record_step_transition(msg.step, msg.task, s.state, 'in_progress',
@@ -299,17 +318,11 @@ BEGIN
         SELECT tk.named_task_id, tk.context, tk.correlation_id, tk.parent_correlation_id, tk.traceparent INTO t
           FROM tasker.tasks tk WHERE tk.task_uuid = msg.task;
         RETURN QUERY
-        WITH RECURSIVE ancestors(step_uuid) AS (
-            SELECT e.from_step_uuid FROM tasker.workflow_step_edges e WHERE e.to_step_uuid = msg.step
-            UNION
-            SELECT e.from_step_uuid FROM tasker.workflow_step_edges e
-              JOIN ancestors a ON e.to_step_uuid = a.step_uuid)
         SELECT 'claimed'::text, msg.msg_id, NULL::text, msg.step, msg.task, new_token,
                tasker.message_priority(msg.message)::smallint, c.attempts, c.max_attempts,
                c.timeout_seconds, c.name, t.named_task_id, t.context, t.correlation_id,
                t.parent_correlation_id,
-               coalesce((SELECT jsonb_agg(jsonb_build_array(ws.name, coalesce(ws.results, 'null'::jsonb)))
-                           FROM tasker.workflow_steps ws JOIN ancestors USING (step_uuid)), '[]'::jsonb),
+               tasker.dependency_results(msg.task, c.ancestors),
                t.traceparent;
     END LOOP;
     -- The rows read are locked by this transaction already: settling them cannot wait.
@@ -370,20 +383,25 @@ BEGIN
     RETURN QUERY SELECT true, tasker.finalize_task(p_task, task_status);
 END $$;
 
--- Apply a batch of outcomes in one transaction, in task order (the lock order every writer of
--- tasks and steps follows, so concurrent batches cannot deadlock), then write each queue once:
--- delete the settled messages and send the released children. Children of a queue in
--- p_claim_queues are claimed at once for this process, up to p_claim_capacity in all (their
--- message is sent hidden until the claim expires, so a crash redelivers them); handler classes
--- in p_blocked_handlers (their breaker is open) are left to the queue. A queue's write runs in
--- a subtransaction: when it fails, the outcomes still commit, its children stay enqueued for
--- the recovery loop, and its error is returned. One wake-up per namespace that got visible
--- messages, tagged with p_sender so the sending process ignores its own echo.
+-- Apply a batch of outcomes in one transaction, set-based: a fixed number of statements
+-- whatever the batch size. Task rows are locked first, then step rows, each in uuid order
+-- (the lock order every writer of tasks and steps follows, so concurrent batches cannot
+-- deadlock). An outcome applies only with its step's current claim token (a step listed twice
+-- applies once). Then, for each queue of the batch that the engine may write (p_queue_usable)
+-- and that can be locked within p_lock_timeout_ms: the settled messages are deleted and the
+-- released children are sent — those of a queue in p_claim_queues claimed at once for this
+-- process, up to p_claim_capacity in all and except handler classes in p_blocked_handlers
+-- (their breaker is open), their message hidden until the claim expires so that a crash
+-- redelivers it. A join whose parents complete in one batch is released once. A queue that
+-- cannot be written does not take the outcomes down: its children stay enqueued without a
+-- message for the recovery loop, and its error is returned. Tasks are finalized once per
+-- batch; one notification names the tasks that finished, one wake-up per namespace that got
+-- visible messages, tagged with p_sender so the sending process ignores its own echo.
 --
 -- Rows: kind 'outcome' (one per input, in input order: step_uuid, outcome 'applied' or
 -- 'discarded', step_state, enqueued_children, task_state, retry_in_ms), kind 'queue' (queue,
--- queue_error for each queue written) and kind 'claimed' (a claimed child, with what its
--- handler needs, as tasker.claim_step returns it).
+-- queue_error for each queue the engine asked to write) and kind 'claimed' (a claimed child,
+-- with what its handler needs, as tasker.claim_steps returns it).
 CREATE FUNCTION tasker.apply_step_results(
     p_tasks uuid[], p_steps uuid[], p_tokens uuid[], p_queues text[], p_msg_ids bigint[],
     p_namespaces text[], p_correlations uuid[], p_priorities smallint[], p_success boolean[],
@@ -397,171 +415,259 @@ RETURNS TABLE (kind text, step_uuid uuid, outcome text, step_state text, enqueue
                max_attempts integer, timeout_seconds integer, step_name text, named_task_id bigint,
                context jsonb, correlation_id uuid, parent_correlation_id uuid,
                dependency_results jsonb, traceparent text)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+-- Planned once per session (re-planning per call costs more than running the statements),
+-- and never by scanning a whole table: every row this touches is found through an index, so
+-- plans made while the tables are small must not stay sequential scans as they grow.
+SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
+AS $$
 #variable_conflict use_column
 DECLARE
-    i integer;
-    task_status text;
-    s record;
-    released jsonb[];
-    to_state text;
-    runs_again boolean;
-    new_task_state text;
-    q text;
-    ns text;
+    blocked text[] := coalesce(p_blocked_handlers, '{}');
+    claim_queues text[] := coalesce(p_claim_queues, '{}');
     capacity integer := greatest(coalesce(p_claim_capacity, 0), 0);
     previous_lock_timeout text := current_setting('lock_timeout');
-    write_error text;
-    visible integer;
-    m jsonb;
-    claimed_step uuid;
-    claimed_token uuid;
-    claimed_msg bigint;
-    -- Released children of this batch (their queue and message), and the ones claimed here.
-    child_queues text[] := '{}';
-    child_messages jsonb[] := '{}';
-    cl_steps uuid[] := '{}';
-    cl_tasks uuid[] := '{}';
-    cl_tokens uuid[] := '{}';
-    cl_msgs bigint[] := '{}';
-    cl_queues text[] := '{}';
-    cl_priorities smallint[] := '{}';
-    queue_claims integer;
+    -- Per input (by ordinal): the state it left its step in (NULL: discarded), the step's
+    -- state when discarded, and whether its task was cancelled.
+    o_to text[];
+    o_seen text[];
+    -- Completed steps whose children are released.
+    done uuid[];
+    -- Queues asked for, and the ones locked for writing (their errors alongside).
+    asked text[];
+    writable text[] := '{}';
+    q_names text[] := '{}';
+    q_errors text[] := '{}';
+    q text;
+    -- Released children.
+    r_steps uuid[];
+    r_tasks uuid[];
+    r_by uuid[];
+    r_queues text[];
+    r_messages jsonb[];
+    r_claimed boolean[];
+    r_tokens uuid[];
+    r_expiry timestamptz[];
+    -- Messages sent to the queues (id and step), to hand claimed children their message.
+    sent_ids bigint[];
+    sent_steps uuid[];
+    m_ids bigint[] := '{}';
+    m_steps uuid[] := '{}';
+    -- Finalized tasks.
+    f_tasks uuid[];
+    f_states text[];
+    ended uuid[];
+    chunk integer;
 BEGIN
-    FOR i IN SELECT o FROM generate_subscripts(p_steps, 1) AS o
-             ORDER BY p_tasks[o], p_steps[o] LOOP
-        SELECT tk.status INTO task_status FROM tasker.tasks tk WHERE tk.task_uuid = p_tasks[i] FOR UPDATE;
-        SELECT ws.state, ws.claim_token, ws.attempts, ws.max_attempts, ws.retryable INTO s
-          FROM tasker.workflow_steps ws WHERE ws.step_uuid = p_steps[i] AND ws.task_uuid = p_tasks[i] FOR UPDATE;
-        IF NOT FOUND OR s.state <> 'in_progress' OR s.claim_token IS DISTINCT FROM p_tokens[i] THEN
-            RETURN QUERY SELECT 'outcome'::text, p_steps[i], 'discarded'::text, s.state, 0, NULL::text,
-                NULL::float8, NULL::text, NULL::text, NULL::uuid, NULL::uuid, NULL::bigint, NULL::smallint,
-                NULL::int, NULL::int, NULL::int, NULL::text, NULL::bigint, NULL::jsonb, NULL::uuid,
-                NULL::uuid, NULL::jsonb, NULL::text;
-            CONTINUE;
-        END IF;
-        released := '{}';
-        runs_again := false;
-        IF p_success[i] THEN
-            to_state := 'complete';
-            UPDATE tasker.workflow_steps
-               SET state = 'complete', results = p_results[i], result_metadata = p_metadata[i],
-                   last_error = NULL, claim_token = NULL, claim_expires_at = NULL, updated_at = now()
-             WHERE step_uuid = p_steps[i];
-            PERFORM tasker.record_step_transition(p_steps[i], p_tasks[i], 'in_progress', 'complete',
-                                                  jsonb_build_object('attempt', s.attempts));
-            IF task_status <> 'cancelled' THEN
-                released := tasker.ready_children(p_tasks[i], p_steps[i], p_correlations[i], p_priorities[i]);
-            END IF;
-        ELSE
-            runs_again := p_retryable[i] AND s.retryable AND s.attempts < s.max_attempts
-                          AND task_status <> 'cancelled';
-            IF runs_again THEN
-                to_state := 'waiting_for_retry';
-                UPDATE tasker.workflow_steps
-                   SET state = 'waiting_for_retry', last_error = p_errors[i],
-                       next_retry_at = now() + make_interval(secs => p_retry_ms[i] / 1000.0),
-                       claim_token = NULL, claim_expires_at = NULL, updated_at = now()
-                 WHERE step_uuid = p_steps[i];
-            ELSE
-                to_state := 'error';
-                UPDATE tasker.workflow_steps
-                   SET state = 'error', last_error = p_errors[i], claim_token = NULL,
-                       claim_expires_at = NULL, updated_at = now()
-                 WHERE step_uuid = p_steps[i];
-            END IF;
-            PERFORM tasker.record_step_transition(p_steps[i], p_tasks[i], 'in_progress', to_state,
-                jsonb_build_object('attempt', s.attempts, 'error_class', p_errors[i]->'error_class',
-                                   'message', p_errors[i]->'message')
-                || CASE WHEN runs_again THEN jsonb_build_object('retry_in_ms', round(p_retry_ms[i])::bigint)
-                        ELSE '{}'::jsonb END);
-        END IF;
-        IF p_queue_usable[i] AND cardinality(released) > 0 THEN
-            child_queues := child_queues || array_fill(p_queues[i], ARRAY[cardinality(released)]);
-            child_messages := child_messages || released;
-        END IF;
-        new_task_state := tasker.finalize_task(p_tasks[i], task_status);
-        RETURN QUERY SELECT 'outcome'::text, p_steps[i], 'applied'::text, to_state, cardinality(released),
-            new_task_state, CASE WHEN runs_again THEN p_retry_ms[i] END, NULL::text, NULL::text,
-            NULL::uuid, NULL::uuid, NULL::bigint, NULL::smallint, NULL::int, NULL::int, NULL::int,
-            NULL::text, NULL::bigint, NULL::jsonb, NULL::uuid, NULL::uuid, NULL::jsonb, NULL::text;
-    END LOOP;
+    PERFORM 1 FROM tasker.tasks tk WHERE tk.task_uuid = ANY (p_tasks) ORDER BY tk.task_uuid FOR UPDATE;
+    PERFORM 1 FROM tasker.workflow_steps ws WHERE ws.step_uuid = ANY (p_steps) ORDER BY ws.step_uuid FOR UPDATE;
 
-    -- Each usable queue once: settled messages out, released children in (claimed or visible).
-    FOR q, ns IN SELECT DISTINCT p_queues[o], p_namespaces[o] FROM generate_subscripts(p_steps, 1) AS o
-                  WHERE p_queue_usable[o] ORDER BY 1 LOOP
-        write_error := NULL;
-        visible := 0;
-        queue_claims := 0;
+    -- Decide every outcome, move its step and write its history row.
+    WITH input AS (
+        SELECT o, p_tasks[o] AS t, p_steps[o] AS s, p_tokens[o] AS tok, p_success[o] AS ok,
+               p_retryable[o] AS may_retry, p_retry_ms[o] AS retry_ms, p_errors[o] AS err
+          FROM unnest(p_steps) WITH ORDINALITY AS u(u_step, o)),
+    decided AS (
+        SELECT i.*, ws.state AS seen, ws.attempts AS att, tk.status AS task_status,
+               CASE WHEN ws.state IS DISTINCT FROM 'in_progress' OR ws.claim_token IS DISTINCT FROM i.tok
+                         OR i.o <> min(i.o) OVER (PARTITION BY i.s) THEN NULL
+                    WHEN i.ok THEN 'complete'
+                    WHEN i.may_retry AND ws.retryable AND ws.attempts < ws.max_attempts
+                         AND tk.status <> 'cancelled' THEN 'waiting_for_retry'
+                    ELSE 'error' END AS to_state
+          FROM input i
+          LEFT JOIN LATERAL (SELECT * FROM tasker.workflow_steps w WHERE w.step_uuid = i.s AND w.task_uuid = i.t) ws ON true
+          LEFT JOIN LATERAL (SELECT * FROM tasker.tasks t WHERE t.task_uuid = i.t) tk ON true),
+    moved AS (
+        UPDATE tasker.workflow_steps ws
+           SET state = d.to_state,
+               results = CASE WHEN d.ok THEN p_results[d.o] ELSE ws.results END,
+               result_metadata = CASE WHEN d.ok THEN p_metadata[d.o] ELSE ws.result_metadata END,
+               last_error = CASE WHEN d.ok THEN NULL ELSE d.err END,
+               next_retry_at = CASE WHEN d.to_state = 'waiting_for_retry'
+                                    THEN now() + make_interval(secs => d.retry_ms / 1000.0) END,
+               claim_token = NULL, claim_expires_at = NULL, updated_at = now()
+          FROM decided d
+         WHERE d.to_state IS NOT NULL AND ws.step_uuid = d.s AND ws.step_uuid = ANY (p_steps)),
+    history AS (
+        INSERT INTO tasker.workflow_step_transitions (step_uuid, task_uuid, from_state, to_state, metadata)
+        SELECT d.s, d.t, 'in_progress', d.to_state,
+               CASE WHEN d.ok THEN jsonb_build_object('attempt', d.att)
+                    ELSE jsonb_build_object('attempt', d.att, 'error_class', d.err->'error_class',
+                                            'message', d.err->'message')
+                         || CASE WHEN d.to_state = 'waiting_for_retry'
+                                 THEN jsonb_build_object('retry_in_ms', round(d.retry_ms)::bigint)
+                                 ELSE '{}'::jsonb END END
+          FROM decided d WHERE d.to_state IS NOT NULL ORDER BY d.o)
+    SELECT array_agg(d.to_state ORDER BY d.o), array_agg(d.seen ORDER BY d.o),
+           coalesce(array_agg(d.s ORDER BY d.o) FILTER (WHERE d.to_state = 'complete'
+                                                         AND d.task_status <> 'cancelled'), '{}')
+      INTO o_to, o_seen, done
+      FROM decided d;
+
+    -- The queues to write, each locked (waiting at most p_lock_timeout_ms) or reported.
+    asked := array(SELECT DISTINCT p_queues[o] FROM unnest(p_steps) WITH ORDINALITY AS u(u_step, o)
+                    WHERE p_queue_usable[o] ORDER BY 1);
+    FOREACH q IN ARRAY asked LOOP
         BEGIN
             PERFORM set_config('lock_timeout', greatest(p_lock_timeout_ms, 1) || 'ms', true);
-            EXECUTE format('DELETE FROM pgmq.%I WHERE msg_id = ANY ($1)', 'q_' || q)
-              USING array(SELECT p_msg_ids[o] FROM generate_subscripts(p_steps, 1) AS o
-                           WHERE p_queues[o] = q AND p_queue_usable[o]);
-            FOR m IN SELECT cm FROM unnest(child_queues, child_messages) AS x(cq, cm) WHERE cq = q
-                      ORDER BY cm->>'task_uuid', cm->>'step_uuid' LOOP
-                claimed_step := NULL;
-                IF capacity > 0 AND q = ANY (p_claim_queues)
-                   AND NOT (coalesce(m->>'handler', '') = ANY (coalesce(p_blocked_handlers, '{}'))) THEN
-                    SELECT cr.token, cr.msg_id INTO claimed_token, claimed_msg
-                      FROM tasker.claim_released(q, m, p_worker, p_grace) cr;
-                    IF FOUND THEN
-                        claimed_step := (m->>'step_uuid')::uuid;
-                        cl_steps := cl_steps || claimed_step;
-                        cl_tasks := cl_tasks || (m->>'task_uuid')::uuid;
-                        cl_tokens := cl_tokens || claimed_token;
-                        cl_msgs := cl_msgs || claimed_msg;
-                        cl_queues := cl_queues || q;
-                        cl_priorities := cl_priorities || (m->>'priority')::smallint;
-                        capacity := capacity - 1;
-                        queue_claims := queue_claims + 1;
-                    END IF;
-                END IF;
-                IF claimed_step IS NULL THEN
-                    EXECUTE format('INSERT INTO pgmq.%I (vt, message) VALUES (clock_timestamp(), $1)', 'q_' || q)
-                      USING m;
-                    visible := visible + 1;
-                END IF;
-            END LOOP;
-            IF visible > 0 THEN
-                PERFORM pg_notify('tasker_wakeup', ns || '|' || coalesce(p_sender, ''));
-            END IF;
+            EXECUTE format('LOCK TABLE pgmq.%I IN ROW EXCLUSIVE MODE', 'q_' || q);
             PERFORM set_config('lock_timeout', previous_lock_timeout, true);
+            writable := writable || q;
+            q_names := q_names || q;
+            q_errors := q_errors || NULL::text;
         EXCEPTION WHEN OTHERS THEN
-            -- The subtransaction is rolled back: no message written, no child claimed.
-            write_error := SQLERRM;
-            capacity := capacity + queue_claims;
-            cl_steps := cl_steps[1:cardinality(cl_steps) - queue_claims];
-            cl_tasks := cl_tasks[1:cardinality(cl_tasks) - queue_claims];
-            cl_tokens := cl_tokens[1:cardinality(cl_tokens) - queue_claims];
-            cl_msgs := cl_msgs[1:cardinality(cl_msgs) - queue_claims];
-            cl_queues := cl_queues[1:cardinality(cl_queues) - queue_claims];
-            cl_priorities := cl_priorities[1:cardinality(cl_priorities) - queue_claims];
+            q_names := q_names || q;
+            q_errors := q_errors || SQLERRM;
         END;
-        RETURN QUERY SELECT 'queue'::text, NULL::uuid, NULL::text, NULL::text, NULL::int, NULL::text,
-            NULL::float8, q, write_error, NULL::uuid, NULL::uuid, NULL::bigint, NULL::smallint,
-            NULL::int, NULL::int, NULL::int, NULL::text, NULL::bigint, NULL::jsonb, NULL::uuid,
-            NULL::uuid, NULL::jsonb, NULL::text;
+    END LOOP;
+
+    -- Release the children of completed steps, once each (a join with several parents in this
+    -- batch counts them all), and claim the released ones of writable queues this process
+    -- serves, as capacity allows — all in one update of the child rows.
+    IF cardinality(done) > 0 THEN
+        WITH parents AS (
+            SELECT e.to_step_uuid AS child, count(*)::int AS n, max(e.from_step_uuid::text)::uuid AS last_parent
+              FROM tasker.workflow_step_edges e WHERE e.from_step_uuid = ANY (done) GROUP BY 1),
+        routes AS (
+            SELECT DISTINCT ON (p_tasks[o]) p_tasks[o] AS t, p_queues[o] AS q
+              FROM unnest(p_steps) WITH ORDINALITY AS u(u_step, o) ORDER BY p_tasks[o], o),
+        candidates AS (
+            SELECT c.step_uuid AS s, c.task_uuid AS t, c.handler_class AS h, p.n, p.last_parent,
+                   c.state = 'pending' AND c.pending_parents = p.n AS ready, r.q,
+                   r.q = ANY (writable) AND r.q = ANY (claim_queues) AND NOT (c.handler_class = ANY (blocked)) AS claimable
+              FROM parents p
+              JOIN LATERAL (SELECT * FROM tasker.workflow_steps w WHERE w.step_uuid = p.child) c ON true
+              JOIN routes r ON r.t = c.task_uuid),
+        ranked AS (
+            SELECT cd.*, cd.ready AND cd.claimable
+                         AND row_number() OVER (PARTITION BY cd.ready AND cd.claimable ORDER BY cd.t, cd.s) <= capacity
+                         AS claim
+              FROM candidates cd),
+        released AS (
+            UPDATE tasker.workflow_steps c
+               SET pending_parents = c.pending_parents - rk.n,
+                   state = CASE WHEN rk.claim THEN 'in_progress' WHEN rk.ready THEN 'enqueued' ELSE c.state END,
+                   attempts = c.attempts + CASE WHEN rk.claim THEN 1 ELSE 0 END,
+                   claim_token = CASE WHEN rk.claim THEN gen_random_uuid() ELSE c.claim_token END,
+                   claimed_by = CASE WHEN rk.claim THEN p_worker ELSE c.claimed_by END,
+                   claim_expires_at = CASE WHEN rk.claim THEN now() + make_interval(secs => c.timeout_seconds + p_grace)
+                                           ELSE c.claim_expires_at END,
+                   next_retry_at = CASE WHEN rk.ready THEN NULL ELSE c.next_retry_at END,
+                   updated_at = now()
+              FROM ranked rk
+             WHERE c.step_uuid = rk.s AND c.step_uuid = ANY (array(SELECT p.child FROM parents p))
+            RETURNING c.step_uuid, c.task_uuid, c.handler_class, c.attempts, c.claim_token, c.claim_expires_at,
+                      rk.ready, rk.claim, rk.q, rk.last_parent)
+        SELECT coalesce(array_agg(rl.step_uuid ORDER BY rl.task_uuid, rl.step_uuid), '{}'),
+               array_agg(rl.task_uuid ORDER BY rl.task_uuid, rl.step_uuid),
+               array_agg(rl.last_parent ORDER BY rl.task_uuid, rl.step_uuid),
+               array_agg(rl.q ORDER BY rl.task_uuid, rl.step_uuid),
+               array_agg(jsonb_build_object('task_uuid', rl.task_uuid, 'step_uuid', rl.step_uuid,
+                                            'correlation_id', tk.correlation_id, 'priority', tk.priority,
+                                            'handler', rl.handler_class) ORDER BY rl.task_uuid, rl.step_uuid),
+               array_agg(rl.claim ORDER BY rl.task_uuid, rl.step_uuid),
+               array_agg(rl.claim_token ORDER BY rl.task_uuid, rl.step_uuid),
+               array_agg(rl.claim_expires_at ORDER BY rl.task_uuid, rl.step_uuid)
+          INTO r_steps, r_tasks, r_by, r_queues, r_messages, r_claimed, r_tokens, r_expiry
+          FROM released rl JOIN tasker.tasks tk ON tk.task_uuid = rl.task_uuid AND tk.task_uuid = ANY (p_tasks)
+         WHERE rl.ready;
+
+        IF cardinality(r_steps) > 0 THEN
+            INSERT INTO tasker.workflow_step_transitions (step_uuid, task_uuid, from_state, to_state, metadata)
+            SELECT x.s, x.t, x.from_state, x.to_state, x.meta
+              FROM (SELECT r.s, r.t, r.k, 1 AS n, 'pending' AS from_state, 'enqueued' AS to_state, '{}'::jsonb AS meta
+                      FROM unnest(r_steps, r_tasks) WITH ORDINALITY AS r(s, t, k)
+                    UNION ALL
+                    SELECT r.s, r.t, r.k, 2, 'enqueued', 'in_progress',
+                           jsonb_build_object('attempt', 1, 'worker', p_worker, 'fused', true)
+                      FROM unnest(r_steps, r_tasks, r_claimed) WITH ORDINALITY AS r(s, t, c, k) WHERE r.c) x
+             ORDER BY x.k, x.n;
+        END IF;
+    END IF;
+    r_steps := coalesce(r_steps, '{}');
+
+    -- Each writable queue once: settled messages out, released children in (claimed ones
+    -- hidden until their claim expires, the rest visible now). The queue is locked already.
+    FOREACH q IN ARRAY writable LOOP
+        EXECUTE format('DELETE FROM pgmq.%I WHERE msg_id = ANY ($1)', 'q_' || q)
+          USING array(SELECT p_msg_ids[o] FROM unnest(p_steps) WITH ORDINALITY AS u(u_step, o)
+                       WHERE p_queues[o] = q AND o_to[o] IS NOT NULL AND p_msg_ids[o] IS NOT NULL);
+        IF q = ANY (r_queues) THEN
+            EXECUTE format('WITH sent AS (INSERT INTO pgmq.%I (vt, message) '
+                           '  SELECT CASE WHEN x.c THEN x.e ELSE clock_timestamp() END, x.m '
+                           '    FROM unnest($1, $2, $3, $4) WITH ORDINALITY AS x(rq, m, c, e, k) '
+                           '   WHERE x.rq = $5 ORDER BY x.k RETURNING msg_id, message) '
+                           'SELECT array_agg(msg_id), array_agg((message->>''step_uuid'')::uuid) FROM sent', 'q_' || q)
+              INTO sent_ids, sent_steps
+              USING r_queues, r_messages, r_claimed, r_expiry, q;
+            m_ids := m_ids || sent_ids;
+            m_steps := m_steps || sent_steps;
+            IF EXISTS (SELECT 1 FROM unnest(r_queues, r_claimed) AS x(rq, c) WHERE x.rq = q AND NOT x.c) THEN
+                PERFORM pg_notify('tasker_wakeup',
+                                  (SELECT p_namespaces[o] FROM unnest(p_steps) WITH ORDINALITY AS u(u_step, o)
+                                    WHERE p_queues[o] = q LIMIT 1) || '|' || coalesce(p_sender, ''));
+            END IF;
+        END IF;
+    END LOOP;
+
+    -- Finalize each task this batch moved, once.
+    WITH moved_tasks AS (
+        SELECT DISTINCT p_tasks[o] AS t FROM unnest(p_steps) WITH ORDINALITY AS u(u_step, o) WHERE o_to[o] IS NOT NULL),
+    counts AS (
+        SELECT ws.task_uuid AS t,
+               count(*) FILTER (WHERE ws.state NOT IN ('complete', 'resolved_manually')) AS unfinished,
+               count(*) FILTER (WHERE ws.state IN ('enqueued', 'in_progress', 'waiting_for_retry')) AS active,
+               count(*) FILTER (WHERE ws.state = 'error') AS failed
+          FROM moved_tasks m JOIN LATERAL (SELECT * FROM tasker.workflow_steps w WHERE w.task_uuid = m.t) ws ON true
+         GROUP BY 1),
+    changed AS (
+        SELECT c.*, tk.status AS cur, tasker.next_task_state(tk.status, c.unfinished, c.active, c.failed) AS nxt
+          FROM counts c JOIN tasker.tasks tk ON tk.task_uuid = c.t AND tk.task_uuid = ANY (p_tasks)),
+    upd AS (
+        UPDATE tasker.tasks tk
+           SET status = ch.nxt, updated_at = now(),
+               completed_at = CASE WHEN ch.nxt IN ('complete', 'error', 'cancelled') THEN now() END
+          FROM changed ch WHERE ch.nxt IS NOT NULL AND tk.task_uuid = ch.t AND tk.task_uuid = ANY (p_tasks)),
+    hist AS (
+        INSERT INTO tasker.task_transitions (task_uuid, from_state, to_state, metadata)
+        SELECT ch.t, ch.cur, ch.nxt, jsonb_build_object('unfinished_steps', ch.unfinished, 'failed_steps', ch.failed)
+          FROM changed ch WHERE ch.nxt IS NOT NULL ORDER BY ch.t)
+    SELECT coalesce(array_agg(ch.t ORDER BY ch.t), '{}'), coalesce(array_agg(ch.nxt ORDER BY ch.t), '{}')
+      INTO f_tasks, f_states
+      FROM changed ch WHERE ch.nxt IS NOT NULL;
+    -- One notification per 200 finished tasks (a payload holds under 8000 bytes).
+    ended := array(SELECT x.t FROM unnest(f_tasks, f_states) AS x(t, s) WHERE x.s IN ('complete', 'error'));
+    FOR chunk IN SELECT g FROM generate_series(1, cardinality(ended), 200) AS g LOOP
+        PERFORM pg_notify('tasker_task_finalized', array_to_string(ended[chunk:chunk + 199], ','));
     END LOOP;
 
     RETURN QUERY
-    SELECT 'claimed'::text, cl.step_uuid, NULL::text, 'in_progress'::text, NULL::int, NULL::text,
-           NULL::float8, cl.queue, NULL::text, cl.task_uuid, cl.token, cl.msg_id, cl.priority,
+    SELECT 'outcome'::text, p_steps[o], CASE WHEN o_to[o] IS NULL THEN 'discarded' ELSE 'applied' END,
+           coalesce(o_to[o], o_seen[o]),
+           (SELECT count(*)::int FROM unnest(r_by) AS b WHERE b = p_steps[o] AND o_to[o] IS NOT NULL),
+           (SELECT f.s FROM unnest(f_tasks, f_states) AS f(t, s) WHERE f.t = p_tasks[o] AND o_to[o] IS NOT NULL),
+           CASE WHEN o_to[o] = 'waiting_for_retry' THEN p_retry_ms[o] END, NULL::text, NULL::text,
+           NULL::uuid, NULL::uuid, NULL::bigint, NULL::smallint, NULL::int, NULL::int, NULL::int,
+           NULL::text, NULL::bigint, NULL::jsonb, NULL::uuid, NULL::uuid, NULL::jsonb, NULL::text
+      FROM unnest(p_steps) WITH ORDINALITY AS u(u_step, o) ORDER BY o;
+    RETURN QUERY
+    SELECT 'queue'::text, NULL::uuid, NULL::text, NULL::text, NULL::int, NULL::text, NULL::float8, x.q, x.e,
+           NULL::uuid, NULL::uuid, NULL::bigint, NULL::smallint, NULL::int, NULL::int, NULL::int, NULL::text,
+           NULL::bigint, NULL::jsonb, NULL::uuid, NULL::uuid, NULL::jsonb, NULL::text
+      FROM unnest(q_names, q_errors) AS x(q, e);
+    RETURN QUERY
+    SELECT 'claimed'::text, ws.step_uuid, NULL::text, 'in_progress'::text, NULL::int, NULL::text,
+           NULL::float8, x.rq, NULL::text, ws.task_uuid, ws.claim_token, m.msg_id, tk.priority,
            ws.attempts, ws.max_attempts, ws.timeout_seconds, ws.name, tk.named_task_id, tk.context,
-           tk.correlation_id, tk.parent_correlation_id,
-           coalesce((
-               WITH RECURSIVE ancestors(step_uuid) AS (
-                   SELECT e.from_step_uuid FROM tasker.workflow_step_edges e WHERE e.to_step_uuid = cl.step_uuid
-                   UNION
-                   SELECT e.from_step_uuid FROM tasker.workflow_step_edges e
-                     JOIN ancestors a ON e.to_step_uuid = a.step_uuid)
-               SELECT jsonb_agg(jsonb_build_array(anc.name, coalesce(anc.results, 'null'::jsonb)))
-                 FROM tasker.workflow_steps anc JOIN ancestors USING (step_uuid)), '[]'::jsonb),
+           tk.correlation_id, tk.parent_correlation_id, tasker.dependency_results(ws.task_uuid, ws.ancestors),
            tk.traceparent
-      FROM unnest(cl_steps, cl_tasks, cl_tokens, cl_msgs, cl_queues, cl_priorities)
-           AS cl(step_uuid, task_uuid, token, msg_id, queue, priority)
-      JOIN tasker.workflow_steps ws ON ws.step_uuid = cl.step_uuid
-      JOIN tasker.tasks tk ON tk.task_uuid = cl.task_uuid;
+      FROM unnest(r_steps, r_queues, r_claimed) AS x(s, rq, c)
+      JOIN tasker.workflow_steps ws ON ws.step_uuid = x.s AND ws.step_uuid = ANY (r_steps)
+      JOIN tasker.tasks tk ON tk.task_uuid = ws.task_uuid AND tk.task_uuid = ANY (p_tasks)
+      JOIN unnest(m_ids, m_steps) AS m(msg_id, s) ON m.s = x.s
+     WHERE x.c;
 END $$;
 
 -- Create tasks in one transaction and one round trip: the tasks (an idempotency key already
@@ -583,7 +689,7 @@ CREATE FUNCTION tasker.create_tasks(
     p_step_tasks integer[], p_step_uuids uuid[], p_step_names text[], p_step_positions integer[],
     p_step_handlers text[], p_step_max_attempts integer[], p_step_retryable boolean[],
     p_step_backoff_base_ms integer[], p_step_max_backoff_ms integer[], p_step_timeouts integer[],
-    p_step_pending integer[], p_edge_tasks integer[], p_edge_from uuid[], p_edge_to uuid[],
+    p_step_pending integer[], p_step_ancestors text[], p_edge_tasks integer[], p_edge_from uuid[], p_edge_to uuid[],
     p_claim_queues text[], p_claim_capacity integer, p_blocked_handlers text[],
     p_worker text, p_grace integer, p_lock_timeout_ms integer, p_sender text)
 RETURNS TABLE (kind text, task_index integer, task_uuid uuid, correlation_id uuid,
@@ -591,7 +697,11 @@ RETURNS TABLE (kind text, task_index integer, task_uuid uuid, correlation_id uui
                step_uuid uuid, token uuid, priority smallint, attempts integer, max_attempts integer,
                timeout_seconds integer, step_name text, named_task_id bigint, context jsonb,
                dependency_results jsonb, traceparent text)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+-- As tasker.apply_step_results: planned once per session, by index.
+SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
+AS $$
 #variable_conflict use_column
 DECLARE
     inserted uuid[];
@@ -622,35 +732,36 @@ BEGIN
     IF cardinality(inserted) > 0 THEN
         INSERT INTO tasker.workflow_steps (step_uuid, task_uuid, name, position, handler_class, state,
                                            max_attempts, retryable, backoff_base_ms, max_backoff_ms,
-                                           timeout_seconds, pending_parents)
+                                           timeout_seconds, pending_parents, ancestors)
         SELECT su, p_task_uuids[st], sn, sp, sh, CASE WHEN spp = 0 THEN 'enqueued' ELSE 'pending' END,
-               sma, sr, sb, smb, stt, spp
+               sma, sr, sb, smb, stt, spp, string_to_array(sa, ',')
           FROM unnest(p_step_tasks, p_step_uuids, p_step_names, p_step_positions, p_step_handlers,
                       p_step_max_attempts, p_step_retryable, p_step_backoff_base_ms, p_step_max_backoff_ms,
-                      p_step_timeouts, p_step_pending) AS x(st, su, sn, sp, sh, sma, sr, sb, smb, stt, spp)
+                      p_step_timeouts, p_step_pending, p_step_ancestors)
+               AS x(st, su, sn, sp, sh, sma, sr, sb, smb, stt, spp, sa)
          WHERE p_task_uuids[st] = ANY (inserted);
         INSERT INTO tasker.workflow_step_edges (from_step_uuid, to_step_uuid)
         SELECT ef, et FROM unnest(p_edge_tasks, p_edge_from, p_edge_to) AS x(et_task, ef, et)
          WHERE p_task_uuids[et_task] = ANY (inserted);
         -- History: every step starts pending; roots move on to enqueued at once.
-        INSERT INTO tasker.workflow_step_transitions (step_uuid, task_uuid, from_state, to_state, sort_key, most_recent)
-        SELECT su, p_task_uuids[st], NULL, 'pending', 1, spp > 0
+        INSERT INTO tasker.workflow_step_transitions (step_uuid, task_uuid, from_state, to_state)
+        SELECT su, p_task_uuids[st], NULL, 'pending'
           FROM unnest(p_step_tasks, p_step_uuids, p_step_pending) AS x(st, su, spp)
          WHERE p_task_uuids[st] = ANY (inserted)
         UNION ALL
-        SELECT su, p_task_uuids[st], 'pending', 'enqueued', 2, true
+        SELECT su, p_task_uuids[st], 'pending', 'enqueued'
           FROM unnest(p_step_tasks, p_step_uuids, p_step_pending) AS x(st, su, spp)
          WHERE spp = 0 AND p_task_uuids[st] = ANY (inserted);
-        INSERT INTO tasker.task_transitions (task_uuid, from_state, to_state, metadata, sort_key, most_recent)
-        SELECT u, NULL, 'pending', '{}'::jsonb, 1, false FROM unnest(inserted) AS u
+        INSERT INTO tasker.task_transitions (task_uuid, from_state, to_state, metadata)
+        SELECT u, NULL, 'pending', '{}'::jsonb FROM unnest(inserted) AS u
         UNION ALL
         SELECT u, 'pending', 'in_progress',
                jsonb_build_object('enqueued_steps', (SELECT count(*) FROM unnest(p_step_tasks, p_step_pending) AS y(st, spp)
-                                                      WHERE spp = 0 AND p_task_uuids[st] = u)), 2, true
+                                                      WHERE spp = 0 AND p_task_uuids[st] = u))
           FROM unnest(inserted) AS u;
 
         -- Each queue once: roots claimed here or sent visible. A failure fails the whole call.
-        FOR q, ns IN SELECT DISTINCT p_queues[o], p_namespaces[o] FROM generate_subscripts(p_task_uuids, 1) AS o
+        FOR q, ns IN SELECT DISTINCT p_queues[o], p_namespaces[o] FROM unnest(p_task_uuids) WITH ORDINALITY AS u(u_task, o)
                       WHERE p_task_uuids[o] = ANY (inserted) ORDER BY 1 LOOP
             visible := 0;
             BEGIN
@@ -690,7 +801,7 @@ BEGIN
     SELECT 'task'::text, o::int, tk.task_uuid, tk.correlation_id, tk.parent_correlation_id, tk.status,
            p_task_uuids[o] = ANY (inserted), NULL::bigint, NULL::uuid, NULL::uuid, NULL::smallint, NULL::int,
            NULL::int, NULL::int, NULL::text, NULL::bigint, NULL::jsonb, NULL::jsonb, NULL::text
-      FROM generate_subscripts(p_task_uuids, 1) AS o
+      FROM unnest(p_task_uuids) WITH ORDINALITY AS u(u_task, o)
       CROSS JOIN LATERAL (
           SELECT t.task_uuid, t.correlation_id, t.parent_correlation_id, t.status FROM tasker.tasks t
            WHERE p_task_uuids[o] = ANY (inserted) AND t.task_uuid = p_task_uuids[o]

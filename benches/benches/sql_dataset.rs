@@ -356,7 +356,7 @@ fn sql_dataset(c: &mut Criterion) {
             .replace("$2", "$2::int"),
         &["0".into(), "100".into()],
     );
-    // One atomic step transition (history row + most_recent flip), in a rolled-back transaction.
+    // One step transition (its history row), in a rolled-back transaction.
     group.bench_function("atomic state transition", |b| {
         b.iter_custom(|iters| {
             (0..iters)

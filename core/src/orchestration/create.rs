@@ -124,6 +124,7 @@ pub(crate) async fn create_tasks(
     let mut traceparents = Vec::with_capacity(n);
     let (mut step_tasks, mut step_uuids, mut step_names, mut positions, mut handlers) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut ancestors = Vec::new();
     let (mut max_attempts, mut retryable, mut base, mut max_backoff, mut timeouts, mut pending) = (
         Vec::new(),
         Vec::new(),
@@ -159,6 +160,7 @@ pub(crate) async fn create_tasks(
             max_backoff.push(step.retry.max_backoff_ms.min(i32::MAX as u64) as i32);
             timeouts.push(step.timeout_seconds as i32);
             pending.push(step.parents.len() as i32);
+            ancestors.push(&*step.ancestors);
         }
         for (child, step) in template.steps.iter().enumerate() {
             for &parent in &step.parents {
@@ -170,7 +172,7 @@ pub(crate) async fn create_tasks(
     }
     let rows: std::result::Result<Vec<CreateRow>, sqlx::Error> = sqlx::query_as(
         "SELECT * FROM tasker.create_tasks($1, $2, $3, $4, $5::jsonb[], $6, $7, $8, $9, $10, $11, $12, \
-           $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31)",
+           $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32)",
     )
     .bind(&named)
     .bind(&namespaces)
@@ -193,6 +195,7 @@ pub(crate) async fn create_tasks(
     .bind(&max_backoff)
     .bind(&timeouts)
     .bind(&pending)
+    .bind(&ancestors)
     .bind(&edge_tasks)
     .bind(&edge_from)
     .bind(&edge_to)

@@ -1278,7 +1278,8 @@ async fn listen(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                     }
                 }
                 Ok(n) => {
-                    if let Ok(uuid) = n.payload().parse::<Uuid>() {
+                    // One task, or the comma-separated tasks one batch finished.
+                    for uuid in n.payload().split(',').filter_map(|u| u.parse::<Uuid>().ok()) {
                         shared.task_finished(uuid);
                     }
                 }

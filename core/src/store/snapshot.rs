@@ -119,14 +119,14 @@ pub async fn find_task(pool: &PgPool, task_uuid: Uuid) -> Result<Option<TaskView
     let step_transitions: Vec<StepTransitionRow> = sqlx::query_as(
         "SELECT step_uuid, from_state, to_state, metadata, created_at \
              FROM tasker.workflow_step_transitions WHERE task_uuid = $1 \
-             ORDER BY step_uuid, sort_key",
+             ORDER BY step_uuid, id",
     )
     .bind(task_uuid)
     .fetch_all(pool)
     .await?;
     let task_transitions: Vec<(Option<String>, String, Value, DateTime<Utc>)> = sqlx::query_as(
         "SELECT from_state, to_state, metadata, created_at FROM tasker.task_transitions \
-         WHERE task_uuid = $1 ORDER BY sort_key",
+         WHERE task_uuid = $1 ORDER BY id",
     )
     .bind(task_uuid)
     .fetch_all(pool)

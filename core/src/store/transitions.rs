@@ -1,6 +1,6 @@
 //! Append-only transition history, written by the SQL functions `tasker.record_step_transition`
-//! and `tasker.record_task_transition` (migration 3): the previous row loses `most_recent`
-//! before the new one is inserted, and a partial unique index keeps one current row each.
+//! and `tasker.record_task_transition` (migration 3): one inserted row per state change, never
+//! updated; rows are ordered by `id`.
 
 use serde_json::Value;
 use sqlx::PgConnection;

@@ -162,6 +162,10 @@ pub struct StepTemplate {
     pub parents: Vec<usize>,
     /// Names of the parents, shared by every event of this step.
     pub parent_names: Arc<[Arc<str>]>,
+    /// Every ancestor's name (parents, their parents, ...), in step order, joined by commas
+    /// (step names cannot contain one): stored with the step, so that a claim reads the
+    /// results it depends on by name instead of walking the edges.
+    pub ancestors: Arc<str>,
     pub retry: RetryPolicy,
     pub timeout_seconds: u32,
 }

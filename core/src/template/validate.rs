@@ -99,7 +99,8 @@ pub(crate) fn compile(doc: TemplateDoc) -> Result<Template> {
         .iter()
         .map(|s| Arc::from(s.name.as_str()))
         .collect();
-    let steps: Vec<StepTemplate> = order
+    let names_in_order: Vec<Arc<str>> = order.iter().map(|&old| names[old].clone()).collect();
+    let mut steps: Vec<StepTemplate> = order
         .iter()
         .map(|&old| {
             let s = &doc.steps[old];
@@ -109,11 +110,29 @@ pub(crate) fn compile(doc: TemplateDoc) -> Result<Template> {
                 initialization: Arc::new(s.handler.initialization.clone()),
                 parents: parents[old].iter().map(|&p| new_index[p]).collect(),
                 parent_names: parents[old].iter().map(|&p| names[p].clone()).collect(),
+                ancestors: Arc::from(""),
                 retry: s.retry.clone(),
                 timeout_seconds: s.timeout_seconds,
             }
         })
         .collect();
+    // Parents come before children, so each step's ancestors are known when it is reached.
+    let mut ancestry: Vec<Vec<bool>> = Vec::with_capacity(steps.len());
+    for (i, step) in steps.iter_mut().enumerate() {
+        let mut mine = vec![false; i];
+        for &p in &step.parents {
+            mine[p] = true;
+            for (a, &is) in ancestry[p].iter().enumerate() {
+                mine[a] |= is;
+            }
+        }
+        let joined: Vec<&str> = (0..i)
+            .filter(|&a| mine[a])
+            .map(|a| &*names_in_order[a])
+            .collect();
+        step.ancestors = Arc::from(joined.join(",").as_str());
+        ancestry.push(mine);
+    }
     let step_index = steps
         .iter()
         .enumerate()
@@ -280,6 +299,8 @@ steps:
         let names: Vec<&str> = t.steps.iter().map(|s| &*s.name).collect();
         assert_eq!(names, vec!["start", "b", "c", "end"]);
         assert_eq!(t.steps[3].parents, vec![1, 2]);
+        let ancestors: Vec<&str> = t.steps.iter().map(|s| &*s.ancestors).collect();
+        assert_eq!(ancestors, vec!["", "start", "start", "start,b,c"]);
     }
 
     #[test]
