@@ -206,15 +206,17 @@ BEGIN
 END $$;
 
 -- Read up to p_qty visible messages of p_queue (highest priority first, then FIFO) and claim
--- their steps, in one transaction and one round trip: enqueued → in_progress (attempts + 1, a
--- new claim token, an expiry of timeout + p_grace), or take over an expired claim (crash
--- recovery); each claimed message stays hidden until its claim expires, so a crash redelivers
--- it. Every other message is settled here too: one whose step is claimed elsewhere is hidden
--- until that claim expires, one of a handler in p_blocked_handlers (breaker open) for
--- p_blocked_seconds with attempts untouched (of a handler in p_trial_handlers, a half-open
--- breaker's one trial, all but the first), one whose step is finished, unknown, or that is
--- not a step message is archived with the reason. A claim that expired on the step's last
--- attempt is left to tasker.fail_exhausted_claim (kind 'exhausted').
+-- their steps, in one transaction and one round trip, set-based (a fixed number of statements
+-- whatever the batch): enqueued → in_progress (attempts + 1, a new claim token, an expiry of
+-- timeout + p_grace), or take over an expired claim (crash recovery); the step rows are locked
+-- in uuid order, and each claimed message stays hidden until its claim expires, so a crash
+-- redelivers it. Every other message is settled here too: one whose step is claimed elsewhere
+-- is hidden until that claim expires, one of a handler in p_blocked_handlers (breaker open)
+-- for p_blocked_seconds with attempts untouched (of a handler in p_trial_handlers, a half-open
+-- breaker's one trial, all but the first claimable one), a second message of a step claimed
+-- in this batch stays hidden for the read's p_read_vt, and one whose step is finished,
+-- unknown, or that is not a step message is archived with the reason. A claim that expired on
+-- the step's last attempt is left to tasker.fail_exhausted_claim (kind 'exhausted').
 --
 -- Rows: kind 'claimed' (what the handler needs), 'archived' (msg_id, reason), 'exhausted'
 -- (msg_id, step, task), 'postponed' (msg_id).
@@ -226,123 +228,166 @@ RETURNS TABLE (kind text, msg_id bigint, reason text, step_uuid uuid, task_uuid 
                step_name text, named_task_id bigint, context jsonb, correlation_id uuid,
                parent_correlation_id uuid, dependency_results jsonb, traceparent text)
 LANGUAGE plpgsql
--- As tasker.apply_step_results: planned once per session.
+-- As tasker.apply_step_results: planned once per session, by index.
 SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
 AS $$
 #variable_conflict use_column
 DECLARE
     uuid_format constant text := '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$';
-    msg record;
-    s record;
-    c record;
-    t record;
-    new_token uuid;
-    hide_ids bigint[] := '{}';
-    hide_until timestamptz[] := '{}';
-    archive_ids bigint[] := '{}';
-    archive_reasons text[] := '{}';
-    trials_taken text[] := '{}';
+    blocked text[] := coalesce(p_blocked_handlers, '{}');
+    trials text[] := coalesce(p_trial_handlers, '{}');
+    -- The messages read, in read order.
+    r_ids bigint[];
+    r_msgs jsonb[];
+    r_steps uuid[];
+    r_tasks uuid[];
+    -- What each message gets: its action, a reason, and the step state it was claimed from.
+    d_action text[];
+    d_reason text[];
+    d_until timestamptz[];
+    -- Claimed steps, in read order, with their message and new claim.
+    c_steps uuid[];
+    c_ids bigint[];
+    c_prev text[];
+    c_prio smallint[];
+    n_steps uuid[];
+    n_until timestamptz[];
 BEGIN
-    FOR msg IN EXECUTE format(
+    EXECUTE format(
         'WITH next AS (SELECT msg_id FROM pgmq.%1$I WHERE vt <= clock_timestamp() '
-        '  ORDER BY tasker.message_priority(message) DESC, msg_id LIMIT $1 FOR UPDATE SKIP LOCKED) '
-        'UPDATE pgmq.%1$I m SET vt = clock_timestamp() + make_interval(secs => $2), '
+        '  ORDER BY tasker.message_priority(message) DESC, msg_id LIMIT $1 FOR UPDATE SKIP LOCKED), '
+        'upd AS (UPDATE pgmq.%1$I m SET vt = clock_timestamp() + make_interval(secs => $2), '
         '  read_ct = read_ct + 1, last_read_at = clock_timestamp() '
-        'FROM next WHERE m.msg_id = next.msg_id '
-        'RETURNING m.msg_id, m.message, '
-        '  CASE WHEN m.message->>''step_uuid'' ~ $3 THEN (m.message->>''step_uuid'')::uuid END AS step, '
-        '  CASE WHEN m.message->>''task_uuid'' ~ $3 THEN (m.message->>''task_uuid'')::uuid END AS task',
-        'q_' || p_queue) USING p_qty, p_read_vt, uuid_format
-    LOOP
-        -- (Locks follow the order of the rows; duplicates of one step's message are rare and
-        -- each waits its turn on the step row.)
-        IF msg.message IS NULL OR jsonb_typeof(msg.message) <> 'object' THEN
-            archive_ids := archive_ids || msg.msg_id;
-            archive_reasons := archive_reasons || ('not a step message: the message is '
-                || coalesce(jsonb_typeof(msg.message), 'NULL'));
-            CONTINUE;
-        END IF;
-        IF msg.step IS NULL OR msg.task IS NULL THEN
-            archive_ids := archive_ids || msg.msg_id;
-            archive_reasons := archive_reasons || 'not a step message: task_uuid and step_uuid must be UUIDs'::text;
-            CONTINUE;
-        END IF;
-        IF coalesce(msg.message->>'handler', '') = ANY (coalesce(p_blocked_handlers, '{}'))
-           OR coalesce(msg.message->>'handler', '') = ANY (trials_taken) THEN
-            hide_ids := hide_ids || msg.msg_id;
-            hide_until := hide_until || (clock_timestamp() + make_interval(secs => greatest(p_blocked_seconds, 1)));
-            RETURN QUERY SELECT 'postponed'::text, msg.msg_id, 'handler circuit breaker open'::text, msg.step,
-                msg.task, NULL::uuid, NULL::smallint, NULL::int, NULL::int, NULL::int, NULL::text, NULL::bigint,
-                NULL::jsonb, NULL::uuid, NULL::uuid, NULL::jsonb, NULL::text;
-            CONTINUE;
-        END IF;
-        SELECT ws.state, ws.claim_expires_at, ws.attempts, ws.max_attempts INTO s
-          FROM tasker.workflow_steps ws WHERE ws.step_uuid = msg.step AND ws.task_uuid = msg.task FOR UPDATE;
-        IF NOT FOUND THEN
-            archive_ids := archive_ids || msg.msg_id;
-            archive_reasons := archive_reasons || 'unknown step'::text;
-            CONTINUE;
-        END IF;
-        IF s.state = 'in_progress' AND s.claim_expires_at > now() THEN
-            hide_ids := hide_ids || msg.msg_id;
-            hide_until := hide_until || s.claim_expires_at;
-            CONTINUE;
-        END IF;
-        IF s.state NOT IN ('enqueued', 'in_progress') THEN
-            archive_ids := archive_ids || msg.msg_id;
-            archive_reasons := archive_reasons || ('step is ' || s.state || '; nothing to run');
-            CONTINUE;
-        END IF;
-        IF s.state = 'in_progress' AND s.attempts >= s.max_attempts THEN
-            RETURN QUERY SELECT 'exhausted'::text, msg.msg_id, NULL::text, msg.step, msg.task, NULL::uuid,
-                NULL::smallint, s.attempts, s.max_attempts, NULL::int, NULL::text, NULL::bigint, NULL::jsonb,
-                NULL::uuid, NULL::uuid, NULL::jsonb, NULL::text;
-            CONTINUE;
-        END IF;
-        IF coalesce(msg.message->>'handler', '') = ANY (coalesce(p_trial_handlers, '{}')) THEN
-            trials_taken := trials_taken || (msg.message->>'handler');
-        END IF;
-        new_token := gen_random_uuid();
-        UPDATE tasker.workflow_steps ws
-           SET state = 'in_progress', attempts = ws.attempts + 1, claim_token = new_token,
-               claimed_by = p_worker, updated_at = now(),
-               claim_expires_at = now() + make_interval(secs => ws.timeout_seconds + p_grace)
-         WHERE ws.step_uuid = msg.step
-        RETURNING ws.attempts, ws.max_attempts, ws.timeout_seconds, ws.name, ws.claim_expires_at,
-                  ws.ancestors INTO c;
-        hide_ids := hide_ids || msg.msg_id;
-        hide_until := hide_until || c.claim_expires_at;
-        PERFORM tasker.record_step_transition(msg.step, msg.task, s.state, 'in_progress',
-            jsonb_build_object('attempt', c.attempts, 'worker', p_worker)
-            || CASE WHEN s.state = 'in_progress' THEN '{"reclaimed": true}'::jsonb ELSE '{}'::jsonb END);
-        SELECT tk.named_task_id, tk.context, tk.correlation_id, tk.parent_correlation_id, tk.traceparent INTO t
-          FROM tasker.tasks tk WHERE tk.task_uuid = msg.task;
-        RETURN QUERY
-        SELECT 'claimed'::text, msg.msg_id, NULL::text, msg.step, msg.task, new_token,
-               tasker.message_priority(msg.message)::smallint, c.attempts, c.max_attempts,
-               c.timeout_seconds, c.name, t.named_task_id, t.context, t.correlation_id,
-               t.parent_correlation_id,
-               tasker.dependency_results(msg.task, c.ancestors),
-               t.traceparent;
-    END LOOP;
-    -- The rows read are locked by this transaction already: settling them cannot wait.
-    IF cardinality(hide_ids) > 0 THEN
-        EXECUTE format('UPDATE pgmq.%I m SET vt = h.until FROM unnest($1, $2) AS h(id, until) '
-                       'WHERE m.msg_id = h.id', 'q_' || p_queue) USING hide_ids, hide_until;
+        '  WHERE m.msg_id = ANY (ARRAY(SELECT msg_id FROM next)) '
+        '  RETURNING m.msg_id, m.message, tasker.message_priority(m.message) AS prio) '
+        'SELECT coalesce(array_agg(msg_id ORDER BY prio DESC, msg_id), ''{}''), '
+        '  array_agg(message ORDER BY prio DESC, msg_id), '
+        '  array_agg(CASE WHEN message->>''step_uuid'' ~ $3 THEN (message->>''step_uuid'')::uuid END ORDER BY prio DESC, msg_id), '
+        '  array_agg(CASE WHEN message->>''task_uuid'' ~ $3 THEN (message->>''task_uuid'')::uuid END ORDER BY prio DESC, msg_id) '
+        'FROM upd', 'q_' || p_queue)
+      INTO r_ids, r_msgs, r_steps, r_tasks
+      USING p_qty, p_read_vt, uuid_format;
+    IF cardinality(r_ids) = 0 THEN
+        RETURN;
     END IF;
-    IF cardinality(archive_ids) > 0 THEN
+
+    PERFORM 1 FROM tasker.workflow_steps ws
+     WHERE ws.step_uuid = ANY (r_steps) ORDER BY ws.step_uuid FOR UPDATE;
+
+    WITH m AS (
+        SELECT x.k, x.id, x.msg, x.st, x.tk,
+               CASE WHEN jsonb_typeof(x.msg) = 'object' THEN coalesce(x.msg->>'handler', '') ELSE '' END AS h
+          FROM unnest(r_ids, r_msgs, r_steps, r_tasks) WITH ORDINALITY AS x(id, msg, st, tk, k)),
+    seen AS (
+        SELECT m.*, ws.step_uuid IS NOT NULL AS found, ws.state, ws.claim_expires_at AS expires,
+               ws.attempts AS att, ws.max_attempts AS most
+          FROM m LEFT JOIN LATERAL (
+              SELECT w.step_uuid, w.state, w.claim_expires_at, w.attempts, w.max_attempts
+                FROM tasker.workflow_steps w WHERE w.step_uuid = m.st AND w.task_uuid = m.tk) ws ON true),
+    decided AS (
+        SELECT s.*,
+               CASE WHEN s.msg IS NULL OR jsonb_typeof(s.msg) <> 'object' THEN 'archive'
+                    WHEN s.st IS NULL OR s.tk IS NULL THEN 'archive'
+                    WHEN s.h = ANY (blocked) THEN 'postpone'
+                    WHEN NOT s.found THEN 'archive'
+                    WHEN s.state = 'in_progress' AND s.expires > now() THEN 'hide'
+                    WHEN s.state NOT IN ('enqueued', 'in_progress') THEN 'archive'
+                    WHEN s.state = 'in_progress' AND s.att >= s.most THEN 'exhausted'
+                    ELSE 'claim' END AS action
+          FROM seen s),
+    -- A second message of a step claimed here stays as the read left it; a half-open breaker
+    -- admits one trial.
+    once AS (
+        SELECT d.*,
+               CASE WHEN d.action = 'claim'
+                         AND row_number() OVER (PARTITION BY d.action = 'claim', d.st ORDER BY d.k) > 1
+                    THEN 'keep' ELSE d.action END AS act1
+          FROM decided d),
+    trialed AS (
+        SELECT o.*,
+               CASE WHEN o.act1 = 'claim' AND o.h = ANY (trials)
+                         AND row_number() OVER (PARTITION BY o.act1 = 'claim' AND o.h = ANY (trials), o.h
+                                                ORDER BY o.k) > 1
+                    THEN 'postpone' ELSE o.act1 END AS act
+          FROM once o)
+    SELECT array_agg(t.act ORDER BY t.k),
+           array_agg(CASE WHEN t.act <> 'archive' THEN NULL
+                          WHEN t.msg IS NULL OR jsonb_typeof(t.msg) <> 'object'
+                               THEN 'not a step message: the message is ' || coalesce(jsonb_typeof(t.msg), 'NULL')
+                          WHEN t.st IS NULL OR t.tk IS NULL
+                               THEN 'not a step message: task_uuid and step_uuid must be UUIDs'
+                          WHEN NOT t.found THEN 'unknown step'
+                          ELSE 'step is ' || t.state || '; nothing to run' END ORDER BY t.k),
+           array_agg(CASE WHEN t.act = 'hide' THEN t.expires
+                          WHEN t.act = 'postpone' THEN clock_timestamp() + make_interval(secs => greatest(p_blocked_seconds, 1))
+                          END ORDER BY t.k),
+           coalesce(array_agg(t.st ORDER BY t.k) FILTER (WHERE t.act = 'claim'), '{}'),
+           array_agg(t.id ORDER BY t.k) FILTER (WHERE t.act = 'claim'),
+           array_agg(t.state ORDER BY t.k) FILTER (WHERE t.act = 'claim'),
+           array_agg(tasker.message_priority(t.msg)::smallint ORDER BY t.k) FILTER (WHERE t.act = 'claim')
+      INTO d_action, d_reason, d_until, c_steps, c_ids, c_prev, c_prio
+      FROM trialed t;
+
+    IF cardinality(c_steps) > 0 THEN
+        WITH claimed AS (
+            UPDATE tasker.workflow_steps ws
+               SET state = 'in_progress', attempts = ws.attempts + 1, claim_token = gen_random_uuid(),
+                   claimed_by = p_worker, updated_at = now(),
+                   claim_expires_at = now() + make_interval(secs => ws.timeout_seconds + p_grace)
+              FROM unnest(c_steps, c_prev) WITH ORDINALITY AS x(s, prev, k)
+             WHERE ws.step_uuid = x.s AND ws.step_uuid = ANY (c_steps)
+            RETURNING ws.step_uuid, ws.task_uuid, ws.attempts, ws.claim_expires_at, x.prev, x.k),
+        history AS (
+            INSERT INTO tasker.workflow_step_transitions (step_uuid, task_uuid, from_state, to_state, metadata)
+            SELECT c.step_uuid, c.task_uuid, c.prev, 'in_progress',
+                   jsonb_build_object('attempt', c.attempts, 'worker', p_worker)
+                   || CASE WHEN c.prev = 'in_progress' THEN '{"reclaimed": true}'::jsonb ELSE '{}'::jsonb END
+              FROM claimed c ORDER BY c.k)
+        SELECT array_agg(c.step_uuid ORDER BY c.k), array_agg(c.claim_expires_at ORDER BY c.k)
+          INTO n_steps, n_until FROM claimed c;
+    END IF;
+
+    -- The rows read are locked by this transaction already: settling them cannot wait.
+    -- Claimed messages hide until their claim expires, the claimed-elsewhere until that claim
+    -- does, the postponed for p_blocked_seconds; 'keep' stays as the read left it.
+    EXECUTE format('UPDATE pgmq.%I m SET vt = h.until FROM unnest($1, $2) AS h(id, until) '
+                   'WHERE m.msg_id = h.id AND m.msg_id = ANY ($1)', 'q_' || p_queue)
+      USING array(SELECT x.id FROM unnest(r_ids, d_action) AS x(id, a) WHERE x.a IN ('hide', 'postpone')
+                  UNION ALL SELECT unnest(c_ids)),
+            array(SELECT x.u FROM unnest(r_ids, d_action, d_until) AS x(id, a, u) WHERE x.a IN ('hide', 'postpone')
+                  UNION ALL SELECT u FROM unnest(n_steps, n_until) AS n(s, u));
+    IF 'archive' = ANY (d_action) THEN
         EXECUTE format(
-            'WITH moved AS (DELETE FROM pgmq.%1$I m USING unnest($1, $2) AS x(id, reason) WHERE m.msg_id = x.id '
+            'WITH moved AS (DELETE FROM pgmq.%1$I m USING unnest($1, $2) AS x(id, reason) '
+            '  WHERE m.msg_id = x.id AND m.msg_id = ANY ($1) '
             '  RETURNING m.msg_id, m.read_ct, m.enqueued_at, m.last_read_at, m.vt, m.message, m.headers, x.reason) '
             'INSERT INTO pgmq.%2$I (msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers) '
             'SELECT msg_id, read_ct, enqueued_at, last_read_at, vt, message, '
             '  coalesce(headers, ''{}''::jsonb) || jsonb_build_object(''tasker_archive_reason'', reason) FROM moved',
-            'q_' || p_queue, 'a_' || p_queue) USING archive_ids, archive_reasons;
-        RETURN QUERY SELECT 'archived'::text, x.id, x.reason, NULL::uuid, NULL::uuid, NULL::uuid,
-            NULL::smallint, NULL::int, NULL::int, NULL::int, NULL::text, NULL::bigint, NULL::jsonb, NULL::uuid,
-            NULL::uuid, NULL::jsonb, NULL::text
-          FROM unnest(archive_ids, archive_reasons) AS x(id, reason);
+            'q_' || p_queue, 'a_' || p_queue)
+          USING array(SELECT x.id FROM unnest(r_ids, d_action) AS x(id, a) WHERE x.a = 'archive'),
+                array(SELECT x.r FROM unnest(d_action, d_reason) AS x(a, r) WHERE x.a = 'archive');
     END IF;
+
+    RETURN QUERY
+    SELECT 'claimed'::text, c.id, NULL::text, ws.step_uuid, ws.task_uuid, ws.claim_token, c.prio,
+           ws.attempts, ws.max_attempts, ws.timeout_seconds, ws.name, tk.named_task_id, tk.context,
+           tk.correlation_id, tk.parent_correlation_id,
+           tasker.dependency_results(ws.task_uuid, ws.ancestors), tk.traceparent
+      FROM unnest(c_steps, c_ids, c_prio) WITH ORDINALITY AS c(s, id, prio, k)
+      JOIN tasker.workflow_steps ws ON ws.step_uuid = c.s AND ws.step_uuid = ANY (c_steps)
+      JOIN tasker.tasks tk ON tk.task_uuid = ws.task_uuid AND tk.task_uuid = ANY (r_tasks)
+    UNION ALL
+    SELECT CASE x.a WHEN 'archive' THEN 'archived' WHEN 'postpone' THEN 'postponed' ELSE 'exhausted' END,
+           x.id, CASE WHEN x.a = 'archive' THEN x.r WHEN x.a = 'postpone' THEN 'handler circuit breaker open' END,
+           CASE WHEN x.a <> 'archive' THEN x.st END, CASE WHEN x.a <> 'archive' THEN x.tk END, NULL::uuid,
+           NULL::smallint, ws.attempts, ws.max_attempts, NULL::int, NULL::text, NULL::bigint, NULL::jsonb,
+           NULL::uuid, NULL::uuid, NULL::jsonb, NULL::text
+      FROM unnest(r_ids, d_action, d_reason, r_steps, r_tasks) AS x(id, a, r, st, tk)
+      LEFT JOIN LATERAL (SELECT w.attempts, w.max_attempts FROM tasker.workflow_steps w
+                          WHERE x.a = 'exhausted' AND w.step_uuid = x.st) ws ON true
+     WHERE x.a IN ('archive', 'postpone', 'exhausted');
 END $$;
 
 -- Fail a step whose claim expired on its last attempt (the process running it died or lost
@@ -468,17 +513,22 @@ BEGIN
         SELECT o, p_tasks[o] AS t, p_steps[o] AS s, p_tokens[o] AS tok, p_success[o] AS ok,
                p_retryable[o] AS may_retry, p_retry_ms[o] AS retry_ms, p_errors[o] AS err
           FROM unnest(p_steps) WITH ORDINALITY AS u(u_step, o)),
-    decided AS (
-        SELECT i.*, ws.state AS seen, ws.attempts AS att, tk.status AS task_status,
-               CASE WHEN ws.state IS DISTINCT FROM 'in_progress' OR ws.claim_token IS DISTINCT FROM i.tok
-                         OR i.o <> min(i.o) OVER (PARTITION BY i.s) THEN NULL
-                    WHEN i.ok THEN 'complete'
-                    WHEN i.may_retry AND ws.retryable AND ws.attempts < ws.max_attempts
-                         AND tk.status <> 'cancelled' THEN 'waiting_for_retry'
-                    ELSE 'error' END AS to_state
+    checked AS (
+        SELECT i.*, ws.state AS seen, ws.attempts AS att, ws.max_attempts AS most, ws.retryable AS step_retryable,
+               tk.status AS task_status,
+               ws.state = 'in_progress' AND ws.claim_token = i.tok AS current
           FROM input i
           LEFT JOIN LATERAL (SELECT * FROM tasker.workflow_steps w WHERE w.step_uuid = i.s AND w.task_uuid = i.t) ws ON true
           LEFT JOIN LATERAL (SELECT * FROM tasker.tasks t WHERE t.task_uuid = i.t) tk ON true),
+    decided AS (
+        SELECT c.*,
+               CASE WHEN c.current IS NOT TRUE
+                         OR c.o <> min(c.o) FILTER (WHERE c.current) OVER (PARTITION BY c.s) THEN NULL
+                    WHEN c.ok THEN 'complete'
+                    WHEN c.may_retry AND c.step_retryable AND c.att < c.most
+                         AND c.task_status <> 'cancelled' THEN 'waiting_for_retry'
+                    ELSE 'error' END AS to_state
+          FROM checked c),
     moved AS (
         UPDATE tasker.workflow_steps ws
            SET state = d.to_state,

@@ -146,8 +146,13 @@ impl Applier {
                 queue_usable: usable(ticket.queue.as_str()),
             })
             .collect();
-        // Free handler slots, taken now: each claimed child runs in one of them.
-        let budget = shared.claim_budget();
+        // Free handler slots, taken now, as many as the completions can release children:
+        // each claimed child runs in one of them.
+        let releasable = batch
+            .iter()
+            .filter(|(_, outcome, _)| matches!(outcome, StepOutcome::Success { .. }))
+            .fold(0usize, |n, (t, _, _)| n.saturating_add(t.children as usize));
+        let budget = shared.claim_budget(releasable);
         let claims = budget.claims(shared);
         let applied = results::apply_batch(
             &shared.pool,

@@ -42,12 +42,14 @@ impl Shared {
             .is_some()
     }
 
-    /// Take the handler slots free right now (none while stopping or serving nothing), and
-    /// note which handlers' breakers are open.
-    pub(crate) fn claim_budget(&self) -> ClaimBudget {
+    /// Take up to `wanted` of the handler slots free right now (none while stopping or serving
+    /// nothing), and note which handlers' breakers are open. `wanted` is the most steps the
+    /// transaction can claim (its roots, or the children its completions can release): a slot
+    /// taken for nothing is one the poller cannot use meanwhile.
+    pub(crate) fn claim_budget(&self, wanted: usize) -> ClaimBudget {
         let mut slots = Vec::new();
         if !self.served_queues.is_empty() && self.dispatch_open() {
-            while slots.len() < MAX_FUSED {
+            while slots.len() < wanted.min(MAX_FUSED) {
                 match self.slots.clone().try_acquire_owned() {
                     Ok(p) => slots.push(p),
                     Err(_) => break,

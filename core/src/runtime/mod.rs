@@ -322,7 +322,10 @@ impl Shared {
                 traceparent,
             });
         }
-        let budget = self.claim_budget();
+        let roots = regs.iter().fold(0usize, |n, reg| {
+            n.saturating_add(reg.template.roots().count())
+        });
+        let budget = self.claim_budget(roots);
         let created = orchestration::create::create_tasks(
             &self.pool,
             &tasks,

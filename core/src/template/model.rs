@@ -166,6 +166,8 @@ pub struct StepTemplate {
     /// (step names cannot contain one): stored with the step, so that a claim reads the
     /// results it depends on by name instead of walking the edges.
     pub ancestors: Arc<str>,
+    /// How many steps depend on this one directly: the most a completion of it can release.
+    pub child_count: u32,
     pub retry: RetryPolicy,
     pub timeout_seconds: u32,
 }

@@ -111,11 +111,17 @@ pub(crate) fn compile(doc: TemplateDoc) -> Result<Template> {
                 parents: parents[old].iter().map(|&p| new_index[p]).collect(),
                 parent_names: parents[old].iter().map(|&p| names[p].clone()).collect(),
                 ancestors: Arc::from(""),
+                child_count: 0,
                 retry: s.retry.clone(),
                 timeout_seconds: s.timeout_seconds,
             }
         })
         .collect();
+    for i in 0..steps.len() {
+        for p in steps[i].parents.clone() {
+            steps[p].child_count += 1;
+        }
+    }
     // Parents come before children, so each step's ancestors are known when it is reached.
     let mut ancestry: Vec<Vec<bool>> = Vec::with_capacity(steps.len());
     for (i, step) in steps.iter_mut().enumerate() {
@@ -301,6 +307,8 @@ steps:
         assert_eq!(t.steps[3].parents, vec![1, 2]);
         let ancestors: Vec<&str> = t.steps.iter().map(|s| &*s.ancestors).collect();
         assert_eq!(ancestors, vec!["", "start", "start", "start,b,c"]);
+        let children: Vec<u32> = t.steps.iter().map(|s| s.child_count).collect();
+        assert_eq!(children, vec![2, 1, 1, 0]);
     }
 
     #[test]

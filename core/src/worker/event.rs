@@ -27,6 +27,9 @@ pub struct ClaimTicket {
     pub attempt: u32,
     pub backoff_base_ms: u64,
     pub max_backoff_ms: u64,
+    /// The step's direct children in its template (how many handler slots its completion
+    /// may claim; `u32::MAX` when the template no longer has the step).
+    pub children: u32,
 }
 
 /// A claimed step, ready to run. Names are shared `Arc<str>` from the template registry.
@@ -189,6 +192,7 @@ pub fn build_event(
             attempt: row.attempts,
             backoff_base_ms: retry.backoff_base_ms,
             max_backoff_ms: retry.max_backoff_ms,
+            children: step.map_or(u32::MAX, |s| s.child_count),
         },
         parent_correlation_id: row.parent_correlation_id,
         task_name: share(&template.name),
