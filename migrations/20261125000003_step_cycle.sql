@@ -254,20 +254,18 @@ DECLARE
     n_steps uuid[];
     n_until timestamptz[];
 BEGIN
+    -- The read only locks its rows (other readers skip them); each gets its visibility once,
+    -- below, when its fate is known: one update per message.
     EXECUTE format(
-        'WITH next AS (SELECT msg_id FROM pgmq.%1$I WHERE vt <= clock_timestamp() '
-        '  ORDER BY tasker.message_priority(message) DESC, msg_id LIMIT $1 FOR UPDATE SKIP LOCKED), '
-        'upd AS (UPDATE pgmq.%1$I m SET vt = clock_timestamp() + make_interval(secs => $2), '
-        '  read_ct = read_ct + 1, last_read_at = clock_timestamp() '
-        '  WHERE m.msg_id = ANY (ARRAY(SELECT msg_id FROM next)) '
-        '  RETURNING m.msg_id, m.message, tasker.message_priority(m.message) AS prio) '
         'SELECT coalesce(array_agg(msg_id ORDER BY prio DESC, msg_id), ''{}''), '
         '  array_agg(message ORDER BY prio DESC, msg_id), '
-        '  array_agg(CASE WHEN message->>''step_uuid'' ~ $3 THEN (message->>''step_uuid'')::uuid END ORDER BY prio DESC, msg_id), '
-        '  array_agg(CASE WHEN message->>''task_uuid'' ~ $3 THEN (message->>''task_uuid'')::uuid END ORDER BY prio DESC, msg_id) '
-        'FROM upd', 'q_' || p_queue)
+        '  array_agg(CASE WHEN message->>''step_uuid'' ~ $2 THEN (message->>''step_uuid'')::uuid END ORDER BY prio DESC, msg_id), '
+        '  array_agg(CASE WHEN message->>''task_uuid'' ~ $2 THEN (message->>''task_uuid'')::uuid END ORDER BY prio DESC, msg_id) '
+        'FROM (SELECT msg_id, message, tasker.message_priority(message) AS prio FROM pgmq.%1$I WHERE vt <= clock_timestamp() '
+        '      ORDER BY tasker.message_priority(message) DESC, msg_id LIMIT $1 FOR UPDATE SKIP LOCKED) next',
+        'q_' || p_queue)
       INTO r_ids, r_msgs, r_steps, r_tasks
-      USING p_qty, p_read_vt, uuid_format;
+      USING p_qty, uuid_format;
     IF cardinality(r_ids) = 0 THEN
         RETURN;
     END IF;
@@ -349,14 +347,18 @@ BEGIN
     END IF;
 
     -- The rows read are locked by this transaction already: settling them cannot wait.
-    -- Claimed messages hide until their claim expires, the claimed-elsewhere until that claim
-    -- does, the postponed for p_blocked_seconds; 'keep' stays as the read left it.
-    EXECUTE format('UPDATE pgmq.%I m SET vt = h.until FROM unnest($1, $2) AS h(id, until) '
-                   'WHERE m.msg_id = h.id AND m.msg_id = ANY ($1)', 'q_' || p_queue)
-      USING array(SELECT x.id FROM unnest(r_ids, d_action) AS x(id, a) WHERE x.a IN ('hide', 'postpone')
-                  UNION ALL SELECT unnest(c_ids)),
-            array(SELECT x.u FROM unnest(r_ids, d_action, d_until) AS x(id, a, u) WHERE x.a IN ('hide', 'postpone')
-                  UNION ALL SELECT u FROM unnest(n_steps, n_until) AS n(s, u));
+    -- Each read message counts a read; claimed ones hide until their claim expires, the
+    -- claimed-elsewhere until that claim does, the postponed for p_blocked_seconds, and the
+    -- rest (exhausted, a second message of a step claimed here) for p_read_vt.
+    EXECUTE format('UPDATE pgmq.%I m SET vt = h.until, read_ct = m.read_ct + 1, last_read_at = clock_timestamp() '
+                   'FROM unnest($1, $2) AS h(id, until) WHERE m.msg_id = h.id AND m.msg_id = ANY ($1)', 'q_' || p_queue)
+      USING array(SELECT x.id FROM unnest(r_ids, d_action) WITH ORDINALITY AS x(id, a, k)
+                   WHERE x.a <> 'archive' ORDER BY x.k),
+            array(SELECT CASE WHEN x.a = 'claim' THEN n.u WHEN x.a IN ('hide', 'postpone') THEN x.u
+                              ELSE clock_timestamp() + make_interval(secs => p_read_vt) END
+                    FROM unnest(r_ids, d_action, d_until, r_steps) WITH ORDINALITY AS x(id, a, u, st, k)
+                    LEFT JOIN unnest(n_steps, n_until) AS n(s, u) ON x.a = 'claim' AND n.s = x.st
+                   WHERE x.a <> 'archive' ORDER BY x.k);
     IF 'archive' = ANY (d_action) THEN
         EXECUTE format(
             'WITH moved AS (DELETE FROM pgmq.%1$I m USING unnest($1, $2) AS x(id, reason) '

@@ -775,6 +775,7 @@ impl Engine {
                 queue,
                 wake,
                 slots: shared.slots.clone(),
+                concurrency,
                 out: dispatch_tx.clone(),
                 stop: stop_rx.clone(),
             };

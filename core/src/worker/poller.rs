@@ -31,6 +31,8 @@ pub(crate) struct Poller {
     pub queue: QueueName,
     pub wake: Arc<Notify>,
     pub slots: Arc<Semaphore>,
+    /// The engine's handler slots in all.
+    pub concurrency: usize,
     pub out: crossbeam_channel::Sender<Dispatch>,
     pub stop: watch::Receiver<bool>,
 }
@@ -38,6 +40,9 @@ pub(crate) struct Poller {
 impl Poller {
     pub async fn run(mut self) {
         let mut error_backoff = Duration::from_millis(50);
+        // Whether the last read took all it asked for (more is waiting), and how long it took.
+        let mut backlog = false;
+        let mut last_read = Duration::ZERO;
         loop {
             // One free handler slot at least, and as many more as are free right now: each
             // step claimed runs in one of them at once.
@@ -49,12 +54,7 @@ impl Poller {
                 break;
             }
             let mut permits = vec![first];
-            while permits.len() < MAX_BATCH {
-                match self.slots.clone().try_acquire_owned() {
-                    Ok(p) => permits.push(p),
-                    Err(_) => break,
-                }
-            }
+            self.gather(&mut permits, backlog, last_read).await;
             // A failing queue stops being polled (with backoff) while the breaker is open;
             // the other namespaces' pollers are unaffected.
             let breaker = self.shared.queue_breakers.get(self.queue.as_str());
@@ -81,8 +81,10 @@ impl Poller {
                 queue: &self.queue,
             };
             let started = (Instant::now(), SystemTime::now());
-            let claimed =
-                claim::claim_batch(&site, permits.len(), &gate, READ_VISIBILITY_SECONDS).await;
+            let asked = permits.len();
+            let claimed = claim::claim_batch(&site, asked, &gate, READ_VISIBILITY_SECONDS).await;
+            last_read = started.0.elapsed();
+            backlog = matches!(&claimed, Ok(b) if b.events.len() + b.archived.len() + b.exhausted.len() + b.postponed >= asked);
             match &claimed {
                 Ok(_) => guard.success(),
                 // No connection to be had is the database's trouble, not this queue's: no
@@ -127,6 +129,36 @@ impl Poller {
             }
         }
         tracing::debug!(namespace = %self.namespace, "poller stopped");
+    }
+
+    /// Add the slots free now to `permits` (one is held already). While a backlog waits, a read
+    /// for one freed slot would cost a whole round trip per step: then the poller waits, at
+    /// most as long as its last read took, until half the slots are free, so that one read
+    /// claims many. Idle, it reads at once for whatever is free.
+    async fn gather(&self, permits: &mut Vec<OwnedSemaphorePermit>, backlog: bool, last_read: Duration) {
+        let take_free = |permits: &mut Vec<OwnedSemaphorePermit>| {
+            while permits.len() < MAX_BATCH {
+                match self.slots.clone().try_acquire_owned() {
+                    Ok(p) => permits.push(p),
+                    Err(_) => break,
+                }
+            }
+        };
+        take_free(permits);
+        let want = (self.concurrency / 2).clamp(1, MAX_BATCH);
+        if !backlog || permits.len() >= want {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + last_read.min(Duration::from_millis(50));
+        while permits.len() < want {
+            match tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned()).await {
+                Ok(Ok(p)) => {
+                    permits.push(p);
+                    take_free(permits);
+                }
+                _ => break,
+            }
+        }
     }
 
     /// The handler breakers' say for one batch: handlers whose breaker admits nothing now, and
