@@ -101,7 +101,7 @@ pub fn read_sql(queue: &QueueName) -> String {
            LIMIT $2 FOR UPDATE SKIP LOCKED) \
          UPDATE pgmq.q_{q} m SET vt = clock_timestamp() + make_interval(secs => $1), \
            read_ct = read_ct + 1, last_read_at = clock_timestamp() \
-         FROM next WHERE m.msg_id = next.msg_id \
+         WHERE m.msg_id = ANY (ARRAY(SELECT msg_id FROM next)) \
          RETURNING m.msg_id, m.read_ct, m.message::text",
         q = queue.as_str()
     )
@@ -202,6 +202,15 @@ pub(crate) async fn ensure_queue(pool: &sqlx::PgPool, queue: &QueueName) -> Resu
     // Lets the recovery loop ask "is there a message for this step?" without a scan.
     sqlx::query(&format!(
         "CREATE INDEX IF NOT EXISTS q_{q}_by_step ON pgmq.q_{q} ((message->>'step_uuid'))",
+        q = queue.as_str()
+    ))
+    .execute(&mut *tx)
+    .await?;
+    // pgmq's index on `vt` serves pgmq.read, which the engine never calls on a step queue
+    // (its reads go through the priority index and filter on vt). Without it, the update of a
+    // message's visibility on every read and claim touches no index and can stay on its page.
+    sqlx::query(&format!(
+        "DROP INDEX IF EXISTS pgmq.q_{q}_vt_idx",
         q = queue.as_str()
     ))
     .execute(&mut *tx)

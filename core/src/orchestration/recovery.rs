@@ -31,9 +31,9 @@ pub(crate) async fn requeue_lost(shared: &Shared, namespace: &str) -> Result<usi
         .await?;
     let lost: Vec<(Uuid, Uuid, Uuid, i16, String)> = sqlx::query_as(&format!(
         "SELECT s.step_uuid, s.task_uuid, t.correlation_id, t.priority, s.handler_class \
-         FROM tasker.workflow_steps s JOIN tasker.tasks t USING (task_uuid) \
-         WHERE s.state = 'enqueued' AND s.updated_at < now() - make_interval(secs => $2) \
-           AND t.namespace = $1 \
+         FROM tasker.tasks t JOIN tasker.workflow_steps s USING (task_uuid) \
+         WHERE t.status = 'in_progress' AND t.namespace = $1 \
+           AND s.state = 'enqueued' AND s.updated_at < now() - make_interval(secs => $2) \
            AND NOT EXISTS (SELECT 1 FROM pgmq.q_{q} m WHERE m.message->>'step_uuid' = s.step_uuid::text) \
          ORDER BY s.updated_at LIMIT $3 FOR UPDATE OF s SKIP LOCKED",
         q = queue.as_str()
