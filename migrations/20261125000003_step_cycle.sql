@@ -152,35 +152,6 @@ BEGIN
     RETURN cardinality(messages);
 END $$;
 
--- Claim an enqueued step for the process that is creating or releasing it, in that
--- transaction: enqueued → in_progress (attempts + 1, a new claim token, an expiry of timeout +
--- p_grace), its message p_message sent to p_queue hidden until that expiry (so a crash
--- redelivers it), the transition marked "fused". No row when the step is not enqueued.
-CREATE FUNCTION tasker.claim_released(p_queue text, p_message jsonb, p_worker text, p_grace integer)
-RETURNS TABLE (token uuid, msg_id bigint)
-LANGUAGE plpgsql AS $$
-#variable_conflict use_column
-DECLARE
-    new_token uuid := gen_random_uuid();
-    c record;
-    sent bigint;
-BEGIN
-    UPDATE tasker.workflow_steps ws
-       SET state = 'in_progress', attempts = ws.attempts + 1, claim_token = new_token,
-           claimed_by = p_worker, updated_at = now(),
-           claim_expires_at = now() + make_interval(secs => ws.timeout_seconds + p_grace)
-     WHERE ws.step_uuid = (p_message->>'step_uuid')::uuid AND ws.state = 'enqueued'
-    RETURNING ws.step_uuid, ws.attempts, ws.claim_expires_at INTO c;
-    IF NOT FOUND THEN
-        RETURN;
-    END IF;
-    EXECUTE format('INSERT INTO pgmq.%I (vt, message) VALUES ($1, $2) RETURNING msg_id', 'q_' || p_queue)
-      INTO sent USING c.claim_expires_at, p_message;
-    PERFORM tasker.record_step_transition(c.step_uuid, (p_message->>'task_uuid')::uuid, 'enqueued', 'in_progress',
-        jsonb_build_object('attempt', c.attempts, 'worker', p_worker, 'fused', true));
-    RETURN QUERY SELECT new_token, sent;
-END $$;
-
 -- A queue message's priority for ordering (the one definition: the queues' index and every
 -- read use it). Total over any JSON a producer may send: a missing, non-numeric or huge
 -- priority never makes a read fail.
@@ -479,6 +450,8 @@ DECLARE
     -- state when discarded, and whether its task was cancelled.
     o_to text[];
     o_seen text[];
+    -- Tasks of the batch that were running when it began.
+    running uuid[];
     -- Completed steps whose children are released.
     done uuid[];
     -- Queues asked for, and the ones locked for writing (their errors alongside).
@@ -554,8 +527,9 @@ BEGIN
           FROM decided d WHERE d.to_state IS NOT NULL ORDER BY d.o)
     SELECT array_agg(d.to_state ORDER BY d.o), array_agg(d.seen ORDER BY d.o),
            coalesce(array_agg(d.s ORDER BY d.o) FILTER (WHERE d.to_state = 'complete'
-                                                         AND d.task_status <> 'cancelled'), '{}')
-      INTO o_to, o_seen, done
+                                                         AND d.task_status <> 'cancelled'), '{}'),
+           coalesce(array_agg(DISTINCT d.t) FILTER (WHERE d.task_status = 'in_progress'), '{}')
+      INTO o_to, o_seen, done, running
       FROM decided d;
 
     -- The queues to write, each locked (waiting at most p_lock_timeout_ms) or reported.
@@ -665,8 +639,15 @@ BEGIN
     END LOOP;
 
     -- Finalize each task this batch moved, once.
+    -- A running task that got a step to retry or a released child stays running: only the
+    -- others are counted.
     WITH moved_tasks AS (
-        SELECT DISTINCT p_tasks[o] AS t FROM unnest(p_steps) WITH ORDINALITY AS u(u_step, o) WHERE o_to[o] IS NOT NULL),
+        SELECT DISTINCT p_tasks[o] AS t FROM unnest(p_steps) WITH ORDINALITY AS u(u_step, o) WHERE o_to[o] IS NOT NULL
+        EXCEPT
+        SELECT x.t FROM (SELECT p_tasks[o] AS t FROM unnest(p_steps) WITH ORDINALITY AS u(u_step, o)
+                          WHERE o_to[o] = 'waiting_for_retry'
+                         UNION ALL SELECT unnest(r_tasks)) x
+         WHERE x.t = ANY (running)),
     counts AS (
         SELECT ws.task_uuid AS t,
                count(*) FILTER (WHERE ws.state NOT IN ('complete', 'resolved_manually')) AS unfinished,
@@ -758,17 +739,23 @@ AS $$
 DECLARE
     inserted uuid[];
     capacity integer := greatest(coalesce(p_claim_capacity, 0), 0);
+    claim_queues text[] := coalesce(p_claim_queues, '{}');
+    blocked text[] := coalesce(p_blocked_handlers, '{}');
     previous_lock_timeout text := current_setting('lock_timeout');
     q text;
     ns text;
-    r record;
-    claimed_token uuid;
-    claimed_msg bigint;
-    visible integer;
-    cl_steps uuid[] := '{}';
-    cl_tasks integer[] := '{}';
-    cl_tokens uuid[] := '{}';
-    cl_msgs bigint[] := '{}';
+    -- Root steps of the inserted tasks, in (task, step) order, with their message and whether
+    -- they are claimed here (and the claim's expiry).
+    r_steps uuid[];
+    r_tasks integer[];
+    r_queues text[];
+    r_messages jsonb[];
+    r_claimed boolean[];
+    r_expiry timestamptz[];
+    sent_ids bigint[];
+    sent_steps uuid[];
+    m_ids bigint[] := '{}';
+    m_steps uuid[] := '{}';
 BEGIN
     WITH ins AS (
         INSERT INTO tasker.tasks AS tk (task_uuid, named_task_id, namespace, status, context, correlation_id,
@@ -782,68 +769,92 @@ BEGIN
     SELECT coalesce(array_agg(ins.task_uuid), '{}') INTO inserted FROM ins;
 
     IF cardinality(inserted) > 0 THEN
+        -- Which roots this process claims at once: of a queue it serves, a handler whose breaker
+        -- is closed, as many as its free slots, in (task, step) order.
+        WITH roots AS (
+            SELECT x.st, x.su, x.sh, x.stt, p_queues[x.st] AS q,
+                   p_queues[x.st] = ANY (claim_queues) AND NOT (x.sh = ANY (blocked)) AS claimable
+              FROM unnest(p_step_tasks, p_step_uuids, p_step_handlers, p_step_pending, p_step_timeouts)
+                   AS x(st, su, sh, spp, stt)
+             WHERE x.spp = 0 AND p_task_uuids[x.st] = ANY (inserted)),
+        ranked AS (
+            SELECT r.*, r.claimable AND row_number() OVER (PARTITION BY r.claimable ORDER BY r.st, r.su) <= capacity AS claim
+              FROM roots r)
+        SELECT array_agg(r.su ORDER BY r.st, r.su), array_agg(r.st ORDER BY r.st, r.su),
+               array_agg(r.q ORDER BY r.st, r.su),
+               array_agg(jsonb_build_object('task_uuid', p_task_uuids[r.st], 'step_uuid', r.su,
+                                            'correlation_id', p_correlations[r.st], 'priority', p_priorities[r.st],
+                                            'handler', r.sh) ORDER BY r.st, r.su),
+               array_agg(r.claim ORDER BY r.st, r.su),
+               array_agg(CASE WHEN r.claim THEN now() + make_interval(secs => r.stt + p_grace) END ORDER BY r.st, r.su)
+          INTO r_steps, r_tasks, r_queues, r_messages, r_claimed, r_expiry
+          FROM ranked r;
+
+        -- Steps are inserted in their first state: pending, enqueued, or claimed here.
         INSERT INTO tasker.workflow_steps (step_uuid, task_uuid, name, position, handler_class, state,
-                                           max_attempts, retryable, backoff_base_ms, max_backoff_ms,
-                                           timeout_seconds, pending_parents, ancestors)
-        SELECT su, p_task_uuids[st], sn, sp, sh, CASE WHEN spp = 0 THEN 'enqueued' ELSE 'pending' END,
-               sma, sr, sb, smb, stt, spp, string_to_array(sa, ',')
+                                           attempts, max_attempts, retryable, backoff_base_ms, max_backoff_ms,
+                                           timeout_seconds, pending_parents, ancestors, claim_token,
+                                           claim_expires_at, claimed_by)
+        SELECT x.su, p_task_uuids[x.st], x.sn, x.sp, x.sh,
+               CASE WHEN c.claimed THEN 'in_progress' WHEN x.spp = 0 THEN 'enqueued' ELSE 'pending' END,
+               CASE WHEN c.claimed THEN 1 ELSE 0 END, x.sma, x.sr, x.sb, x.smb, x.stt, x.spp,
+               string_to_array(x.sa, ','),
+               CASE WHEN c.claimed THEN gen_random_uuid() END, c.expiry,
+               CASE WHEN c.claimed THEN p_worker END
           FROM unnest(p_step_tasks, p_step_uuids, p_step_names, p_step_positions, p_step_handlers,
                       p_step_max_attempts, p_step_retryable, p_step_backoff_base_ms, p_step_max_backoff_ms,
                       p_step_timeouts, p_step_pending, p_step_ancestors)
                AS x(st, su, sn, sp, sh, sma, sr, sb, smb, stt, spp, sa)
-         WHERE p_task_uuids[st] = ANY (inserted);
+          LEFT JOIN unnest(r_steps, r_claimed, r_expiry) AS c(s, claimed, expiry) ON c.s = x.su
+         WHERE p_task_uuids[x.st] = ANY (inserted);
         INSERT INTO tasker.workflow_step_edges (from_step_uuid, to_step_uuid)
         SELECT ef, et FROM unnest(p_edge_tasks, p_edge_from, p_edge_to) AS x(et_task, ef, et)
          WHERE p_task_uuids[et_task] = ANY (inserted);
-        -- History: every step starts pending; roots move on to enqueued at once.
-        INSERT INTO tasker.workflow_step_transitions (step_uuid, task_uuid, from_state, to_state)
-        SELECT su, p_task_uuids[st], NULL, 'pending'
-          FROM unnest(p_step_tasks, p_step_uuids, p_step_pending) AS x(st, su, spp)
-         WHERE p_task_uuids[st] = ANY (inserted)
-        UNION ALL
-        SELECT su, p_task_uuids[st], 'pending', 'enqueued'
-          FROM unnest(p_step_tasks, p_step_uuids, p_step_pending) AS x(st, su, spp)
-         WHERE spp = 0 AND p_task_uuids[st] = ANY (inserted);
+        -- History: every step starts pending; roots move on to enqueued at once, and those
+        -- claimed here on to in_progress (fused).
+        INSERT INTO tasker.workflow_step_transitions (step_uuid, task_uuid, from_state, to_state, metadata)
+        SELECT h.su, h.t, h.f, h.o, h.meta
+          FROM (SELECT x.su, p_task_uuids[x.st] AS t, x.st, 1 AS n, NULL::text AS f, 'pending' AS o, '{}'::jsonb AS meta
+                  FROM unnest(p_step_tasks, p_step_uuids) AS x(st, su)
+                 WHERE p_task_uuids[x.st] = ANY (inserted)
+                UNION ALL
+                SELECT r.s, p_task_uuids[r.st], r.st, 2, 'pending', 'enqueued', '{}'::jsonb
+                  FROM unnest(r_steps, r_tasks) AS r(s, st)
+                UNION ALL
+                SELECT r.s, p_task_uuids[r.st], r.st, 3, 'enqueued', 'in_progress',
+                       jsonb_build_object('attempt', 1, 'worker', p_worker, 'fused', true)
+                  FROM unnest(r_steps, r_tasks, r_claimed) AS r(s, st, c) WHERE r.c) h
+         ORDER BY h.st, h.su, h.n;
         INSERT INTO tasker.task_transitions (task_uuid, from_state, to_state, metadata)
-        SELECT u, NULL, 'pending', '{}'::jsonb FROM unnest(inserted) AS u
-        UNION ALL
-        SELECT u, 'pending', 'in_progress',
-               jsonb_build_object('enqueued_steps', (SELECT count(*) FROM unnest(p_step_tasks, p_step_pending) AS y(st, spp)
-                                                      WHERE spp = 0 AND p_task_uuids[st] = u))
-          FROM unnest(inserted) AS u;
+        SELECT t.u, t.f, t.o, t.meta
+          FROM (SELECT u, k, 1 AS n, NULL::text AS f, 'pending' AS o, '{}'::jsonb AS meta
+                  FROM unnest(inserted) WITH ORDINALITY AS i(u, k)
+                UNION ALL
+                SELECT u, k, 2, 'pending', 'in_progress',
+                       jsonb_build_object('enqueued_steps', (SELECT count(*) FROM unnest(p_step_tasks, p_step_pending) AS y(st, spp)
+                                                              WHERE spp = 0 AND p_task_uuids[st] = u))
+                  FROM unnest(inserted) WITH ORDINALITY AS i(u, k)) t
+         ORDER BY t.k, t.n;
 
-        -- Each queue once: roots claimed here or sent visible. A failure fails the whole call.
-        FOR q, ns IN SELECT DISTINCT p_queues[o], p_namespaces[o] FROM unnest(p_task_uuids) WITH ORDINALITY AS u(u_task, o)
-                      WHERE p_task_uuids[o] = ANY (inserted) ORDER BY 1 LOOP
-            visible := 0;
+        -- Each queue once: its roots' messages (claimed ones hidden until the claim expires).
+        -- A failure fails the whole call.
+        FOR q, ns IN SELECT DISTINCT x.rq, p_namespaces[x.st] FROM unnest(r_queues, r_tasks) AS x(rq, st) ORDER BY 1 LOOP
             BEGIN
                 PERFORM set_config('lock_timeout', greatest(p_lock_timeout_ms, 1) || 'ms', true);
-                FOR r IN SELECT st, su, sh, spp, stt FROM unnest(p_step_tasks, p_step_uuids, p_step_handlers, p_step_pending,
-                                                    p_step_timeouts) AS x(st, su, sh, spp, stt)
-                          WHERE spp = 0 AND p_queues[st] = q AND p_task_uuids[st] = ANY (inserted)
-                          ORDER BY st, su LOOP
-                    IF capacity > 0 AND q = ANY (p_claim_queues) AND NOT (r.sh = ANY (coalesce(p_blocked_handlers, '{}'))) THEN
-                        SELECT cr.token, cr.msg_id INTO claimed_token, claimed_msg
-                          FROM tasker.claim_released(q, jsonb_build_object('task_uuid', p_task_uuids[r.st],
-                                   'step_uuid', r.su, 'correlation_id', p_correlations[r.st],
-                                   'priority', p_priorities[r.st], 'handler', r.sh), p_worker, p_grace) cr;
-                        cl_steps := cl_steps || r.su;
-                        cl_tasks := cl_tasks || r.st;
-                        cl_tokens := cl_tokens || claimed_token;
-                        cl_msgs := cl_msgs || claimed_msg;
-                        capacity := capacity - 1;
-                    ELSE
-                        EXECUTE format('INSERT INTO pgmq.%I (vt, message) VALUES (clock_timestamp(), $1)', 'q_' || q)
-                          USING jsonb_build_object('task_uuid', p_task_uuids[r.st], 'step_uuid', r.su,
-                                'correlation_id', p_correlations[r.st], 'priority', p_priorities[r.st], 'handler', r.sh);
-                        visible := visible + 1;
-                    END IF;
-                END LOOP;
+                EXECUTE format('WITH sent AS (INSERT INTO pgmq.%I (vt, message) '
+                               '  SELECT coalesce(x.e, clock_timestamp()), x.m '
+                               '    FROM unnest($1, $2, $3) WITH ORDINALITY AS x(rq, m, e, k) '
+                               '   WHERE x.rq = $4 ORDER BY x.k RETURNING msg_id, message) '
+                               'SELECT array_agg(msg_id), array_agg((message->>''step_uuid'')::uuid) FROM sent', 'q_' || q)
+                  INTO sent_ids, sent_steps
+                  USING r_queues, r_messages, r_expiry, q;
                 PERFORM set_config('lock_timeout', previous_lock_timeout, true);
             EXCEPTION WHEN OTHERS THEN
                 RAISE EXCEPTION 'queue % could not be written: %', q, SQLERRM USING ERRCODE = 'TQ001';
             END;
-            IF visible > 0 THEN
+            m_ids := m_ids || sent_ids;
+            m_steps := m_steps || sent_steps;
+            IF EXISTS (SELECT 1 FROM unnest(r_queues, r_claimed) AS x(rq, c) WHERE x.rq = q AND NOT x.c) THEN
                 PERFORM pg_notify('tasker_wakeup', ns || '|' || coalesce(p_sender, ''));
             END IF;
         END LOOP;
@@ -861,12 +872,14 @@ BEGIN
           SELECT t.task_uuid, t.correlation_id, t.parent_correlation_id, t.status FROM tasker.tasks t
            WHERE NOT (p_task_uuids[o] = ANY (inserted)) AND t.named_task_id = p_named_task_ids[o]
              AND t.idempotency_key = p_idempotency_keys[o]
-          LIMIT 1) tk;
-    RETURN QUERY
-    SELECT 'claimed'::text, cl.ti, p_task_uuids[cl.ti], p_correlations[cl.ti], p_parent_correlations[cl.ti],
-           'in_progress'::text, true, cl.msg, cl.step, cl.token, p_priorities[cl.ti], 1, ws.max_attempts,
-           ws.timeout_seconds, ws.name, p_named_task_ids[cl.ti], p_contexts[cl.ti], '[]'::jsonb,
-           p_traceparents[cl.ti]
-      FROM unnest(cl_steps, cl_tasks, cl_tokens, cl_msgs) AS cl(step, ti, token, msg)
-      JOIN tasker.workflow_steps ws ON ws.step_uuid = cl.step;
+          LIMIT 1) tk
+    UNION ALL
+    SELECT 'claimed'::text, cl.st, p_task_uuids[cl.st], p_correlations[cl.st], p_parent_correlations[cl.st],
+           'in_progress'::text, true, mm.id, cl.s, ws.claim_token, p_priorities[cl.st], 1, ws.max_attempts,
+           ws.timeout_seconds, ws.name, p_named_task_ids[cl.st], p_contexts[cl.st], '[]'::jsonb,
+           p_traceparents[cl.st]
+      FROM unnest(r_steps, r_tasks, r_claimed) AS cl(s, st, c)
+      JOIN unnest(m_ids, m_steps) AS mm(id, s) ON mm.s = cl.s
+      JOIN tasker.workflow_steps ws ON ws.step_uuid = cl.s AND ws.step_uuid = ANY (r_steps)
+     WHERE cl.c;
 END $$;

@@ -135,7 +135,12 @@ impl Poller {
     /// for one freed slot would cost a whole round trip per step: then the poller waits, at
     /// most as long as its last read took, until half the slots are free, so that one read
     /// claims many. Idle, it reads at once for whatever is free.
-    async fn gather(&self, permits: &mut Vec<OwnedSemaphorePermit>, backlog: bool, last_read: Duration) {
+    async fn gather(
+        &self,
+        permits: &mut Vec<OwnedSemaphorePermit>,
+        backlog: bool,
+        last_read: Duration,
+    ) {
         let take_free = |permits: &mut Vec<OwnedSemaphorePermit>| {
             while permits.len() < MAX_BATCH {
                 match self.slots.clone().try_acquire_owned() {
