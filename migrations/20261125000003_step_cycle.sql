@@ -585,7 +585,18 @@ BEGIN
               FROM ranked rk
              WHERE c.step_uuid = rk.s AND c.step_uuid = ANY (array(SELECT p.child FROM parents p))
             RETURNING c.step_uuid, c.task_uuid, c.handler_class, c.attempts, c.claim_token, c.claim_expires_at,
-                      rk.ready, rk.claim, rk.q, rk.last_parent)
+                      rk.ready, rk.claim, rk.q, rk.last_parent),
+        history AS (
+            INSERT INTO tasker.workflow_step_transitions (step_uuid, task_uuid, from_state, to_state, metadata)
+            SELECT x.s, x.t, x.f, x.o, x.meta
+              FROM (SELECT rl.step_uuid AS s, rl.task_uuid AS t, 1 AS n, 'pending' AS f, 'enqueued' AS o,
+                           '{}'::jsonb AS meta
+                      FROM released rl WHERE rl.ready
+                    UNION ALL
+                    SELECT rl.step_uuid, rl.task_uuid, 2, 'enqueued', 'in_progress',
+                           jsonb_build_object('attempt', 1, 'worker', p_worker, 'fused', true)
+                      FROM released rl WHERE rl.claim) x
+             ORDER BY x.t, x.s, x.n)
         SELECT coalesce(array_agg(rl.step_uuid ORDER BY rl.task_uuid, rl.step_uuid), '{}'),
                array_agg(rl.task_uuid ORDER BY rl.task_uuid, rl.step_uuid),
                array_agg(rl.last_parent ORDER BY rl.task_uuid, rl.step_uuid),
@@ -600,45 +611,31 @@ BEGIN
           FROM released rl JOIN tasker.tasks tk ON tk.task_uuid = rl.task_uuid AND tk.task_uuid = ANY (p_tasks)
          WHERE rl.ready;
 
-        IF cardinality(r_steps) > 0 THEN
-            INSERT INTO tasker.workflow_step_transitions (step_uuid, task_uuid, from_state, to_state, metadata)
-            SELECT x.s, x.t, x.from_state, x.to_state, x.meta
-              FROM (SELECT r.s, r.t, r.k, 1 AS n, 'pending' AS from_state, 'enqueued' AS to_state, '{}'::jsonb AS meta
-                      FROM unnest(r_steps, r_tasks) WITH ORDINALITY AS r(s, t, k)
-                    UNION ALL
-                    SELECT r.s, r.t, r.k, 2, 'enqueued', 'in_progress',
-                           jsonb_build_object('attempt', 1, 'worker', p_worker, 'fused', true)
-                      FROM unnest(r_steps, r_tasks, r_claimed) WITH ORDINALITY AS r(s, t, c, k) WHERE r.c) x
-             ORDER BY x.k, x.n;
-        END IF;
     END IF;
     r_steps := coalesce(r_steps, '{}');
 
     -- Each writable queue once: settled messages out, released children in (claimed ones
     -- hidden until their claim expires, the rest visible now). The queue is locked already.
     FOREACH q IN ARRAY writable LOOP
-        EXECUTE format('DELETE FROM pgmq.%I WHERE msg_id = ANY ($1)', 'q_' || q)
-          USING array(SELECT p_msg_ids[o] FROM unnest(p_steps) WITH ORDINALITY AS u(u_step, o)
+        EXECUTE format('WITH settled AS (DELETE FROM pgmq.%1$I WHERE msg_id = ANY ($6)), '
+                       'sent AS (INSERT INTO pgmq.%1$I (vt, message) '
+                       '  SELECT CASE WHEN x.c THEN x.e ELSE clock_timestamp() END, x.m '
+                       '    FROM unnest($1, $2, $3, $4) WITH ORDINALITY AS x(rq, m, c, e, k) '
+                       '   WHERE x.rq = $5 ORDER BY x.k RETURNING msg_id, message) '
+                       'SELECT array_agg(msg_id), array_agg((message->>''step_uuid'')::uuid) FROM sent', 'q_' || q)
+          INTO sent_ids, sent_steps
+          USING r_queues, r_messages, r_claimed, r_expiry, q,
+                array(SELECT p_msg_ids[o] FROM unnest(p_steps) WITH ORDINALITY AS u(u_step, o)
                        WHERE p_queues[o] = q AND o_to[o] IS NOT NULL AND p_msg_ids[o] IS NOT NULL);
-        IF q = ANY (r_queues) THEN
-            EXECUTE format('WITH sent AS (INSERT INTO pgmq.%I (vt, message) '
-                           '  SELECT CASE WHEN x.c THEN x.e ELSE clock_timestamp() END, x.m '
-                           '    FROM unnest($1, $2, $3, $4) WITH ORDINALITY AS x(rq, m, c, e, k) '
-                           '   WHERE x.rq = $5 ORDER BY x.k RETURNING msg_id, message) '
-                           'SELECT array_agg(msg_id), array_agg((message->>''step_uuid'')::uuid) FROM sent', 'q_' || q)
-              INTO sent_ids, sent_steps
-              USING r_queues, r_messages, r_claimed, r_expiry, q;
-            m_ids := m_ids || sent_ids;
-            m_steps := m_steps || sent_steps;
-            IF EXISTS (SELECT 1 FROM unnest(r_queues, r_claimed) AS x(rq, c) WHERE x.rq = q AND NOT x.c) THEN
-                PERFORM pg_notify('tasker_wakeup',
-                                  (SELECT p_namespaces[o] FROM unnest(p_steps) WITH ORDINALITY AS u(u_step, o)
-                                    WHERE p_queues[o] = q LIMIT 1) || '|' || coalesce(p_sender, ''));
-            END IF;
+        m_ids := m_ids || coalesce(sent_ids, '{}');
+        m_steps := m_steps || coalesce(sent_steps, '{}');
+        IF EXISTS (SELECT 1 FROM unnest(r_queues, r_claimed) AS x(rq, c) WHERE x.rq = q AND NOT x.c) THEN
+            PERFORM pg_notify('tasker_wakeup',
+                              (SELECT p_namespaces[o] FROM unnest(p_steps) WITH ORDINALITY AS u(u_step, o)
+                                WHERE p_queues[o] = q LIMIT 1) || '|' || coalesce(p_sender, ''));
         END IF;
     END LOOP;
 
-    -- Finalize each task this batch moved, once.
     -- A running task that got a step to retry or a released child stays running: only the
     -- others are counted.
     WITH moved_tasks AS (
@@ -671,10 +668,12 @@ BEGIN
       INTO f_tasks, f_states
       FROM changed ch WHERE ch.nxt IS NOT NULL;
     -- One notification per 200 finished tasks (a payload holds under 8000 bytes).
-    ended := array(SELECT x.t FROM unnest(f_tasks, f_states) AS x(t, s) WHERE x.s IN ('complete', 'error'));
-    FOR chunk IN SELECT g FROM generate_series(1, cardinality(ended), 200) AS g LOOP
-        PERFORM pg_notify('tasker_task_finalized', array_to_string(ended[chunk:chunk + 199], ','));
-    END LOOP;
+    IF cardinality(f_tasks) > 0 THEN
+        ended := array(SELECT x.t FROM unnest(f_tasks, f_states) AS x(t, s) WHERE x.s IN ('complete', 'error'));
+        FOR chunk IN SELECT g FROM generate_series(1, cardinality(ended), 200) AS g LOOP
+            PERFORM pg_notify('tasker_task_finalized', array_to_string(ended[chunk:chunk + 199], ','));
+        END LOOP;
+    END IF;
 
     RETURN QUERY
     SELECT 'outcome'::text, p_steps[o], CASE WHEN o_to[o] IS NULL THEN 'discarded' ELSE 'applied' END,
