@@ -95,10 +95,10 @@ impl Poller {
             match claimed {
                 Ok(batch) => {
                     error_backoff = Duration::from_millis(50);
-                    let idle = batch.events.is_empty()
-                        && batch.archived.is_empty()
-                        && batch.exhausted.is_empty()
-                        && batch.postponed == 0;
+                    // A read that found fewer messages than it asked for emptied the queue:
+                    // the next read waits for a wake-up or the poll interval (and leaves the
+                    // free slots meanwhile to the claims made in create and apply transactions).
+                    let idle = !backlog;
                     self.settle(batch, &mut permits, &mut trials, started).await;
                     drop(permits);
                     for (_, admission) in trials {
