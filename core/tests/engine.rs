@@ -193,6 +193,66 @@ fn retryable_failures_back_off_then_exhaust_into_error() {
 }
 
 #[test]
+fn concurrent_creations_of_one_namespace_share_transactions_not_failures() {
+    let ns = unique_namespace("lanes");
+    let dir = template_dir(&[("linear.yaml", linear_template(&ns))]);
+    let engine = start(vec![], dir, 1);
+    let h = engine.handle();
+    // Forty calls at once: while one transaction is in flight the others pile up and go
+    // together; the one bad request must fail alone, and a repeated key make one task.
+    let results = engine
+        .block_on(async move {
+            let calls: Vec<_> = (0..40)
+                .map(|i| {
+                    let h = h.clone();
+                    let mut req = request(
+                        &ns,
+                        if i == 7 {
+                            json!([1])
+                        } else {
+                            json!({ "i": i })
+                        },
+                    );
+                    if i >= 30 {
+                        req.idempotency_key = Some("shared-key".into());
+                    }
+                    tokio::spawn(async move { h.create_task(req).await })
+                })
+                .collect();
+            let mut out = Vec::new();
+            for call in calls {
+                out.push(call.await.expect("the call ran"));
+            }
+            out
+        })
+        .unwrap();
+    let mut uuids = std::collections::HashSet::new();
+    for (i, r) in results.iter().enumerate() {
+        match (i, r) {
+            (7, Err(e)) => assert!(
+                e.to_string().contains("context must be a JSON object"),
+                "{e}"
+            ),
+            (7, Ok(_)) => panic!("the bad request was accepted"),
+            (_, Ok(c)) => {
+                uuids.insert(c.task_uuid);
+            }
+            (_, Err(e)) => panic!("call {i} failed: {e}"),
+        }
+    }
+    // 29 distinct tasks (0..30 without 7) and one for the ten calls sharing a key.
+    assert_eq!(uuids.len(), 30);
+    let created = results[30..]
+        .iter()
+        .filter(|r| r.as_ref().is_ok_and(|c| c.created))
+        .count();
+    assert_eq!(created, 1);
+    Arc::into_inner(engine)
+        .unwrap()
+        .shutdown(Duration::from_secs(5));
+}
+
+#[test]
 fn bad_requests_are_refused_without_writing() {
     let ns = unique_namespace("bad");
     let dir = template_dir(&[("linear.yaml", linear_template(&ns))]);

@@ -29,6 +29,7 @@ use crate::worker::poller::Poller;
 use crate::worker::{ClaimTicket, StepEvent, StepOutcome};
 
 mod applier;
+mod creator;
 mod fused;
 
 /// Engine settings (the Ruby `TaskerCore.configure` values, already validated there).
@@ -261,6 +262,8 @@ pub(crate) struct Shared {
     /// Queue names of the namespaces this process serves (claimed here when work for them is
     /// created or released).
     pub(crate) served_queues: Vec<String>,
+    /// Task creation batched per namespace.
+    lanes: creator::Lanes,
 }
 
 impl Shared {
@@ -456,9 +459,10 @@ impl EngineHandle {
     }
 
     /// Create several tasks in one transaction and one round trip (each with its own
-    /// idempotency key, if any); all or none are written.
+    /// idempotency key, if any); all or none are written. Concurrent calls for one namespace
+    /// may share that transaction (`creator.rs`); each call still succeeds or fails alone.
     pub async fn create_tasks(&self, reqs: Vec<TaskRequest>) -> Result<Vec<CreatedTask>> {
-        self.0.create_tasks(&reqs).await.inspect_err(|e| {
+        self.0.create_batched(reqs).await.inspect_err(|e| {
             self.0.trouble.note("creating tasks", e);
         })
     }
@@ -710,6 +714,7 @@ impl Engine {
                 .filter_map(|ns| QueueName::for_namespace(ns).ok())
                 .map(|q| q.as_str().to_owned())
                 .collect(),
+            lanes: Default::default(),
         });
         let mut registered = Vec::with_capacity(templates.len());
         for t in templates {
