@@ -8,8 +8,10 @@
 -- works again. Step messages name the step's handler class, so that a worker can check that
 -- handler's circuit breaker before it claims the step.
 
--- One history row (append-only: nothing earlier is touched). Helpers are PL/pgSQL, not SQL
--- functions: PL/pgSQL keeps its plans for the session, a SQL function is planned per call.
+-- One history row (append-only: nothing earlier is touched). Helpers that run statements are
+-- PL/pgSQL, which keeps its plans for the session (a SQL function's statements are planned on
+-- every call); pure expressions (tasker.next_task_state, tasker.message_priority) stay SQL
+-- functions, which the planner inlines.
 CREATE FUNCTION tasker.record_step_transition(p_step uuid, p_task uuid, p_from text, p_to text, p_meta jsonb)
 RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
