@@ -74,6 +74,21 @@ BEGIN
     RETURN next_state;
 END $$;
 
+-- Send step messages to p_queue (a name the engine validated): the one statement by which the
+-- step cycle enqueues. Each message is visible from its p_visible_at, or now when that is NULL
+-- (a step claimed in the same transaction passes its claim's expiry: its message shows again
+-- only if the claim lapses). Straight into the queue table (pgmq 1.x's layout, which the
+-- engine's reads rely on too): pgmq.send_batch adds three PL/pgSQL layers and a name check.
+CREATE FUNCTION tasker.send_step_messages(p_queue text, p_messages jsonb[], p_visible_at timestamptz[])
+RETURNS TABLE (msg_id bigint, step_uuid uuid) LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN QUERY EXECUTE format(
+        'INSERT INTO pgmq.%I (vt, message) '
+        'SELECT coalesce(x.v, clock_timestamp()), x.m FROM unnest($1, $2) WITH ORDINALITY AS x(m, v, k) ORDER BY x.k '
+        'RETURNING msg_id, (message->>''step_uuid'')::uuid', 'q_' || p_queue)
+      USING p_messages, p_visible_at;
+END $$;
+
 -- Delete a settled message (p_delete_msg, may be NULL) and send p_messages to p_queue (whose
 -- name the engine validated), waiting
 -- at most p_lock_timeout_ms for a lock on the queue table. Runs in a subtransaction: on failure
@@ -90,10 +105,7 @@ BEGIN
             EXECUTE format('DELETE FROM pgmq.%I WHERE msg_id = $1', 'q_' || p_queue) USING p_delete_msg;
         END IF;
         IF coalesce(cardinality(p_messages), 0) > 0 THEN
-            -- Straight into the queue table (pgmq 1.x's layout, which the engine's read relies
-            -- on too): pgmq.send_batch adds three PL/pgSQL layers and a name check per call.
-            EXECUTE format('INSERT INTO pgmq.%I (vt, message) SELECT clock_timestamp(), m FROM unnest($1) AS m',
-                           'q_' || p_queue) USING p_messages;
+            PERFORM tasker.send_step_messages(p_queue, p_messages, NULL);
             PERFORM pg_notify('tasker_wakeup', p_namespace);
         END IF;
         PERFORM set_config('lock_timeout', previous, true);
@@ -149,7 +161,7 @@ BEGIN
     IF cardinality(messages) = 0 THEN
         RETURN 0;
     END IF;
-    PERFORM pgmq.send_batch(p_queue, messages, 0);
+    PERFORM tasker.send_step_messages(p_queue, messages, NULL);
     PERFORM pg_notify('tasker_wakeup', p_namespace);
     RETURN cardinality(messages);
 END $$;
@@ -619,18 +631,20 @@ BEGIN
     -- Each writable queue once: settled messages out, released children in (claimed ones
     -- hidden until their claim expires, the rest visible now). The queue is locked already.
     FOREACH q IN ARRAY writable LOOP
-        EXECUTE format('WITH settled AS (DELETE FROM pgmq.%1$I WHERE msg_id = ANY ($6)), '
-                       'sent AS (INSERT INTO pgmq.%1$I (vt, message) '
-                       '  SELECT CASE WHEN x.c THEN x.e ELSE clock_timestamp() END, x.m '
-                       '    FROM unnest($1, $2, $3, $4) WITH ORDINALITY AS x(rq, m, c, e, k) '
-                       '   WHERE x.rq = $5 ORDER BY x.k RETURNING msg_id, message) '
-                       'SELECT array_agg(msg_id), array_agg((message->>''step_uuid'')::uuid) FROM sent', 'q_' || q)
-          INTO sent_ids, sent_steps
-          USING r_queues, r_messages, r_claimed, r_expiry, q,
-                array(SELECT p_msg_ids[o] FROM unnest(p_steps) WITH ORDINALITY AS u(u_step, o)
+        EXECUTE format('DELETE FROM pgmq.%I WHERE msg_id = ANY ($1)', 'q_' || q)
+          USING array(SELECT p_msg_ids[o] FROM unnest(p_steps) WITH ORDINALITY AS u(u_step, o)
                        WHERE p_queues[o] = q AND o_to[o] IS NOT NULL AND p_msg_ids[o] IS NOT NULL);
-        m_ids := m_ids || coalesce(sent_ids, '{}');
-        m_steps := m_steps || coalesce(sent_steps, '{}');
+        IF q = ANY (r_queues) THEN
+            SELECT array_agg(s.msg_id), array_agg(s.step_uuid) INTO sent_ids, sent_steps
+              FROM tasker.send_step_messages(q,
+                       array(SELECT x.m FROM unnest(r_queues, r_messages) WITH ORDINALITY AS x(rq, m, k)
+                              WHERE x.rq = q ORDER BY x.k),
+                       array(SELECT CASE WHEN x.c THEN x.e END
+                               FROM unnest(r_queues, r_claimed, r_expiry) WITH ORDINALITY AS x(rq, c, e, k)
+                              WHERE x.rq = q ORDER BY x.k)) s;
+            m_ids := m_ids || coalesce(sent_ids, '{}');
+            m_steps := m_steps || coalesce(sent_steps, '{}');
+        END IF;
         IF EXISTS (SELECT 1 FROM unnest(r_queues, r_claimed) AS x(rq, c) WHERE x.rq = q AND NOT x.c) THEN
             PERFORM pg_notify('tasker_wakeup',
                               (SELECT p_namespaces[o] FROM unnest(p_steps) WITH ORDINALITY AS u(u_step, o)
@@ -842,13 +856,12 @@ BEGIN
         FOR q, ns IN SELECT DISTINCT x.rq, p_namespaces[x.st] FROM unnest(r_queues, r_tasks) AS x(rq, st) ORDER BY 1 LOOP
             BEGIN
                 PERFORM set_config('lock_timeout', greatest(p_lock_timeout_ms, 1) || 'ms', true);
-                EXECUTE format('WITH sent AS (INSERT INTO pgmq.%I (vt, message) '
-                               '  SELECT coalesce(x.e, clock_timestamp()), x.m '
-                               '    FROM unnest($1, $2, $3) WITH ORDINALITY AS x(rq, m, e, k) '
-                               '   WHERE x.rq = $4 ORDER BY x.k RETURNING msg_id, message) '
-                               'SELECT array_agg(msg_id), array_agg((message->>''step_uuid'')::uuid) FROM sent', 'q_' || q)
-                  INTO sent_ids, sent_steps
-                  USING r_queues, r_messages, r_expiry, q;
+                SELECT array_agg(s.msg_id), array_agg(s.step_uuid) INTO sent_ids, sent_steps
+                  FROM tasker.send_step_messages(q,
+                           array(SELECT x.m FROM unnest(r_queues, r_messages) WITH ORDINALITY AS x(rq, m, k)
+                                  WHERE x.rq = q ORDER BY x.k),
+                           array(SELECT x.e FROM unnest(r_queues, r_expiry) WITH ORDINALITY AS x(rq, e, k)
+                                  WHERE x.rq = q ORDER BY x.k)) s;
                 PERFORM set_config('lock_timeout', previous_lock_timeout, true);
             EXCEPTION WHEN OTHERS THEN
                 RAISE EXCEPTION 'queue % could not be written: %', q, SQLERRM USING ERRCODE = 'TQ001';

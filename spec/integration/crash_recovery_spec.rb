@@ -22,14 +22,18 @@ RSpec.describe "crash recovery and scale-out with real processes" do
     RUBY
   end
 
-  it "redelivers the step of a worker killed with SIGKILL mid-step; it completes once" do
+  # Creates a task of `template`, lets a worker start its crash_step and kills it with SIGKILL,
+  # then lets a second worker finish the task. Yields the finished task's crash_step and the
+  # names of the steps this task completed (from the handlers' log), after checking what both
+  # cases share: two attempts, the second by the survivor, reclaimed after the claim expired.
+  def kill_mid_step_and_recover(template, doomed_poll_interval: 0.1)
     Dir.mktmpdir do |dir|
       log = File.join(dir, "completions")
       env = { "TASKER_SPEC_COMPLETIONS" => log }
       with_engine(template_paths: [fixture_templates]) do
-        task = TaskerCore::Client.create_task(namespace: "spec_crash", name: "crash_recovery", version: "1.0.0",
-                                              context: {})
-        doomed = spawn_ruby(worker_code(["spec_crash"], fixture_templates), env: env)
+        task = TaskerCore::Client.create_task(namespace: "spec_crash", name: template, version: "1.0.0", context: {})
+        doomed = spawn_ruby(worker_code(["spec_crash"], fixture_templates, poll_interval: doomed_poll_interval),
+                            env: env)
         eventually(timeout: 20) { doomed.read.include?("STARTED #{task.uuid}") }
         Process.kill(:KILL, doomed.pid)
         expect(wait_child(doomed).termsig).to eq(9)
@@ -47,41 +51,24 @@ RSpec.describe "crash recovery and scale-out with real processes" do
         expect(crash.transitions[3].metadata).to include("reclaimed" => true, "attempt" => 2)
         # Completions of this task only: the workers may also finish work other specs left.
         lines = File.readlines(log, chomp: true).select { |l| l.start_with?(task.uuid) }
-        expect(lines.map { |l| l.split("/")[1] }.sort).to eq(%w[after_crash crash_step])
+        yield crash, lines.map { |l| l.split("/")[1] }.sort
       end
     end
   end
 
+  it "redelivers the step of a worker killed with SIGKILL mid-step; it completes once" do
+    kill_mid_step_and_recover("crash_recovery") do |_crash, completed|
+      expect(completed).to eq(%w[after_crash crash_step])
+    end
+  end
+
   it "redelivers a step claimed in its parent's apply (fused) when its worker is killed; it completes once" do
-    Dir.mktmpdir do |dir|
-      log = File.join(dir, "completions")
-      env = { "TASKER_SPEC_COMPLETIONS" => log }
-      with_engine(template_paths: [fixture_templates]) do
-        task = TaskerCore::Client.create_task(namespace: "spec_crash", name: "crash_after_fused_claim",
-                                              version: "1.0.0", context: {})
-        # Its first read takes before_crash; a slow poll keeps the poller from holding the free
-        # slots while before_crash's outcome is applied, so crash_step is claimed in that apply.
-        doomed = spawn_ruby(worker_code(["spec_crash"], fixture_templates, poll_interval: 5), env: env)
-        eventually(timeout: 20) { doomed.read.include?("STARTED #{task.uuid}") }
-        Process.kill(:KILL, doomed.pid)
-        expect(wait_child(doomed).termsig).to eq(9)
-
-        survivor = spawn_ruby(worker_code(["spec_crash"], fixture_templates), env: env)
-        done = TaskerCore::Client.wait_for(task.uuid, timeout: 30)
-        expect(done.status).to eq("complete"), survivor.read
-
-        crash = done.step("crash_step")
-        expect(crash.attempts).to eq(2)
-        expect(crash.result).to include("attempt" => 2, "pid" => survivor.pid)
-        states = crash.transitions.map { |t| [t.from_state, t.to_state] }
-        expect(states).to eq([[nil, "pending"], %w[pending enqueued], %w[enqueued in_progress],
-                              %w[in_progress in_progress], %w[in_progress complete]])
-        # The first claim was made in the transaction that applied before_crash's result.
-        expect(crash.transitions[2].metadata).to include("fused" => true, "attempt" => 1)
-        expect(crash.transitions[3].metadata).to include("reclaimed" => true, "attempt" => 2)
-        lines = File.readlines(log, chomp: true).select { |l| l.start_with?(task.uuid) }
-        expect(lines.map { |l| l.split("/")[1] }.sort).to eq(%w[before_crash crash_step])
-      end
+    # The doomed worker's first read takes before_crash; a slow poll keeps its poller from
+    # holding the free slots while before_crash's outcome is applied, so crash_step is claimed
+    # in that apply.
+    kill_mid_step_and_recover("crash_after_fused_claim", doomed_poll_interval: 5) do |crash, completed|
+      expect(crash.transitions[2].metadata).to include("fused" => true, "attempt" => 1)
+      expect(completed).to eq(%w[before_crash crash_step])
     end
   end
 
