@@ -43,35 +43,52 @@ RETURNS text LANGUAGE sql IMMUTABLE AS $$
                 ELSE 'in_progress' END
 $$;
 
--- Decide the task's state from its steps (caller holds the task row lock). Returns the new
--- state when it changed, else NULL; notifies waiters when it became terminal.
-CREATE FUNCTION tasker.finalize_task(p_task uuid, p_current text)
-RETURNS text LANGUAGE plpgsql AS $$
+-- Decide the state of tasks p_tasks from their steps (the callers hold the task rows' locks):
+-- the one place a task's state follows from its steps (by tasker.next_task_state's rule). Each
+-- task whose state changes gets it, its completion time and a history row; returns those
+-- tasks and their new states. One notification per 200 tasks that became complete or error
+-- (a payload holds under 8000 bytes) wakes the processes waiting for them.
+CREATE FUNCTION tasker.finalize_tasks(p_tasks uuid[])
+RETURNS TABLE (task_uuid uuid, status text)
+LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
+AS $$
 #variable_conflict use_column
 DECLARE
-    unfinished bigint;
-    active bigint;
-    failed bigint;
-    next_state text;
+    f_tasks uuid[];
+    f_states text[];
+    ended uuid[];
+    chunk integer;
 BEGIN
-    IF p_current IN ('complete', 'cancelled') THEN
-        RETURN NULL;
-    END IF;
-    SELECT count(*) FILTER (WHERE state NOT IN ('complete', 'resolved_manually')),
-           count(*) FILTER (WHERE state IN ('enqueued', 'in_progress', 'waiting_for_retry')),
-           count(*) FILTER (WHERE state = 'error')
-      INTO unfinished, active, failed
-      FROM tasker.workflow_steps WHERE task_uuid = p_task;
-    next_state := tasker.next_task_state(p_current, unfinished, active, failed);
-    IF next_state IS NULL THEN
-        RETURN NULL;
-    END IF;
-    PERFORM tasker.record_task_transition(p_task, p_current, next_state,
-        jsonb_build_object('unfinished_steps', unfinished, 'failed_steps', failed));
-    IF next_state IN ('complete', 'error') THEN
-        PERFORM pg_notify('tasker_task_finalized', p_task::text);
-    END IF;
-    RETURN next_state;
+    WITH counts AS (
+        SELECT ws.task_uuid AS t,
+               count(*) FILTER (WHERE ws.state NOT IN ('complete', 'resolved_manually')) AS unfinished,
+               count(*) FILTER (WHERE ws.state IN ('enqueued', 'in_progress', 'waiting_for_retry')) AS active,
+               count(*) FILTER (WHERE ws.state = 'error') AS failed
+          FROM unnest(p_tasks) AS m(t)
+          JOIN LATERAL (SELECT * FROM tasker.workflow_steps w WHERE w.task_uuid = m.t) ws ON true
+         GROUP BY 1),
+    changed AS (
+        SELECT c.*, tk.status AS cur, tasker.next_task_state(tk.status, c.unfinished, c.active, c.failed) AS nxt
+          FROM counts c JOIN tasker.tasks tk ON tk.task_uuid = c.t AND tk.task_uuid = ANY (p_tasks)),
+    upd AS (
+        UPDATE tasker.tasks tk
+           SET status = ch.nxt, updated_at = now(),
+               completed_at = CASE WHEN ch.nxt IN ('complete', 'error', 'cancelled') THEN now() END
+          FROM changed ch WHERE ch.nxt IS NOT NULL AND tk.task_uuid = ch.t AND tk.task_uuid = ANY (p_tasks)),
+    hist AS (
+        INSERT INTO tasker.task_transitions (task_uuid, from_state, to_state, metadata)
+        SELECT ch.t, ch.cur, ch.nxt, jsonb_build_object('unfinished_steps', ch.unfinished, 'failed_steps', ch.failed)
+          FROM changed ch WHERE ch.nxt IS NOT NULL ORDER BY ch.t)
+    SELECT coalesce(array_agg(ch.t ORDER BY ch.t), '{}'), coalesce(array_agg(ch.nxt ORDER BY ch.t), '{}')
+      INTO f_tasks, f_states
+      FROM changed ch WHERE ch.nxt IS NOT NULL;
+    ended := array(SELECT x.t FROM unnest(f_tasks, f_states) AS x(t, s) WHERE x.s IN ('complete', 'error'));
+    FOR chunk IN SELECT g FROM generate_series(1, cardinality(ended), 200) AS g LOOP
+        PERFORM pg_notify('tasker_task_finalized', array_to_string(ended[chunk:chunk + 199], ','));
+    END LOOP;
+    RETURN QUERY SELECT x.t, x.s FROM unnest(f_tasks, f_states) AS x(t, s);
 END $$;
 
 -- Send step messages to p_queue (a name the engine validated): the one statement by which the
@@ -116,54 +133,81 @@ BEGIN
     RETURN NULL;
 END $$;
 
--- Decrement the unfinished-parent count of each child of p_step and move those that reach
--- zero from pending to enqueued. Returns their step messages (none are sent here). The caller
--- holds the task row lock.
-CREATE FUNCTION tasker.ready_children(p_task uuid, p_step uuid, p_correlation uuid,
-                                      p_priority smallint)
-RETURNS jsonb[] LANGUAGE plpgsql AS $$
+-- Release the children of the completed steps p_done: the one place a step becomes ready.
+-- Each child's pending_parents drops by the number of its parents in p_done (a join whose
+-- parents complete together is released once), and a child reaching zero moves pending →
+-- enqueued — or on to in_progress, claimed for p_worker (attempt 1, a new claim token, a claim
+-- expiry of its timeout plus p_grace), when its task's queue is in p_claim_queues, its handler
+-- is not in p_blocked and fewer than p_capacity were claimed before it. Each task's queue is
+-- given as p_route_queues[i] for p_route_tasks[i]. The callers hold the task rows' locks.
+-- Returns the released children (the step that released each, its queue, its step message,
+-- and for a claimed one its claim expiry); their messages are the caller's to send.
+CREATE FUNCTION tasker.release_children(p_done uuid[], p_route_tasks uuid[], p_route_queues text[],
+                                        p_claim_queues text[], p_capacity integer, p_blocked text[],
+                                        p_worker text, p_grace integer)
+RETURNS TABLE (step_uuid uuid, task_uuid uuid, released_by uuid, queue text, message jsonb,
+               claimed boolean, claim_expires_at timestamptz)
+LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
+AS $$
 #variable_conflict use_column
-DECLARE
-    ready uuid[];
-    handlers text[];
-    child uuid;
 BEGIN
-    WITH dec AS (
-        UPDATE tasker.workflow_steps c SET pending_parents = c.pending_parents - 1, updated_at = now()
-          FROM tasker.workflow_step_edges e
-         WHERE e.from_step_uuid = p_step AND c.step_uuid = e.to_step_uuid
-        RETURNING c.step_uuid, c.pending_parents, c.state, c.handler_class)
-    SELECT array_agg(step_uuid ORDER BY step_uuid), array_agg(handler_class ORDER BY step_uuid)
-      INTO ready, handlers
-      FROM dec WHERE pending_parents = 0 AND state = 'pending';
-    IF ready IS NULL THEN
-        RETURN '{}';
-    END IF;
-    UPDATE tasker.workflow_steps SET state = 'enqueued', next_retry_at = NULL, updated_at = now()
-     WHERE step_uuid = ANY (ready);
-    FOREACH child IN ARRAY ready LOOP
-        PERFORM tasker.record_step_transition(child, p_task, 'pending', 'enqueued', '{}');
-    END LOOP;
-    RETURN array(
-        SELECT jsonb_build_object('task_uuid', p_task, 'step_uuid', u, 'correlation_id', p_correlation,
-                                  'priority', p_priority, 'handler', h)
-          FROM unnest(ready, handlers) AS r(u, h));
-END $$;
-
--- Release and send, unguarded (operator resolution uses it).
-CREATE FUNCTION tasker.release_children(p_task uuid, p_step uuid, p_queue text,
-                                                   p_namespace text, p_correlation uuid,
-                                                   p_priority smallint)
-RETURNS integer LANGUAGE plpgsql AS $$
-DECLARE
-    messages jsonb[] := tasker.ready_children(p_task, p_step, p_correlation, p_priority);
-BEGIN
-    IF cardinality(messages) = 0 THEN
-        RETURN 0;
-    END IF;
-    PERFORM tasker.send_step_messages(p_queue, messages, NULL);
-    PERFORM pg_notify('tasker_wakeup', p_namespace);
-    RETURN cardinality(messages);
+    RETURN QUERY
+    WITH parents AS (
+        SELECT e.to_step_uuid AS child, count(*)::int AS n, max(e.from_step_uuid::text)::uuid AS last_parent
+          FROM tasker.workflow_step_edges e WHERE e.from_step_uuid = ANY (p_done) GROUP BY 1),
+    routes AS (
+        SELECT DISTINCT ON (r.t) r.t, r.q FROM unnest(p_route_tasks, p_route_queues) AS r(t, q) ORDER BY r.t),
+    candidates AS (
+        SELECT c.step_uuid AS s, c.task_uuid AS t, c.handler_class AS h, p.n, p.last_parent,
+               c.state = 'pending' AND c.pending_parents = p.n AS ready, r.q,
+               r.q = ANY (coalesce(p_claim_queues, '{}')) AND NOT (c.handler_class = ANY (coalesce(p_blocked, '{}')))
+                 AS claimable
+          FROM parents p
+          JOIN LATERAL (SELECT * FROM tasker.workflow_steps w WHERE w.step_uuid = p.child) c ON true
+          JOIN routes r ON r.t = c.task_uuid),
+    ranked AS (
+        SELECT cd.*, cd.ready AND cd.claimable
+                     AND row_number() OVER (PARTITION BY cd.ready AND cd.claimable ORDER BY cd.t, cd.s)
+                         <= greatest(coalesce(p_capacity, 0), 0)
+                     AS claim
+          FROM candidates cd),
+    released AS (
+        UPDATE tasker.workflow_steps c
+           SET pending_parents = c.pending_parents - rk.n,
+               state = CASE WHEN rk.claim THEN 'in_progress' WHEN rk.ready THEN 'enqueued' ELSE c.state END,
+               attempts = c.attempts + CASE WHEN rk.claim THEN 1 ELSE 0 END,
+               claim_token = CASE WHEN rk.claim THEN gen_random_uuid() ELSE c.claim_token END,
+               claimed_by = CASE WHEN rk.claim THEN p_worker ELSE c.claimed_by END,
+               claim_expires_at = CASE WHEN rk.claim THEN now() + make_interval(secs => c.timeout_seconds + p_grace)
+                                       ELSE c.claim_expires_at END,
+               next_retry_at = CASE WHEN rk.ready THEN NULL ELSE c.next_retry_at END,
+               updated_at = now()
+          FROM ranked rk
+         WHERE c.step_uuid = rk.s AND c.step_uuid = ANY (array(SELECT p.child FROM parents p))
+        RETURNING c.step_uuid, c.task_uuid, c.handler_class, c.claim_expires_at,
+                  rk.ready, rk.claim, rk.q, rk.last_parent),
+    history AS (
+        INSERT INTO tasker.workflow_step_transitions (step_uuid, task_uuid, from_state, to_state, metadata)
+        SELECT x.s, x.t, x.f, x.o, x.meta
+          FROM (SELECT rl.step_uuid AS s, rl.task_uuid AS t, 1 AS n, 'pending' AS f, 'enqueued' AS o,
+                       '{}'::jsonb AS meta
+                  FROM released rl WHERE rl.ready
+                UNION ALL
+                SELECT rl.step_uuid, rl.task_uuid, 2, 'enqueued', 'in_progress',
+                       jsonb_build_object('attempt', 1, 'worker', p_worker, 'fused', true)
+                  FROM released rl WHERE rl.claim) x
+         ORDER BY x.t, x.s, x.n)
+    SELECT rl.step_uuid, rl.task_uuid, rl.last_parent, rl.q,
+           jsonb_build_object('task_uuid', rl.task_uuid, 'step_uuid', rl.step_uuid,
+                              'correlation_id', tk.correlation_id, 'priority', tk.priority,
+                              'handler', rl.handler_class),
+           rl.claim, CASE WHEN rl.claim THEN rl.claim_expires_at END
+      FROM released rl
+      JOIN tasker.tasks tk ON tk.task_uuid = rl.task_uuid AND tk.task_uuid = ANY (p_route_tasks)
+     WHERE rl.ready
+     ORDER BY rl.task_uuid, rl.step_uuid;
 END $$;
 
 -- A queue message's priority for ordering (the one definition: the queues' index and every
@@ -387,11 +431,10 @@ RETURNS TABLE (failed boolean, task_state text)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
-    task_status text;
     s record;
     failure jsonb;
 BEGIN
-    SELECT tk.status INTO task_status FROM tasker.tasks tk WHERE tk.task_uuid = p_task FOR UPDATE;
+    PERFORM 1 FROM tasker.tasks tk WHERE tk.task_uuid = p_task FOR UPDATE;
     SELECT ws.state, ws.attempts, ws.max_attempts, ws.claim_expires_at, ws.claimed_by INTO s
       FROM tasker.workflow_steps ws WHERE ws.step_uuid = p_step AND ws.task_uuid = p_task FOR UPDATE;
     IF NOT FOUND OR s.state <> 'in_progress' OR s.claim_expires_at > now() OR s.attempts < s.max_attempts THEN
@@ -412,7 +455,7 @@ BEGIN
         jsonb_build_object('attempt', s.attempts, 'error_class', failure->'error_class',
                            'message', failure->'message'));
     PERFORM tasker.write_queue(p_queue, p_namespace, '{}'::jsonb[], p_msg_id, p_lock_timeout_ms);
-    RETURN QUERY SELECT true, tasker.finalize_task(p_task, task_status);
+    RETURN QUERY SELECT true, (SELECT f.status FROM tasker.finalize_tasks(ARRAY[p_task]) f);
 END $$;
 
 -- Apply a batch of outcomes in one transaction, set-based: a fixed number of statements
@@ -481,7 +524,6 @@ DECLARE
     r_queues text[];
     r_messages jsonb[];
     r_claimed boolean[];
-    r_tokens uuid[];
     r_expiry timestamptz[];
     -- Messages sent to the queues (id and step), to hand claimed children their message.
     sent_ids bigint[];
@@ -491,8 +533,6 @@ DECLARE
     -- Finalized tasks.
     f_tasks uuid[];
     f_states text[];
-    ended uuid[];
-    chunk integer;
 BEGIN
     PERFORM 1 FROM tasker.tasks tk WHERE tk.task_uuid = ANY (p_tasks) ORDER BY tk.task_uuid FOR UPDATE;
     PERFORM 1 FROM tasker.workflow_steps ws WHERE ws.step_uuid = ANY (p_steps) ORDER BY ws.step_uuid FOR UPDATE;
@@ -567,64 +607,12 @@ BEGIN
     -- batch counts them all), and claim the released ones of writable queues this process
     -- serves, as capacity allows — all in one update of the child rows.
     IF cardinality(done) > 0 THEN
-        WITH parents AS (
-            SELECT e.to_step_uuid AS child, count(*)::int AS n, max(e.from_step_uuid::text)::uuid AS last_parent
-              FROM tasker.workflow_step_edges e WHERE e.from_step_uuid = ANY (done) GROUP BY 1),
-        routes AS (
-            SELECT DISTINCT ON (p_tasks[o]) p_tasks[o] AS t, p_queues[o] AS q
-              FROM unnest(p_steps) WITH ORDINALITY AS u(u_step, o) ORDER BY p_tasks[o], o),
-        candidates AS (
-            SELECT c.step_uuid AS s, c.task_uuid AS t, c.handler_class AS h, p.n, p.last_parent,
-                   c.state = 'pending' AND c.pending_parents = p.n AS ready, r.q,
-                   r.q = ANY (writable) AND r.q = ANY (claim_queues) AND NOT (c.handler_class = ANY (blocked)) AS claimable
-              FROM parents p
-              JOIN LATERAL (SELECT * FROM tasker.workflow_steps w WHERE w.step_uuid = p.child) c ON true
-              JOIN routes r ON r.t = c.task_uuid),
-        ranked AS (
-            SELECT cd.*, cd.ready AND cd.claimable
-                         AND row_number() OVER (PARTITION BY cd.ready AND cd.claimable ORDER BY cd.t, cd.s) <= capacity
-                         AS claim
-              FROM candidates cd),
-        released AS (
-            UPDATE tasker.workflow_steps c
-               SET pending_parents = c.pending_parents - rk.n,
-                   state = CASE WHEN rk.claim THEN 'in_progress' WHEN rk.ready THEN 'enqueued' ELSE c.state END,
-                   attempts = c.attempts + CASE WHEN rk.claim THEN 1 ELSE 0 END,
-                   claim_token = CASE WHEN rk.claim THEN gen_random_uuid() ELSE c.claim_token END,
-                   claimed_by = CASE WHEN rk.claim THEN p_worker ELSE c.claimed_by END,
-                   claim_expires_at = CASE WHEN rk.claim THEN now() + make_interval(secs => c.timeout_seconds + p_grace)
-                                           ELSE c.claim_expires_at END,
-                   next_retry_at = CASE WHEN rk.ready THEN NULL ELSE c.next_retry_at END,
-                   updated_at = now()
-              FROM ranked rk
-             WHERE c.step_uuid = rk.s AND c.step_uuid = ANY (array(SELECT p.child FROM parents p))
-            RETURNING c.step_uuid, c.task_uuid, c.handler_class, c.attempts, c.claim_token, c.claim_expires_at,
-                      rk.ready, rk.claim, rk.q, rk.last_parent),
-        history AS (
-            INSERT INTO tasker.workflow_step_transitions (step_uuid, task_uuid, from_state, to_state, metadata)
-            SELECT x.s, x.t, x.f, x.o, x.meta
-              FROM (SELECT rl.step_uuid AS s, rl.task_uuid AS t, 1 AS n, 'pending' AS f, 'enqueued' AS o,
-                           '{}'::jsonb AS meta
-                      FROM released rl WHERE rl.ready
-                    UNION ALL
-                    SELECT rl.step_uuid, rl.task_uuid, 2, 'enqueued', 'in_progress',
-                           jsonb_build_object('attempt', 1, 'worker', p_worker, 'fused', true)
-                      FROM released rl WHERE rl.claim) x
-             ORDER BY x.t, x.s, x.n)
-        SELECT coalesce(array_agg(rl.step_uuid ORDER BY rl.task_uuid, rl.step_uuid), '{}'),
-               array_agg(rl.task_uuid ORDER BY rl.task_uuid, rl.step_uuid),
-               array_agg(rl.last_parent ORDER BY rl.task_uuid, rl.step_uuid),
-               array_agg(rl.q ORDER BY rl.task_uuid, rl.step_uuid),
-               array_agg(jsonb_build_object('task_uuid', rl.task_uuid, 'step_uuid', rl.step_uuid,
-                                            'correlation_id', tk.correlation_id, 'priority', tk.priority,
-                                            'handler', rl.handler_class) ORDER BY rl.task_uuid, rl.step_uuid),
-               array_agg(rl.claim ORDER BY rl.task_uuid, rl.step_uuid),
-               array_agg(rl.claim_token ORDER BY rl.task_uuid, rl.step_uuid),
-               array_agg(rl.claim_expires_at ORDER BY rl.task_uuid, rl.step_uuid)
-          INTO r_steps, r_tasks, r_by, r_queues, r_messages, r_claimed, r_tokens, r_expiry
-          FROM released rl JOIN tasker.tasks tk ON tk.task_uuid = rl.task_uuid AND tk.task_uuid = ANY (p_tasks)
-         WHERE rl.ready;
-
+        SELECT array_agg(rl.step_uuid), array_agg(rl.task_uuid), array_agg(rl.released_by), array_agg(rl.queue),
+               array_agg(rl.message), array_agg(rl.claimed), array_agg(rl.claim_expires_at)
+          INTO r_steps, r_tasks, r_by, r_queues, r_messages, r_claimed, r_expiry
+          FROM tasker.release_children(done, p_tasks, p_queues,
+                   array(SELECT unnest(writable) INTERSECT SELECT unnest(claim_queues)),
+                   capacity, blocked, p_worker, p_grace) rl;
     END IF;
     r_steps := coalesce(r_steps, '{}');
 
@@ -654,42 +642,16 @@ BEGIN
 
     -- A running task that got a step to retry or a released child stays running: only the
     -- others are counted.
-    WITH moved_tasks AS (
-        SELECT DISTINCT p_tasks[o] AS t FROM unnest(p_steps) WITH ORDINALITY AS u(u_step, o) WHERE o_to[o] IS NOT NULL
-        EXCEPT
-        SELECT x.t FROM (SELECT p_tasks[o] AS t FROM unnest(p_steps) WITH ORDINALITY AS u(u_step, o)
-                          WHERE o_to[o] = 'waiting_for_retry'
-                         UNION ALL SELECT unnest(r_tasks)) x
-         WHERE x.t = ANY (running)),
-    counts AS (
-        SELECT ws.task_uuid AS t,
-               count(*) FILTER (WHERE ws.state NOT IN ('complete', 'resolved_manually')) AS unfinished,
-               count(*) FILTER (WHERE ws.state IN ('enqueued', 'in_progress', 'waiting_for_retry')) AS active,
-               count(*) FILTER (WHERE ws.state = 'error') AS failed
-          FROM moved_tasks m JOIN LATERAL (SELECT * FROM tasker.workflow_steps w WHERE w.task_uuid = m.t) ws ON true
-         GROUP BY 1),
-    changed AS (
-        SELECT c.*, tk.status AS cur, tasker.next_task_state(tk.status, c.unfinished, c.active, c.failed) AS nxt
-          FROM counts c JOIN tasker.tasks tk ON tk.task_uuid = c.t AND tk.task_uuid = ANY (p_tasks)),
-    upd AS (
-        UPDATE tasker.tasks tk
-           SET status = ch.nxt, updated_at = now(),
-               completed_at = CASE WHEN ch.nxt IN ('complete', 'error', 'cancelled') THEN now() END
-          FROM changed ch WHERE ch.nxt IS NOT NULL AND tk.task_uuid = ch.t AND tk.task_uuid = ANY (p_tasks)),
-    hist AS (
-        INSERT INTO tasker.task_transitions (task_uuid, from_state, to_state, metadata)
-        SELECT ch.t, ch.cur, ch.nxt, jsonb_build_object('unfinished_steps', ch.unfinished, 'failed_steps', ch.failed)
-          FROM changed ch WHERE ch.nxt IS NOT NULL ORDER BY ch.t)
-    SELECT coalesce(array_agg(ch.t ORDER BY ch.t), '{}'), coalesce(array_agg(ch.nxt ORDER BY ch.t), '{}')
+    SELECT coalesce(array_agg(f.task_uuid ORDER BY f.task_uuid), '{}'),
+           coalesce(array_agg(f.status ORDER BY f.task_uuid), '{}')
       INTO f_tasks, f_states
-      FROM changed ch WHERE ch.nxt IS NOT NULL;
-    -- One notification per 200 finished tasks (a payload holds under 8000 bytes).
-    IF cardinality(f_tasks) > 0 THEN
-        ended := array(SELECT x.t FROM unnest(f_tasks, f_states) AS x(t, s) WHERE x.s IN ('complete', 'error'));
-        FOR chunk IN SELECT g FROM generate_series(1, cardinality(ended), 200) AS g LOOP
-            PERFORM pg_notify('tasker_task_finalized', array_to_string(ended[chunk:chunk + 199], ','));
-        END LOOP;
-    END IF;
+      FROM tasker.finalize_tasks(array(
+               SELECT DISTINCT p_tasks[o] FROM unnest(p_steps) WITH ORDINALITY AS u(u_step, o) WHERE o_to[o] IS NOT NULL
+               EXCEPT
+               SELECT x.t FROM (SELECT p_tasks[o] AS t FROM unnest(p_steps) WITH ORDINALITY AS u(u_step, o)
+                                 WHERE o_to[o] = 'waiting_for_retry'
+                                UNION ALL SELECT unnest(r_tasks)) x
+                WHERE x.t = ANY (running))) f;
 
     RETURN QUERY
     SELECT 'outcome'::text, p_steps[o], CASE WHEN o_to[o] IS NULL THEN 'discarded' ELSE 'applied' END,

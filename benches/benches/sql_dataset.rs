@@ -325,7 +325,7 @@ fn sql_dataset(c: &mut Criterion) {
     }
     // Ready work: the engine's own queue read, visibility 0 so the same messages stay ready.
     let queue = QueueName::for_namespace(NAMESPACE).expect("queue name");
-    let read_sql = tasker_core::messaging::read_sql(&queue);
+    let read_sql = tasker_core::store::queues::read_sql(&queue);
     for batch in [1, 10, 50, 100] {
         let id = BenchmarkId::new("ready work (queue read)", batch);
         group.bench_with_input(id, &batch, |b, &n| {

@@ -3,12 +3,13 @@
 # `rake bench:floor`, Ruby handlers: (c) the 4-step chain create → last handler done and
 # create → wait_for returns; (d) a backlog of no-op 1-step tasks drained by one process; (e) the
 # same tasks created while running by producer threads (create_task, and create_tasks in
-# batches when the client has it). Prints `floor.<section>.<name>=<value>` lines (the Rust
+# batches when the client has it); (g) the process's RSS over a long run of no-op steps (created
+# in batches while running, the backlog held under 5,000). Prints `floor.<section>.<name>=<value>` lines (the Rust
 # half, benches/src/bin/floor.rs, prints the same form; benches/ruby/floor_report.rb reads both).
 #
 #   DATABASE_URL=... ruby benches/ruby/floor.rb
 #   env: CHAINS=1000 WARMUP=50 DRAIN_TASKS=20000 PRODUCE_TASKS=DRAIN_TASKS PRODUCERS=4
-#        BATCH=100 CONCURRENCY=10 POOL_SIZE=16
+#        BATCH=100 CONCURRENCY=10 POOL_SIZE=16 RSS_STEPS=300000 (0: skip (g))
 
 $LOAD_PATH.unshift(File.expand_path("../../lib", __dir__))
 require "tasker_core"
@@ -25,6 +26,7 @@ producers = Integer(ENV.fetch("PRODUCERS", "4"))
 batch = Integer(ENV.fetch("BATCH", "100"))
 concurrency = Integer(ENV.fetch("CONCURRENCY", "10"))
 pool_size = Integer(ENV.fetch("POOL_SIZE", "16"))
+rss_steps = Integer(ENV.fetch("RSS_STEPS", "300000"))
 
 Floor = TaskerCore::Bench::Floor
 
@@ -186,5 +188,46 @@ if TaskerCore::Client.respond_to?(:create_tasks)
   end
 else
   out "e_batch.steps_per_s", "n/a (create_tasks not implemented)"
+end
+
+# (g) RSS over a long run: one producer keeps a backlog of at most 5,000 no-op tasks (created
+# with create_tasks in batches); RSS is read at every 10 % of the steps.
+def rss_mb = File.read("/proc/self/status")[/^VmRSS:\s+(\d+)/, 1].to_i / 1024.0
+
+if rss_steps.positive?
+  settle(monitor, "g")
+  configure(database_url, %w[bench_noop], concurrency, pool_size)
+  TaskerCore.start
+  Floor.expect_noops(rss_steps)
+  out "g.steps", rss_steps
+  out "g.rss_start_mb", rss_mb
+  producer = Thread.new do
+    made = 0
+    while made < rss_steps
+      if made - Floor.noops > 5_000
+        sleep 0.01
+        next
+      end
+      size = [batch, rss_steps - made].min
+      TaskerCore::Client.create_tasks(Array.new(size) { NOOP.dup })
+      made += size
+    end
+  end
+  samples = []
+  step = [rss_steps / 10, 1].max
+  started = now
+  (1..10).each do |tenth|
+    target = [tenth * step, rss_steps].min
+    sleep 0.05 while Floor.noops < target && producer.alive?
+    samples << [Floor.noops, rss_mb]
+  end
+  producer.join
+  finished = wait_drained(monitor, rss_steps, 600)
+  TaskerCore.stop
+  out "g.seconds", finished - started
+  out "g.rss_mb", samples.map { |n, mb| format("%d:%.1f", n, mb) }.join(",")
+  first = samples.first[1]
+  out "g.rss_growth_after_first_tenth_mb", samples.last[1] - first
+  out "g.not_complete", not_complete(monitor)
 end
 monitor.close

@@ -45,6 +45,9 @@ module TaskerCore
           end
         end
 
+        # No-op handler returns since expect_noops.
+        def noops = @lock.synchronize { @count }
+
         # Blocks until `target` no-op handlers returned since expect_noops; false after `timeout` s.
         def wait_for_noops(timeout)
           deadline = now + timeout

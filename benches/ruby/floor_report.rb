@@ -62,7 +62,7 @@ def ms(*keys) = "#{keys.map { |k| fig(k) }.join(' / ')} ms"
 
 def per_s(key) = num(key) ? "#{fig(key, 0)} /s" : fig(key)
 
-knobs = %w[CHAINS WARMUP DRAIN_TASKS PRODUCE_TASKS PRODUCERS BATCH CONCURRENCY SAMPLES SWEEP SWEEP_SECONDS]
+knobs = %w[CHAINS WARMUP DRAIN_TASKS PRODUCE_TASKS PRODUCERS BATCH CONCURRENCY SAMPLES SWEEP SWEEP_SECONDS RSS_STEPS]
           .filter_map { |k| "#{k}=#{ENV[k]}" if ENV[k] && !ENV[k].empty? }
 command = [*knobs, "rake bench:floor"].join(" ")
 sweep = F.keys.grep(/\Ab\.sweep\.(\d+x\d+)_msg_per_s\z/).map { |k| [k[/\d+x\d+/], k] }
@@ -93,9 +93,12 @@ figures = [
   ["(f) 4-step chain, Rust-native handlers, create → task seen terminal, p50", ms("f.wait_p50_ms")],
   ["(f) no-op backlog drained, Rust-native handlers",
    "#{per_s('f.drain_steps_per_s')} (#{fig('f.drain_tasks', 0)} steps in #{fig('f.drain_seconds')} s)"],
-  ["(f) its backlog created beforehand, #{fig('f.backlog_threads', 0)} threads", per_s("f.backlog_create_per_s")]
+  ["(f) its backlog created beforehand, #{fig('f.backlog_threads', 0)} threads", per_s("f.backlog_create_per_s")],
+  ["(g) RSS of the Ruby process over #{fig('g.steps', 0)} no-op steps (steps done: MB)",
+   F["g.rss_mb"] ? "start #{fig('g.rss_start_mb', 1)} MB; #{F['g.rss_mb'].split(',').map { |p| p.sub(':', ': ') }.join(', ')}; " \
+                   "#{fig('g.rss_growth_after_first_tenth_mb', 1)} MB from the first tenth to the end" : "—"]
 ]
-unfinished = %w[d.not_complete e.not_complete e_batch.not_complete f.drain_not_complete]
+unfinished = %w[d.not_complete e.not_complete e_batch.not_complete f.drain_not_complete g.not_complete]
              .select { |k| num(k)&.positive? }.map { |k| "#{k.split('.').first}: #{fig(k, 0)}" }
 
 ratios = [

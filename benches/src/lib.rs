@@ -106,7 +106,7 @@ pub mod sql {
             eprintln!("{bench} bench: DATABASE_URL is not set; nothing measured");
             return None;
         };
-        tasker_core::runtime::migrate(&url).expect("migrations");
+        tasker_core::engine::migrate(&url).expect("migrations");
         Some(
             Engine::start(EngineConfig {
                 database_url: url,

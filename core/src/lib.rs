@@ -5,13 +5,13 @@
 //! extension, or Rust code), whose outcomes are applied transactionally. This crate knows
 //! nothing of Ruby.
 
+pub mod engine;
 pub mod error;
 pub mod limits;
 pub mod logging;
 pub mod messaging;
 pub mod orchestration;
 pub mod resilience;
-pub mod runtime;
 pub mod state;
 pub mod store;
 pub mod strings;
@@ -20,8 +20,8 @@ pub mod template;
 pub mod trouble;
 pub mod worker;
 
+pub use engine::{Dispatch, Engine, EngineConfig, EngineHandle, NextStep, Slot};
 pub use error::{Error, Result};
 pub use orchestration::{CreatedTask, TaskRequest};
-pub use runtime::{Dispatch, Engine, EngineConfig, EngineHandle, NextStep, Slot};
 pub use state::{StepState, TaskState};
 pub use worker::{ClaimTicket, FailureKind, StepEvent, StepFailure, StepOutcome};

@@ -295,7 +295,7 @@ fn engines_starting_at_once_on_a_new_namespace_all_succeed() {
         .map(|_| {
             let (dir, ns) = (dir.clone(), ns.clone());
             std::thread::spawn(move || {
-                tasker_core::runtime::migrate(&database_url())?;
+                tasker_core::engine::migrate(&database_url())?;
                 tasker_core::Engine::start(tasker_core::EngineConfig {
                     database_url: database_url(),
                     namespaces: vec![ns],

@@ -28,7 +28,7 @@ fn main() {
     let tasks = args.get(1).copied().unwrap_or(5000);
     let concurrency = 4;
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    if let Err(e) = tasker_core::runtime::migrate(&url) {
+    if let Err(e) = tasker_core::engine::migrate(&url) {
         eprintln!("e2e: migration failed: {e}");
         std::process::exit(1);
     }

@@ -143,7 +143,7 @@ fn main() {
         std::process::exit(2);
     };
     let s = Settings::from_env();
-    if let Err(e) = tasker_core::runtime::migrate(&url) {
+    if let Err(e) = tasker_core::engine::migrate(&url) {
         eprintln!("floor: migration failed: {e}");
         std::process::exit(1);
     }

@@ -1,18 +1,19 @@
 //! Operator controls: cancel a task, retry a failed step, or resolve it by hand. Each is one
 //! transaction that follows the state tables and records who did it and why.
 
-use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::registry::Registry;
-use super::results::{enqueue_steps, finalize, release_children, TaskRoute};
 use crate::error::{Error, Result};
-use crate::messaging::{self, queue::QueueName};
+use crate::messaging::StepMessage;
 use crate::state::{StepState, TaskState};
+use crate::store::tasks::{self, LockedTask, TaskRoute};
 use crate::store::transitions::{self, StepTransition};
+use crate::store::{queues, steps};
 
 /// Who asked for a change and why; stored in the transition metadata.
 #[derive(Debug, Clone, Default)]
@@ -31,52 +32,22 @@ impl Intervention {
     }
 }
 
-struct LockedTask {
-    status: TaskState,
-    route: TaskRoute,
-    named_task_id: i64,
-}
-
-async fn lock_task(conn: &mut PgConnection, task_uuid: Uuid) -> Result<LockedTask> {
-    let row: Option<(String, String, Uuid, i64, i16)> = sqlx::query_as(
-        "SELECT status, namespace, correlation_id, named_task_id, priority FROM tasker.tasks \
-         WHERE task_uuid = $1 FOR UPDATE",
-    )
-    .bind(task_uuid)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let (status, namespace, correlation_id, named_task_id, priority) =
-        row.ok_or_else(|| Error::NotFound(format!("no task {task_uuid}")))?;
-    Ok(LockedTask {
-        status: status.parse()?,
-        route: TaskRoute {
-            task_uuid,
-            correlation_id,
-            queue: QueueName::for_namespace(&namespace)?,
-            namespace: Arc::from(namespace),
-            priority,
-        },
-        named_task_id,
-    })
-}
-
 async fn lock_step(
     conn: &mut PgConnection,
     task_uuid: Uuid,
     step_name: &str,
 ) -> Result<(Uuid, StepState, i32, i32)> {
-    let row: Option<(Uuid, String, i32, i32)> = sqlx::query_as(
-        "SELECT step_uuid, state, attempts, max_attempts FROM tasker.workflow_steps \
-         WHERE task_uuid = $1 AND name = $2 FOR UPDATE",
-    )
-    .bind(task_uuid)
-    .bind(step_name)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let (uuid, state, attempts, max_attempts) = row.ok_or_else(|| {
-        Error::NotFound(format!("task {task_uuid} has no step named {step_name:?}"))
-    })?;
-    Ok((uuid, state.parse()?, attempts, max_attempts))
+    let row = steps::lock_step(conn, task_uuid, step_name)
+        .await?
+        .ok_or_else(|| {
+            Error::NotFound(format!("task {task_uuid} has no step named {step_name:?}"))
+        })?;
+    Ok((
+        row.step_uuid,
+        row.state.parse()?,
+        row.attempts,
+        row.max_attempts,
+    ))
 }
 
 /// Move a task that an operator touched out of `error` before deciding its state again.
@@ -113,30 +84,21 @@ pub(crate) async fn cancel_task(
     who: &Intervention,
 ) -> Result<TaskState> {
     let mut tx = pool.begin().await?;
-    let task = lock_task(&mut tx, task_uuid).await?;
+    let task = tasks::lock_task(&mut tx, task_uuid).await?;
     if !task.status.can_transition_to(TaskState::Cancelled) {
         return Err(Error::InvalidTransition(format!(
             "task {task_uuid} is {} and cannot be cancelled",
             task.status
         )));
     }
-    let waiting: Vec<(Uuid, String)> = sqlx::query_as(
-        "UPDATE tasker.workflow_steps s SET state = 'cancelled', next_retry_at = NULL, updated_at = now() \
-         FROM tasker.workflow_steps old \
-         WHERE s.task_uuid = $1 AND old.step_uuid = s.step_uuid \
-           AND s.state IN ('pending', 'enqueued', 'waiting_for_retry') \
-         RETURNING s.step_uuid, old.state",
-    )
-    .bind(task_uuid)
-    .fetch_all(&mut *tx)
-    .await?;
+    let waiting = steps::cancel_waiting(&mut tx, task_uuid).await?;
     let items = waiting
         .into_iter()
-        .map(|(step_uuid, from)| {
+        .map(|moved| {
             Ok(StepTransition {
-                step_uuid,
+                step_uuid: moved.step_uuid,
                 task_uuid,
-                from: Some(from.parse()?),
+                from: Some(moved.from_state.parse()?),
                 to: StepState::Cancelled,
                 metadata: who.metadata(json!({})),
             })
@@ -151,11 +113,7 @@ pub(crate) async fn cancel_task(
         who.metadata(json!({ "cancelled_steps": items.len() })),
     )
     .await?;
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(messaging::FINALIZED_CHANNEL)
-        .bind(task_uuid.to_string())
-        .execute(&mut *tx)
-        .await?;
+    tasks::notify_finalized(&mut tx, task_uuid).await?;
     tx.commit().await?;
     Ok(TaskState::Cancelled)
 }
@@ -168,10 +126,10 @@ pub(crate) async fn retry_step(
     task_uuid: Uuid,
     step_name: &str,
     who: &Intervention,
-    queue_lock_timeout: std::time::Duration,
+    queue_lock_timeout: Duration,
 ) -> Result<TaskState> {
     let mut tx = pool.begin().await?;
-    let task = lock_task(&mut tx, task_uuid).await?;
+    let task = tasks::lock_task(&mut tx, task_uuid).await?;
     let (step_uuid, state, attempts, max_attempts) =
         lock_step(&mut tx, task_uuid, step_name).await?;
     if state != StepState::Error {
@@ -188,11 +146,7 @@ pub(crate) async fn retry_step(
         .find(|s| &*s.name == step_name)
         .map_or(1, |s| s.retry.max_attempts as i32);
     let new_max = attempts + budget;
-    sqlx::query("UPDATE tasker.workflow_steps SET max_attempts = $2 WHERE step_uuid = $1")
-        .bind(step_uuid)
-        .bind(new_max)
-        .execute(&mut *tx)
-        .await?;
+    steps::set_max_attempts(&mut tx, step_uuid, new_max).await?;
     enqueue_steps(
         &mut tx,
         &task.route,
@@ -202,7 +156,7 @@ pub(crate) async fn retry_step(
         queue_lock_timeout,
     )
     .await?;
-    let decided = finalize(&mut tx, task_uuid, current).await?;
+    let decided = tasks::finalize(&mut tx, task_uuid).await?;
     tx.commit().await?;
     Ok(decided.unwrap_or(current))
 }
@@ -214,20 +168,14 @@ pub(crate) async fn resolve_step_manually(
     step_name: &str,
     result: &Value,
     who: &Intervention,
+    lock_timeout: Duration,
 ) -> Result<(TaskState, usize)> {
     let mut tx = pool.begin().await?;
-    let task = lock_task(&mut tx, task_uuid).await?;
+    let task = tasks::lock_task(&mut tx, task_uuid).await?;
     let (step_uuid, state, _, _) = lock_step(&mut tx, task_uuid, step_name).await?;
     state.check_transition(StepState::ResolvedManually)?;
     let current = reopen(&mut tx, &task, who).await?;
-    sqlx::query(
-        "UPDATE tasker.workflow_steps SET state = 'resolved_manually', results = $2, updated_at = now() \
-         WHERE step_uuid = $1",
-    )
-    .bind(step_uuid)
-    .bind(result)
-    .execute(&mut *tx)
-    .await?;
+    steps::mark_resolved(&mut tx, step_uuid, result).await?;
     transitions::record_steps(
         &mut tx,
         &[StepTransition {
@@ -239,8 +187,76 @@ pub(crate) async fn resolve_step_manually(
         }],
     )
     .await?;
-    let released = release_children(&mut tx, &task.route, step_uuid).await?;
-    let decided = finalize(&mut tx, task_uuid, current).await?;
+    let released = steps::release_children(&mut tx, &task.route, step_uuid).await?;
+    send(&mut tx, &task.route, &released, lock_timeout).await?;
+    let decided = tasks::finalize(&mut tx, task_uuid).await?;
     tx.commit().await?;
-    Ok((decided.unwrap_or(current), released))
+    Ok((decided.unwrap_or(current), released.len()))
+}
+
+/// `from` → enqueued for `steps` (all of the route's task), with their history and messages.
+async fn enqueue_steps(
+    conn: &mut PgConnection,
+    route: &TaskRoute,
+    step_uuids: &[Uuid],
+    from: StepState,
+    metadata: Value,
+    lock_timeout: Duration,
+) -> Result<()> {
+    if step_uuids.is_empty() {
+        return Ok(());
+    }
+    from.check_transition(StepState::Enqueued)?;
+    let handlers = steps::mark_enqueued(conn, step_uuids).await?;
+    let items: Vec<StepTransition> = step_uuids
+        .iter()
+        .map(|&step_uuid| StepTransition {
+            step_uuid,
+            task_uuid: route.task_uuid,
+            from: Some(from),
+            to: StepState::Enqueued,
+            metadata: metadata.clone(),
+        })
+        .collect();
+    transitions::record_steps(conn, &items).await?;
+    let messages: Vec<StepMessage> = handlers
+        .into_iter()
+        .map(|h| StepMessage {
+            task_uuid: route.task_uuid,
+            step_uuid: h.step_uuid,
+            correlation_id: route.correlation_id,
+            priority: route.priority,
+            handler: Some(h.handler_class),
+        })
+        .collect();
+    send(conn, route, &messages, lock_timeout).await
+}
+
+/// Send an operator change's step messages: a queue that cannot be written fails the request
+/// (nothing is committed).
+async fn send(
+    conn: &mut PgConnection,
+    route: &TaskRoute,
+    messages: &[StepMessage],
+    lock_timeout: Duration,
+) -> Result<()> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    match queues::write_queue(
+        conn,
+        &route.queue,
+        &route.namespace,
+        messages,
+        None,
+        lock_timeout,
+    )
+    .await?
+    {
+        None => Ok(()),
+        Some(message) => Err(Error::Queue {
+            queue: route.queue.as_str().to_owned(),
+            message,
+        }),
+    }
 }

@@ -6,7 +6,9 @@ use std::sync::{Arc, RwLock};
 use sqlx::PgPool;
 
 use crate::error::{Error, Result};
-use crate::messaging::{self, queue::QueueName};
+use crate::messaging::queue::QueueName;
+use crate::store::queues;
+use crate::store::templates::{self, StoredTemplate};
 use crate::template::{Template, TemplateDoc};
 
 /// A template known to the database, with its queue.
@@ -61,29 +63,8 @@ impl Registry {
         let queue = QueueName::for_namespace(&template.namespace)?;
         let doc = serde_json::to_value(&template.doc)
             .map_err(|e| Error::InvalidInput(format!("template not serializable: {e}")))?;
-        let mut tx = pool.begin().await?;
-        sqlx::query("INSERT INTO tasker.task_namespaces (name) VALUES ($1) ON CONFLICT DO NOTHING")
-            .bind(&*template.namespace)
-            .execute(&mut *tx)
-            .await?;
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO tasker.named_tasks (namespace, name, version, description, template) \
-             VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (namespace, name, version) DO UPDATE \
-               SET description = EXCLUDED.description, template = EXCLUDED.template, \
-                   updated_at = CASE WHEN tasker.named_tasks.template IS DISTINCT FROM EXCLUDED.template \
-                                     THEN now() ELSE tasker.named_tasks.updated_at END \
-             RETURNING named_task_id",
-        )
-        .bind(&*template.namespace)
-        .bind(&*template.name)
-        .bind(&*template.version)
-        .bind(&template.description)
-        .bind(&doc)
-        .fetch_one(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        messaging::ensure_queue(pool, &queue).await?;
+        let id = templates::upsert(pool, &template, &doc).await?;
+        queues::ensure_queue(pool, &queue).await?;
         Ok(self.remember(RegisteredTemplate {
             named_task_id: id,
             template,
@@ -108,23 +89,15 @@ impl Registry {
         {
             return Ok(found.clone());
         }
-        let row: Option<(i64, serde_json::Value)> = sqlx::query_as(
-            "SELECT named_task_id, template FROM tasker.named_tasks \
-             WHERE namespace = $1 AND name = $2 AND version = $3",
-        )
-        .bind(namespace)
-        .bind(name)
-        .bind(version)
-        .fetch_optional(pool)
-        .await?;
-        let Some((id, doc)) = row else {
+        let row = templates::find_by_key(pool, namespace, name, version).await?;
+        let Some(stored) = row else {
             return Err(Error::TemplateNotFound {
                 namespace: namespace.to_owned(),
                 name: name.to_owned(),
                 version: version.to_owned(),
             });
         };
-        self.compile_stored(id, doc)
+        self.compile_stored(stored)
     }
 
     /// Find a template by its `named_task_id`.
@@ -137,17 +110,15 @@ impl Registry {
         {
             return Ok(found.clone());
         }
-        let doc: serde_json::Value =
-            sqlx::query_scalar("SELECT template FROM tasker.named_tasks WHERE named_task_id = $1")
-                .bind(id)
-                .fetch_optional(pool)
-                .await?
-                .ok_or_else(|| Error::NotFound(format!("no named task with id {id}")))?;
-        self.compile_stored(id, doc)
+        let stored = templates::find_by_id(pool, id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("no named task with id {id}")))?;
+        self.compile_stored(stored)
     }
 
-    fn compile_stored(&self, id: i64, doc: serde_json::Value) -> Result<Arc<RegisteredTemplate>> {
-        let doc: TemplateDoc = serde_json::from_value(doc)
+    fn compile_stored(&self, stored: StoredTemplate) -> Result<Arc<RegisteredTemplate>> {
+        let id = stored.named_task_id;
+        let doc: TemplateDoc = serde_json::from_value(stored.template)
             .map_err(|e| Error::InvalidInput(format!("stored template {id} is unreadable: {e}")))?;
         let template = crate::template::compile_doc(doc)?;
         let queue = QueueName::for_namespace(&template.namespace)?;

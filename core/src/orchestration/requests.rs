@@ -1,6 +1,8 @@
-//! Asynchronous task creation through the `tasker_task_requests` queue. A request becomes a
-//! task exactly once: a redelivered request carries the same idempotency key (its own, or one
-//! derived from its message id). A request that can never succeed is archived with the reason.
+//! Asynchronous task creation through the `tasker_task_requests` queue: the message format and
+//! what becomes of each request (the engine's request consumer reads, creates and settles). A
+//! request becomes a task exactly once: a redelivered request carries the same idempotency key
+//! (its own, or one derived from its message id). A request that can never succeed is archived
+//! with the reason.
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -9,8 +11,8 @@ use uuid::Uuid;
 
 use super::create::TaskRequest;
 use crate::error::{Error, Result};
-use crate::messaging::{self, queue::QueueName};
-use crate::runtime::Shared;
+use crate::messaging::queue::QueueName;
+use crate::store::queues::{self, ReadMessage};
 
 /// The queue producers send task requests to.
 pub const TASK_REQUESTS_QUEUE: &str = "tasker_task_requests";
@@ -68,12 +70,7 @@ pub(crate) async fn send_request(pool: &PgPool, request: &Value) -> Result<i64> 
             "a task request must be a JSON object".into(),
         ));
     }
-    let id: i64 = sqlx::query_scalar("SELECT * FROM pgmq.send($1, $2)")
-        .bind(TASK_REQUESTS_QUEUE)
-        .bind(request)
-        .fetch_one(pool)
-        .await?;
-    Ok(id)
+    queues::send(pool, &queue(), request).await
 }
 
 /// What happened to one request.
@@ -85,83 +82,50 @@ pub(crate) enum RequestOutcome {
     Deferred,
 }
 
+/// The task requests queue.
 pub(crate) fn queue() -> QueueName {
     QueueName::from_static(TASK_REQUESTS_QUEUE)
 }
 
-/// Take up to `batch` requests and turn each into a task. Returns the outcomes and the
-/// namespaces that received work.
-pub(crate) async fn process_batch(
-    shared: &Shared,
-    read_sql: &str,
-    batch: i32,
-) -> Result<Vec<(RequestOutcome, Option<String>)>> {
-    let pool = &shared.pool;
-    let queue = queue();
-    let messages = messaging::read(pool, read_sql, 30, batch).await?;
-    let mut outcomes = Vec::with_capacity(messages.len());
-    for m in messages {
-        let parsed: std::result::Result<RequestMessage, _> = m.decode();
-        let request = match parsed {
-            Ok(r) => r,
-            Err(why) => {
-                let reason = format!("malformed task request: {why}");
-                messaging::archive_poison(pool, &queue, m.msg_id, &reason).await?;
-                outcomes.push((RequestOutcome::Archived(reason), None));
-                continue;
-            }
-        };
-        let namespace = request.namespace.clone();
-        let priority = match priority(request.priority) {
-            Ok(p) => p,
-            Err(reason) => {
-                messaging::archive_poison(pool, &queue, m.msg_id, &reason).await?;
-                outcomes.push((RequestOutcome::Archived(reason), None));
-                continue;
-            }
-        };
-        let req = TaskRequest {
-            namespace: request.namespace,
-            name: request.name,
-            version: request.version,
-            context: request.context,
-            correlation_id: request.correlation_id,
-            parent_correlation_id: request.parent_correlation_id,
-            idempotency_key: Some(
-                request
-                    .idempotency_key
-                    .unwrap_or_else(|| format!("task-request:{}", m.msg_id)),
-            ),
-            priority,
-            traceparent: request.traceparent,
-        };
-        let created = shared
-            .create_tasks(std::slice::from_ref(&req))
-            .await
-            .map(|mut tasks| tasks.remove(0));
-        let outcome = match created {
-            Ok(task) => {
-                messaging::delete(pool, &queue, m.msg_id).await?;
-                RequestOutcome::Created(task.task_uuid)
-            }
-            // The namespace queue is failing: the request waits for it, however long that takes.
-            Err(e @ (Error::CircuitOpen { .. } | Error::Queue { .. })) => {
-                tracing::warn!(msg_id = m.msg_id, error = %e, "task request deferred until its queue works");
-                RequestOutcome::Deferred
-            }
-            Err(e @ (Error::Database(_) | Error::Migration(_))) if m.read_ct < MAX_DELIVERIES => {
-                tracing::warn!(msg_id = m.msg_id, error = %e, "task request failed; it will be retried");
-                RequestOutcome::Deferred
-            }
-            Err(e) => {
-                let reason = format!("task request refused: {e}");
-                messaging::archive_poison(pool, &queue, m.msg_id, &reason).await?;
-                RequestOutcome::Archived(reason)
-            }
-        };
-        outcomes.push((outcome, Some(namespace)));
+/// The task a request message asks for, or why it can never become one (the reason it is
+/// archived with). Without an idempotency key of its own, the request's message id gives it
+/// one, so that a redelivered request makes one task.
+pub(crate) fn to_request(m: &ReadMessage) -> std::result::Result<TaskRequest, String> {
+    let request: RequestMessage = m
+        .decode()
+        .map_err(|why| format!("malformed task request: {why}"))?;
+    let priority = priority(request.priority)?;
+    Ok(TaskRequest {
+        namespace: request.namespace,
+        name: request.name,
+        version: request.version,
+        context: request.context,
+        correlation_id: request.correlation_id,
+        parent_correlation_id: request.parent_correlation_id,
+        idempotency_key: Some(
+            request
+                .idempotency_key
+                .unwrap_or_else(|| format!("task-request:{}", m.msg_id)),
+        ),
+        priority,
+        traceparent: request.traceparent,
+    })
+}
+
+/// What a failed creation means for its request, delivered `read_ct` times so far.
+pub(crate) fn after_failure(msg_id: i64, read_ct: i32, e: &Error) -> RequestOutcome {
+    match e {
+        // The namespace queue is failing: the request waits for it, however long that takes.
+        Error::CircuitOpen { .. } | Error::Queue { .. } => {
+            tracing::warn!(msg_id, error = %e, "task request deferred until its queue works");
+            RequestOutcome::Deferred
+        }
+        Error::Database(_) | Error::Migration(_) if read_ct < MAX_DELIVERIES => {
+            tracing::warn!(msg_id, error = %e, "task request failed; it will be retried");
+            RequestOutcome::Deferred
+        }
+        e => RequestOutcome::Archived(format!("task request refused: {e}")),
     }
-    Ok(outcomes)
 }
 
 #[cfg(test)]

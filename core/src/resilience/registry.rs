@@ -14,6 +14,13 @@ pub struct BreakerRegistry {
 }
 
 impl BreakerRegistry {
+    /// An empty registry whose breakers are created with `defaults`.
+    pub fn with_defaults(defaults: CircuitBreakerConfig) -> Self {
+        BreakerRegistry {
+            inner: Mutex::new((defaults, BTreeMap::new())),
+        }
+    }
+
     /// The breaker called `name`, created with the defaults if it does not exist.
     pub fn get(&self, name: &str) -> Arc<CircuitBreaker> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());

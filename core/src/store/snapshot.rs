@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::state::TaskState;
 
 /// One transition row.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct TransitionView {
     pub from_state: Option<String>,
     pub to_state: String,
@@ -19,7 +19,7 @@ pub struct TransitionView {
 }
 
 /// A step with its state, attempts, result and history.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct StepView {
     pub uuid: Uuid,
     pub name: String,
@@ -31,12 +31,14 @@ pub struct StepView {
     pub metadata: Option<Value>,
     pub error: Option<Value>,
     pub next_retry_at: Option<DateTime<Utc>>,
+    #[sqlx(skip)]
     pub dependencies: Vec<String>,
+    #[sqlx(skip)]
     pub transitions: Vec<TransitionView>,
 }
 
 /// A task with everything an operator needs to see.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct TaskView {
     pub uuid: Uuid,
     pub namespace: String,
@@ -51,65 +53,52 @@ pub struct TaskView {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
+    #[sqlx(skip)]
     pub steps: Vec<StepView>,
+    #[sqlx(skip)]
     pub transitions: Vec<TransitionView>,
 }
 
-type TaskRow = (
-    Uuid,
-    String,
-    String,
-    String,
-    String,
-    Value,
-    Uuid,
-    Option<Uuid>,
-    Option<String>,
-    i16,
-    DateTime<Utc>,
-    DateTime<Utc>,
-    Option<DateTime<Utc>>,
-);
+/// A dependency edge: the child step and its parent's name.
+#[derive(sqlx::FromRow)]
+struct EdgeRow {
+    to_step_uuid: Uuid,
+    parent_name: String,
+}
 
-type StepRow = (
-    Uuid,
-    String,
-    String,
-    String,
-    i32,
-    i32,
-    Option<Value>,
-    Option<Value>,
-    Option<Value>,
-    Option<DateTime<Utc>>,
-);
-
-type StepTransitionRow = (Uuid, Option<String>, String, Value, DateTime<Utc>);
+/// A step transition with the step it belongs to.
+#[derive(sqlx::FromRow)]
+struct StepTransitionRow {
+    step_uuid: Uuid,
+    #[sqlx(flatten)]
+    transition: TransitionView,
+}
 
 /// Load a task with its steps (in template order) and both histories.
 pub async fn find_task(pool: &PgPool, task_uuid: Uuid) -> Result<Option<TaskView>> {
-    let row: Option<TaskRow> = sqlx::query_as(
-        "SELECT t.task_uuid, t.namespace, n.name, n.version, t.status, t.context, t.correlation_id, \
-                t.parent_correlation_id, t.idempotency_key, t.priority, t.created_at, t.updated_at, \
-                t.completed_at \
+    let task: Option<TaskView> = sqlx::query_as(
+        "SELECT t.task_uuid AS uuid, t.namespace, n.name, n.version, t.status, t.context, \
+                t.correlation_id, t.parent_correlation_id, t.idempotency_key, t.priority, \
+                t.created_at, t.updated_at, t.completed_at \
          FROM tasker.tasks t JOIN tasker.named_tasks n USING (named_task_id) \
          WHERE t.task_uuid = $1",
     )
     .bind(task_uuid)
     .fetch_optional(pool)
     .await?;
-    let Some(r) = row else { return Ok(None) };
-
-    let steps: Vec<StepRow> = sqlx::query_as(
-        "SELECT step_uuid, name, handler_class, state, attempts, max_attempts, results, \
-                result_metadata, last_error, next_retry_at \
+    let Some(mut task) = task else {
+        return Ok(None);
+    };
+    let mut steps: Vec<StepView> = sqlx::query_as(
+        "SELECT step_uuid AS uuid, name, handler_class, state, attempts, max_attempts, \
+                results AS result, result_metadata AS metadata, last_error AS error, next_retry_at \
          FROM tasker.workflow_steps WHERE task_uuid = $1 ORDER BY position",
     )
     .bind(task_uuid)
     .fetch_all(pool)
     .await?;
-    let edges: Vec<(Uuid, String)> = sqlx::query_as(
-        "SELECT e.to_step_uuid, p.name FROM tasker.workflow_step_edges e \
+    let edges: Vec<EdgeRow> = sqlx::query_as(
+        "SELECT e.to_step_uuid, p.name AS parent_name FROM tasker.workflow_step_edges e \
          JOIN tasker.workflow_steps p ON p.step_uuid = e.from_step_uuid \
          WHERE p.task_uuid = $1 ORDER BY p.position",
     )
@@ -118,76 +107,33 @@ pub async fn find_task(pool: &PgPool, task_uuid: Uuid) -> Result<Option<TaskView
     .await?;
     let step_transitions: Vec<StepTransitionRow> = sqlx::query_as(
         "SELECT step_uuid, from_state, to_state, metadata, created_at \
-             FROM tasker.workflow_step_transitions WHERE task_uuid = $1 \
-             ORDER BY step_uuid, id",
+         FROM tasker.workflow_step_transitions WHERE task_uuid = $1 \
+         ORDER BY step_uuid, id",
     )
     .bind(task_uuid)
     .fetch_all(pool)
     .await?;
-    let task_transitions: Vec<(Option<String>, String, Value, DateTime<Utc>)> = sqlx::query_as(
+    task.transitions = sqlx::query_as(
         "SELECT from_state, to_state, metadata, created_at FROM tasker.task_transitions \
          WHERE task_uuid = $1 ORDER BY id",
     )
     .bind(task_uuid)
     .fetch_all(pool)
     .await?;
-
-    let steps = steps
-        .into_iter()
-        .map(|s| StepView {
-            dependencies: edges
-                .iter()
-                .filter(|(to, _)| *to == s.0)
-                .map(|(_, n)| n.clone())
-                .collect(),
-            transitions: step_transitions
-                .iter()
-                .filter(|t| t.0 == s.0)
-                .map(|t| TransitionView {
-                    from_state: t.1.clone(),
-                    to_state: t.2.clone(),
-                    metadata: t.3.clone(),
-                    created_at: t.4,
-                })
-                .collect(),
-            uuid: s.0,
-            name: s.1,
-            handler_class: s.2,
-            state: s.3,
-            attempts: s.4,
-            max_attempts: s.5,
-            result: s.6,
-            metadata: s.7,
-            error: s.8,
-            next_retry_at: s.9,
-        })
-        .collect();
-
-    Ok(Some(TaskView {
-        uuid: r.0,
-        namespace: r.1,
-        name: r.2,
-        version: r.3,
-        status: r.4,
-        context: r.5,
-        correlation_id: r.6,
-        parent_correlation_id: r.7,
-        idempotency_key: r.8,
-        priority: r.9,
-        created_at: r.10,
-        updated_at: r.11,
-        completed_at: r.12,
-        steps,
-        transitions: task_transitions
-            .into_iter()
-            .map(|t| TransitionView {
-                from_state: t.0,
-                to_state: t.1,
-                metadata: t.2,
-                created_at: t.3,
-            })
-            .collect(),
-    }))
+    for step in &mut steps {
+        step.dependencies = edges
+            .iter()
+            .filter(|e| e.to_step_uuid == step.uuid)
+            .map(|e| e.parent_name.clone())
+            .collect();
+        step.transitions = step_transitions
+            .iter()
+            .filter(|t| t.step_uuid == step.uuid)
+            .map(|t| t.transition.clone())
+            .collect();
+    }
+    task.steps = steps;
+    Ok(Some(task))
 }
 
 /// The current status of a task, if it exists.
@@ -201,7 +147,7 @@ pub async fn task_status(pool: &PgPool, task_uuid: Uuid) -> Result<Option<TaskSt
 }
 
 /// A task without its steps, for listings.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct TaskSummary {
     pub uuid: Uuid,
     pub namespace: String,
@@ -214,19 +160,6 @@ pub struct TaskSummary {
     pub created_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
 }
-
-type SummaryRow = (
-    Uuid,
-    String,
-    String,
-    String,
-    String,
-    Uuid,
-    Option<Uuid>,
-    i16,
-    DateTime<Utc>,
-    Option<DateTime<Utc>>,
-);
 
 /// Tasks sharing a correlation id and/or a parent correlation id (a chain of workflows),
 /// oldest first.
@@ -241,8 +174,8 @@ pub async fn find_tasks(
             "give a correlation_id and/or a parent_correlation_id".into(),
         ));
     }
-    let rows: Vec<SummaryRow> = sqlx::query_as(
-        "SELECT t.task_uuid, t.namespace, n.name, n.version, t.status, t.correlation_id, \
+    let rows = sqlx::query_as(
+        "SELECT t.task_uuid AS uuid, t.namespace, n.name, n.version, t.status, t.correlation_id, \
                 t.parent_correlation_id, t.priority, t.created_at, t.completed_at \
          FROM tasker.tasks t JOIN tasker.named_tasks n USING (named_task_id) \
          WHERE ($1::uuid IS NULL OR t.correlation_id = $1) \
@@ -254,19 +187,5 @@ pub async fn find_tasks(
     .bind(limit.clamp(1, 10_000))
     .fetch_all(pool)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| TaskSummary {
-            uuid: r.0,
-            namespace: r.1,
-            name: r.2,
-            version: r.3,
-            status: r.4,
-            correlation_id: r.5,
-            parent_correlation_id: r.6,
-            priority: r.7,
-            created_at: r.8,
-            completed_at: r.9,
-        })
-        .collect())
+    Ok(rows)
 }

@@ -1,9 +1,7 @@
-//! The worker side: claiming steps from namespace queues and the channels that a foreign
-//! executor (Ruby handler threads, or Rust code) pulls events from and pushes outcomes to.
+//! The executor's side of the boundary: the event a handler receives, the outcome it hands
+//! back, and an executor for handlers written in Rust.
 
-pub(crate) mod claim;
 mod event;
-pub(crate) mod poller;
 pub mod rust_handlers;
 
 pub use event::{

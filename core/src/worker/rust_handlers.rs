@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::event::{FailureKind, StepEvent, StepFailure, StepOutcome};
-use crate::runtime::{Engine, NextStep};
+use crate::engine::{Engine, NextStep};
 
 /// A step handler in Rust.
 pub trait StepHandler: Send + Sync {

@@ -17,7 +17,7 @@ pub fn database_url() -> String {
 }
 
 pub fn migrate() {
-    tasker_core::runtime::migrate(&database_url()).expect("migrations apply");
+    tasker_core::engine::migrate(&database_url()).expect("migrations apply");
 }
 
 /// A namespace no other test uses.

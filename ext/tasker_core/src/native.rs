@@ -121,7 +121,7 @@ guarded! {
 
     fn migrate(ruby: &Ruby, database_url: Value) -> Result<(), Error> {
         let database_url = url(ruby, database_url)?;
-        nogvl::run(ruby, || tasker_core::runtime::migrate(&database_url))?
+        nogvl::run(ruby, || tasker_core::engine::migrate(&database_url))?
             .map_err(|p| internal(ruby, p))?
             .map_err(|e| to_ruby(ruby, e))
     }
@@ -129,7 +129,7 @@ guarded! {
     /// [[version, description, applied?], ...] of the project's migrations.
     fn migration_status(ruby: &Ruby, database_url: Value) -> Result<Vec<(i64, String, bool)>, Error> {
         let database_url = url(ruby, database_url)?;
-        nogvl::run(ruby, || tasker_core::runtime::migration_status(&database_url))?
+        nogvl::run(ruby, || tasker_core::engine::migration_status(&database_url))?
             .map_err(|p| internal(ruby, p))?
             .map_err(|e| to_ruby(ruby, e))
     }

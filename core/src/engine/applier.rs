@@ -5,25 +5,37 @@
 //! the released children this process serves, up to its free handler slots, and hands them
 //! straight to the executor channel: no queue read and no second claim for the next step.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::fused::ClaimBudget;
-use super::{Completion, Shared};
+use super::claims::{ClaimBudget, Claimer};
+use super::db::Db;
+use super::dispatch::Completion;
+use super::signals::Signals;
 use crate::error::Result;
+use crate::orchestration::queue_writer::QueueWriter;
 use crate::orchestration::results::{self, ApplyReport, BatchApplied, BatchItem};
 use crate::resilience::Permit;
 use crate::state::TaskState;
+use crate::telemetry::Telemetry;
 use crate::worker::{StepFailure, StepOutcome};
 
 /// Most outcomes applied in one transaction.
 const MAX_BATCH: usize = 256;
 
 pub(super) struct Applier {
-    pub shared: Arc<Shared>,
+    pub db: Arc<Db>,
+    pub writer: Arc<QueueWriter>,
+    pub claimer: Arc<Claimer>,
+    pub signals: Arc<Signals>,
+    pub telemetry: Option<Arc<Telemetry>>,
+    /// Outcomes handed back and not yet applied.
+    pub pending: Arc<AtomicUsize>,
+    /// Tags the wake-ups this engine sends other processes.
+    pub instance_id: Arc<str>,
     pub rx: mpsc::UnboundedReceiver<Completion>,
 }
 
@@ -69,8 +81,7 @@ impl Applier {
                     return;
                 }
                 Err(e) => {
-                    if !self.shared.trouble.note("applying step results", &e) && attempt == next_log
-                    {
+                    if !self.db.trouble.note("applying step results", &e) && attempt == next_log {
                         next_log += 10;
                         tracing::warn!(outcomes = batch.len(), attempt, error = %e,
                             "applying step results failed; retrying");
@@ -103,13 +114,11 @@ impl Applier {
                     tracing::error!(step_uuid = %one.0.step_uuid, correlation_id = %one.0.correlation_id,
                         error = %e, "PostgreSQL refused even the failure recorded in place of an outcome; \
                          the step runs again after its claim expires");
-                    self.shared
-                        .completions_pending
-                        .fetch_sub(1, Ordering::Relaxed);
+                    self.pending.fetch_sub(1, Ordering::Relaxed);
                     return;
                 }
                 Err(e) => {
-                    if !self.shared.trouble.note("applying a step result", &e) {
+                    if !self.db.trouble.note("applying a step result", &e) {
                         tracing::warn!(step_uuid = %one.0.step_uuid, error = %e,
                             "applying a step result failed; retrying");
                     }
@@ -122,7 +131,6 @@ impl Applier {
 
     /// One round trip: the batch's outcomes, its queues' writes and the fused claims.
     async fn try_apply(&self, batch: &[Completion]) -> Result<(BatchApplied, ClaimBudget)> {
-        let shared = &self.shared;
         // Each queue's breaker decides once for the batch whether its queue is written.
         let breakers: Vec<_> = {
             let mut names: Vec<&str> = batch.iter().map(|c| c.0.queue.as_str()).collect();
@@ -130,7 +138,7 @@ impl Applier {
             names.dedup();
             names
                 .into_iter()
-                .map(|q| (q, shared.queue_breakers.get(q)))
+                .map(|q| (q, self.writer.breakers.get(q)))
                 .collect()
         };
         let queues: Vec<(&str, Option<Permit<'_>>)> = breakers
@@ -152,14 +160,13 @@ impl Applier {
             .iter()
             .filter(|(_, outcome, _)| matches!(outcome, StepOutcome::Success { .. }))
             .fold(0usize, |n, (t, _, _)| n.saturating_add(t.children as usize));
-        let budget = shared.claim_budget(releasable);
-        let claims = budget.claims(shared);
+        let budget = self.claimer.budget(releasable);
         let applied = results::apply_batch(
-            &shared.pool,
+            &self.db.pool,
             &items,
-            &claims,
-            shared.queue_lock_timeout,
-            &shared.instance_id,
+            &budget.settings(&self.claimer),
+            self.writer.lock_timeout,
+            &self.instance_id,
         )
         .await;
         match applied {
@@ -200,7 +207,6 @@ impl Applier {
         budget: ClaimBudget,
         started: Instant,
     ) {
-        let shared = &self.shared;
         let elapsed = started.elapsed();
         let count = batch.len();
         // Children released per queue, to compare with those claimed here.
@@ -227,26 +233,24 @@ impl Applier {
                     }
                 }
                 if retry_in.is_some() {
-                    shared.retry_wakeup.notify_one();
+                    self.signals.wake_retries();
                 }
                 if task_state.is_some_and(TaskState::is_terminal) {
-                    shared.task_finished(ticket.task_uuid);
+                    self.signals.task_finished(ticket.task_uuid);
                 }
             }
-            if let Some(t) = &shared.telemetry {
+            if let Some(t) = &self.telemetry {
                 t.applied(trace, report, elapsed);
             }
         }
-        shared
-            .completions_pending
-            .fetch_sub(count, Ordering::Relaxed);
+        self.pending.fetch_sub(count, Ordering::Relaxed);
         // Released children this process did not claim are in the queue: its pollers look.
         for (namespace, queue, count) in released {
             let claimed = applied.claimed.iter().filter(|c| c.queue == queue).count();
             if count > claimed {
-                shared.wake_namespace(&namespace);
+                self.signals.wake_namespace(&namespace);
             }
         }
-        shared.hand_out(applied.claimed, budget).await;
+        self.claimer.hand_out(applied.claimed, budget).await;
     }
 }

@@ -1,5 +1,5 @@
 //! One poller per served namespace: takes the free handler slots and claims as many steps from
-//! its queue in one statement (`claim::claim_batch`), then hands the events to the executor
+//! its queue in one statement (`tasker.claim_steps`), then hands the events to the executor
 //! channel. That statement also settles what it cannot claim: poison messages are archived with
 //! a reason, a message whose step is still claimed elsewhere is hidden until that claim expires,
 //! a step whose handler's breaker is open is postponed with its attempts untouched.
@@ -7,12 +7,21 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit};
 
-use super::claim::{self, ClaimedBatch, HandlerGate};
-use crate::messaging::queue::QueueName;
+use uuid::Uuid;
+
+use super::claims::Claimer;
+use super::db::Db;
+use super::signals::Signals;
+use crate::error::Result;
+use crate::messaging::{queue::QueueName, StepMessage};
+use crate::orchestration::queue_writer::QueueWriter;
 use crate::resilience::{CircuitState, OwnedPermit};
-use crate::runtime::{Dispatch, Shared};
+use crate::store::steps::{self, HandlerGate};
+use crate::worker::StepEvent;
+
+use super::dispatch::Dispatch;
 
 /// How long a read message stays hidden before its claim sets the real deadline (the claim's
 /// expiry); it matters only for a message that is not claimed (exhausted, awaiting its fate).
@@ -25,12 +34,26 @@ const MAX_BATCH: usize = 64;
 /// reconfigured or forced closed meanwhile, so it is looked at again within seconds.
 const POSTPONE_SECONDS: i32 = 2;
 
+/// What one read of a queue did with the messages it read.
+#[derive(Debug, Default)]
+struct ClaimedBatch {
+    events: Vec<StepEvent>,
+    /// Messages archived, with the reason.
+    archived: Vec<(i64, String)>,
+    /// Claims that expired on their step's last attempt: (msg_id, message).
+    exhausted: Vec<(i64, StepMessage)>,
+    postponed: usize,
+}
+
 pub(crate) struct Poller {
-    pub shared: Arc<Shared>,
+    pub db: Arc<Db>,
+    pub writer: Arc<QueueWriter>,
+    pub claimer: Arc<Claimer>,
+    pub signals: Arc<Signals>,
+    pub poll_interval: Duration,
     pub namespace: String,
     pub queue: QueueName,
     pub wake: Arc<Notify>,
-    pub slots: Arc<Semaphore>,
     /// The engine's handler slots in all.
     pub concurrency: usize,
     pub out: crossbeam_channel::Sender<Dispatch>,
@@ -47,7 +70,7 @@ impl Poller {
             // One free handler slot at least, and as many more as are free right now: each
             // step claimed runs in one of them at once.
             let first = tokio::select! {
-                p = self.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                p = self.claimer.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
                 _ = self.stop.changed() => break,
             };
             if *self.stop.borrow() {
@@ -57,7 +80,7 @@ impl Poller {
             self.gather(&mut permits, backlog, last_read).await;
             // A failing queue stops being polled (with backoff) while the breaker is open;
             // the other namespaces' pollers are unaffected.
-            let breaker = self.shared.queue_breakers.get(self.queue.as_str());
+            let breaker = self.writer.breakers.get(self.queue.as_str());
             let guard = match breaker.try_acquire() {
                 Ok(guard) => guard,
                 Err(retry_after) => {
@@ -76,13 +99,9 @@ impl Poller {
                 trials: &trial_names,
                 postpone_seconds: POSTPONE_SECONDS,
             };
-            let site = claim::ClaimSite {
-                shared: &self.shared,
-                queue: &self.queue,
-            };
             let started = (Instant::now(), SystemTime::now());
             let asked = permits.len();
-            let claimed = claim::claim_batch(&site, asked, &gate, READ_VISIBILITY_SECONDS).await;
+            let claimed = self.claim(asked, &gate).await;
             last_read = started.0.elapsed();
             backlog = matches!(&claimed, Ok(b) if b.events.len() + b.archived.len() + b.exhausted.len() + b.postponed >= asked);
             match &claimed {
@@ -107,7 +126,7 @@ impl Poller {
                     if idle {
                         tokio::select! {
                             _ = self.wake.notified() => {}
-                            _ = tokio::time::sleep(self.shared.poll_interval) => {}
+                            _ = tokio::time::sleep(self.poll_interval) => {}
                             _ = self.stop.changed() => break,
                         }
                     }
@@ -117,7 +136,7 @@ impl Poller {
                     for (_, admission) in trials {
                         admission.release();
                     }
-                    if !self.shared.trouble.note("claiming steps", &e) {
+                    if !self.db.trouble.note("claiming steps", &e) {
                         tracing::warn!(namespace = %self.namespace, error = %e, "claiming steps failed; retrying");
                     }
                     tokio::select! {
@@ -143,7 +162,7 @@ impl Poller {
     ) {
         let take_free = |permits: &mut Vec<OwnedSemaphorePermit>| {
             while permits.len() < MAX_BATCH {
-                match self.slots.clone().try_acquire_owned() {
+                match self.claimer.slots.clone().try_acquire_owned() {
                     Ok(p) => permits.push(p),
                     Err(_) => break,
                 }
@@ -156,7 +175,9 @@ impl Poller {
         }
         let deadline = tokio::time::Instant::now() + last_read.min(Duration::from_millis(50));
         while permits.len() < want {
-            match tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned()).await {
+            match tokio::time::timeout_at(deadline, self.claimer.slots.clone().acquire_owned())
+                .await
+            {
                 Ok(Ok(p)) => {
                     permits.push(p);
                     take_free(permits);
@@ -172,7 +193,7 @@ impl Poller {
     fn handler_gate(&self) -> (Vec<String>, Vec<(String, OwnedPermit)>) {
         let mut blocked = Vec::new();
         let mut trials = Vec::new();
-        for breaker in self.shared.handler_breakers.all() {
+        for breaker in self.claimer.handler_breakers.all() {
             if breaker.state() == CircuitState::Closed {
                 continue;
             }
@@ -193,7 +214,7 @@ impl Poller {
         batch: ClaimedBatch,
         permits: &mut Vec<OwnedSemaphorePermit>,
         trials: &mut Vec<(String, OwnedPermit)>,
-        (at, at_wall): (Instant, SystemTime),
+        at: (Instant, SystemTime),
     ) {
         for (msg_id, reason) in &batch.archived {
             tracing::warn!(queue = %self.queue, msg_id, reason, "archived a message that cannot be processed");
@@ -203,40 +224,96 @@ impl Poller {
             let handler = &*event.handler_class;
             let admission = match trials.iter().position(|(h, _)| h == handler) {
                 Some(i) => Some(trials.swap_remove(i).1),
-                None if self.shared.handler_classes.contains(handler) => self
-                    .shared
-                    .handler_breakers
-                    .get(handler)
-                    .try_acquire_owned()
-                    .ok(),
-                None => None,
+                None => self.claimer.admission(handler),
             };
-            let trace = self
-                .shared
-                .telemetry
-                .as_ref()
-                .map(|t| t.claimed(&event, at, at_wall));
             let _ = self
                 .out
-                .send(Dispatch::new(event, permit, admission, trace));
+                .send(self.claimer.dispatch(event, permit, admission, at));
         }
-        let site = claim::ClaimSite {
-            shared: &self.shared,
-            queue: &self.queue,
-        };
         for (msg_id, msg) in batch.exhausted {
-            match claim::fail_exhausted(&site, &self.namespace, msg_id, &msg).await {
+            match self.fail_exhausted(msg_id, &msg).await {
                 Ok(state) if state.is_some_and(crate::state::TaskState::is_terminal) => {
-                    self.shared.task_finished(msg.task_uuid)
+                    self.signals.task_finished(msg.task_uuid)
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    if !self.shared.trouble.note("failing an exhausted step", &e) {
+                    if !self.db.trouble.note("failing an exhausted step", &e) {
                         tracing::warn!(step_uuid = %msg.step_uuid, error = %e,
                             "failing a step whose last claim expired failed; it is tried again");
                     }
                 }
             }
         }
+    }
+
+    /// Read up to `qty` messages of the queue and claim their steps, in one statement
+    /// (`tasker.claim_steps`, which also settles every message it cannot claim), on the queue
+    /// pool: a locked queue table fails fast (and opens that queue's breaker).
+    async fn claim(&self, qty: usize, gate: &HandlerGate<'_>) -> Result<ClaimedBatch> {
+        let claimer = &self.claimer;
+        let rows = steps::claim_steps(
+            &self.db.queue_pool,
+            &self.queue,
+            qty,
+            &claimer.worker_id,
+            claimer.claim_grace_seconds,
+            READ_VISIBILITY_SECONDS,
+            gate,
+        )
+        .await?;
+        let mut out = ClaimedBatch::default();
+        for row in rows {
+            let msg_id = row.claim.msg_id.unwrap_or_default();
+            match row.kind.as_str() {
+                "archived" => out.archived.push((msg_id, row.reason.unwrap_or_default())),
+                "postponed" => out.postponed += 1,
+                "exhausted" => {
+                    if let (Some(step_uuid), Some(task_uuid)) =
+                        (row.claim.step_uuid, row.claim.task_uuid)
+                    {
+                        out.exhausted.push((
+                            msg_id,
+                            StepMessage {
+                                task_uuid,
+                                step_uuid,
+                                correlation_id: Uuid::nil(),
+                                priority: 0,
+                                handler: None,
+                            },
+                        ));
+                    }
+                }
+                "claimed" => {
+                    if let Some(step) = row.claim.into_claimed(self.queue.as_str().to_owned()) {
+                        out.events.push(claimer.event(step).await?);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// Fail a step whose claim expired on its last attempt. Returns the task's new state when
+    /// the step's failure changed it.
+    async fn fail_exhausted(
+        &self,
+        msg_id: i64,
+        msg: &StepMessage,
+    ) -> Result<Option<crate::state::TaskState>> {
+        let done = steps::fail_exhausted_claim(
+            &self.db.pool,
+            msg,
+            &self.queue,
+            &self.namespace,
+            msg_id,
+            self.writer.lock_timeout,
+        )
+        .await?;
+        if done.failed {
+            tracing::warn!(step_uuid = %msg.step_uuid, task_uuid = %msg.task_uuid,
+                "a step's claim expired on its last attempt; the step failed");
+        }
+        done.task_state.as_deref().map(str::parse).transpose()
     }
 }

@@ -1,0 +1,144 @@
+//! The async face of the engine: creating tasks, operator controls, reads and health.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::creator::Creator;
+use super::db::Db;
+use super::health::{self, HealthReport};
+use super::signals::Signals;
+use crate::error::{Error, Result};
+use crate::orchestration::registry::Registry;
+use crate::orchestration::{self, CreatedTask, Intervention, TaskRequest};
+use crate::state::TaskState;
+use crate::store::snapshot::{self, TaskView};
+
+/// What a handle reaches.
+pub(super) struct HandleParts {
+    pub db: Arc<Db>,
+    pub creator: Arc<Creator>,
+    pub signals: Arc<Signals>,
+    pub registry: Arc<Registry>,
+    /// How long an operator's queue write waits for a lock on the queue table.
+    pub lock_timeout: Duration,
+}
+
+/// A cheap, cloneable handle for async calls (task creation, reads) on the engine.
+#[derive(Clone)]
+pub struct EngineHandle(pub(super) Arc<HandleParts>);
+
+impl EngineHandle {
+    /// Create a task (or return the existing one for the same idempotency key).
+    pub async fn create_task(&self, req: TaskRequest) -> Result<CreatedTask> {
+        self.create_tasks(vec![req])
+            .await?
+            .pop()
+            .ok_or_else(|| Error::InvalidInput("no task was created".into()))
+    }
+
+    /// Create several tasks in one transaction and one round trip (each with its own
+    /// idempotency key, if any); all or none are written. Concurrent calls for one namespace
+    /// may share that transaction (`creator.rs`); each call still succeeds or fails alone.
+    pub async fn create_tasks(&self, reqs: Vec<TaskRequest>) -> Result<Vec<CreatedTask>> {
+        self.0.creator.create_batched(reqs).await.inspect_err(|e| {
+            self.0.db.trouble.note("creating tasks", e);
+        })
+    }
+
+    /// Cancel a task (see the state table in the operations guide).
+    pub async fn cancel_task(&self, task_uuid: Uuid, who: Intervention) -> Result<TaskState> {
+        let state = orchestration::controls::cancel_task(&self.0.db.pool, task_uuid, &who).await?;
+        self.0.signals.task_finished(task_uuid);
+        Ok(state)
+    }
+
+    /// Run a step in `error` again.
+    pub async fn retry_step(
+        &self,
+        task_uuid: Uuid,
+        step_name: String,
+        who: Intervention,
+    ) -> Result<TaskState> {
+        let state = orchestration::controls::retry_step(
+            &self.0.db.pool,
+            &self.0.registry,
+            task_uuid,
+            &step_name,
+            &who,
+            self.0.lock_timeout,
+        )
+        .await?;
+        self.0.signals.wake_all();
+        Ok(state)
+    }
+
+    /// Resolve a step in `error` with the given result; its children may then run.
+    pub async fn resolve_step_manually(
+        &self,
+        task_uuid: Uuid,
+        step_name: String,
+        result: serde_json::Value,
+        who: Intervention,
+    ) -> Result<TaskState> {
+        let (state, released) = orchestration::controls::resolve_step_manually(
+            &self.0.db.pool,
+            task_uuid,
+            &step_name,
+            &result,
+            &who,
+            self.0.lock_timeout,
+        )
+        .await?;
+        if released > 0 {
+            self.0.signals.wake_all();
+        }
+        if state.is_terminal() {
+            self.0.signals.task_finished(task_uuid);
+        }
+        Ok(state)
+    }
+
+    /// A task with steps and history.
+    pub async fn find_task(&self, task_uuid: Uuid) -> Result<Option<TaskView>> {
+        snapshot::find_task(&self.0.db.pool, task_uuid).await
+    }
+
+    /// Queue a task request for any worker process to turn into a task; returns its message id.
+    pub async fn request_task(&self, request: serde_json::Value) -> Result<i64> {
+        orchestration::requests::send_request(&self.0.db.pool, &request).await
+    }
+
+    /// Database reachability and the depth of each served queue (`TaskerCore.health`).
+    pub async fn health(&self) -> HealthReport {
+        health::check(&self.0.db, &self.0.signals.namespaces()).await
+    }
+
+    /// Tasks by correlation id and/or parent correlation id.
+    pub async fn find_tasks(
+        &self,
+        correlation_id: Option<Uuid>,
+        parent_correlation_id: Option<Uuid>,
+        limit: i64,
+    ) -> Result<Vec<snapshot::TaskSummary>> {
+        snapshot::find_tasks(
+            &self.0.db.pool,
+            correlation_id,
+            parent_correlation_id,
+            limit,
+        )
+        .await
+    }
+
+    /// A task's current status.
+    pub async fn task_status(&self, task_uuid: Uuid) -> Result<Option<TaskState>> {
+        snapshot::task_status(&self.0.db.pool, task_uuid).await
+    }
+
+    /// The pool, for callers (tests, benches) that need direct SQL.
+    pub fn pool(&self) -> &PgPool {
+        &self.0.db.pool
+    }
+}

@@ -1,0 +1,102 @@
+//! In-process signals: a wake-up per served namespace (its poller reads at once), one for the
+//! retry releaser, and the callers waiting for a task to reach a terminal state.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+/// Callers waiting for a task's finalization: (waiter id, wake-up sender).
+type Waiters = HashMap<Uuid, Vec<(u64, crossbeam_channel::Sender<()>)>>;
+
+pub(crate) struct Signals {
+    wakeups: HashMap<String, Arc<Notify>>,
+    retries: Notify,
+    waiters: Mutex<Waiters>,
+    next_waiter: AtomicU64,
+}
+
+impl Signals {
+    pub fn new(namespaces: &[String]) -> Self {
+        Signals {
+            wakeups: namespaces
+                .iter()
+                .map(|ns| (ns.clone(), Arc::new(Notify::new())))
+                .collect(),
+            retries: Notify::new(),
+            waiters: Mutex::new(HashMap::new()),
+            next_waiter: AtomicU64::new(1),
+        }
+    }
+
+    /// The namespaces this process serves, sorted.
+    pub fn namespaces(&self) -> Vec<&str> {
+        let mut all: Vec<&str> = self.wakeups.keys().map(String::as_str).collect();
+        all.sort_unstable();
+        all
+    }
+
+    /// The wake-up a namespace's poller waits on.
+    pub fn wakeup(&self, namespace: &str) -> Option<Arc<Notify>> {
+        self.wakeups.get(namespace).cloned()
+    }
+
+    /// Work was enqueued in `namespace`: its poller (if this process serves it) reads now.
+    pub fn wake_namespace(&self, namespace: &str) {
+        if let Some(n) = self.wakeups.get(namespace) {
+            n.notify_one();
+        }
+    }
+
+    pub fn wake_all(&self) {
+        for n in self.wakeups.values() {
+            n.notify_one();
+        }
+    }
+
+    /// A step now waits for a retry: the releaser looks at when the next one is due.
+    pub fn wake_retries(&self) {
+        self.retries.notify_one();
+    }
+
+    pub async fn retries_changed(&self) {
+        self.retries.notified().await
+    }
+
+    /// Register interest in a task's finalization (see `Engine::register_waiter`).
+    pub fn register_waiter(&self, task_uuid: Uuid) -> (u64, crossbeam_channel::Receiver<()>) {
+        let id = self.next_waiter.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(task_uuid)
+            .or_default()
+            .push((id, tx));
+        (id, rx)
+    }
+
+    pub fn unregister_waiter(&self, task_uuid: Uuid, id: u64) {
+        let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(list) = waiters.get_mut(&task_uuid) {
+            list.retain(|(i, _)| *i != id);
+            if list.is_empty() {
+                waiters.remove(&task_uuid);
+            }
+        }
+    }
+
+    /// A task reached a terminal state: wake everyone waiting for it.
+    pub fn task_finished(&self, task_uuid: Uuid) {
+        let senders = self
+            .waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&task_uuid);
+        for (_, tx) in senders.into_iter().flatten() {
+            let _ = tx.try_send(());
+        }
+    }
+}
