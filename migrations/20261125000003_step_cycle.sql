@@ -642,16 +642,21 @@ BEGIN
 
     -- A running task that got a step to retry or a released child stays running: only the
     -- others are counted.
-    SELECT coalesce(array_agg(f.task_uuid ORDER BY f.task_uuid), '{}'),
-           coalesce(array_agg(f.status ORDER BY f.task_uuid), '{}')
-      INTO f_tasks, f_states
-      FROM tasker.finalize_tasks(array(
-               SELECT DISTINCT p_tasks[o] FROM unnest(p_steps) WITH ORDINALITY AS u(u_step, o) WHERE o_to[o] IS NOT NULL
-               EXCEPT
-               SELECT x.t FROM (SELECT p_tasks[o] AS t FROM unnest(p_steps) WITH ORDINALITY AS u(u_step, o)
-                                 WHERE o_to[o] = 'waiting_for_retry'
-                                UNION ALL SELECT unnest(r_tasks)) x
-                WHERE x.t = ANY (running))) f;
+    -- Mid-chain no task is left to count, and finalize_tasks is not called at all.
+    f_tasks := array(
+        SELECT DISTINCT p_tasks[o] FROM unnest(p_steps) WITH ORDINALITY AS u(u_step, o) WHERE o_to[o] IS NOT NULL
+        EXCEPT
+        SELECT x.t FROM (SELECT p_tasks[o] AS t FROM unnest(p_steps) WITH ORDINALITY AS u(u_step, o)
+                          WHERE o_to[o] = 'waiting_for_retry'
+                         UNION ALL SELECT unnest(r_tasks)) x
+         WHERE x.t = ANY (running));
+    f_states := '{}';
+    IF cardinality(f_tasks) > 0 THEN
+        SELECT coalesce(array_agg(f.task_uuid ORDER BY f.task_uuid), '{}'),
+               coalesce(array_agg(f.status ORDER BY f.task_uuid), '{}')
+          INTO f_tasks, f_states
+          FROM tasker.finalize_tasks(f_tasks) f;
+    END IF;
 
     RETURN QUERY
     SELECT 'outcome'::text, p_steps[o], CASE WHEN o_to[o] IS NULL THEN 'discarded' ELSE 'applied' END,
