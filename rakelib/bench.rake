@@ -97,7 +97,7 @@ namespace :bench do
   end
 
   desc "Latency of the hot paths (release build; DATABASE_URL or a private PostgreSQL): SQL on a " \
-       "5,000-task dataset (criterion, plans in target/criterion/sql-plans), the wake-up round trip, " \
+       "5,000-task dataset (criterion, plans in benches/target/criterion/sql-plans), the wake-up round trip, " \
        "task creation from Ruby"
   task :latency do
     target, release = release_build.call

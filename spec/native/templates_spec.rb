@@ -1,5 +1,7 @@
 # frozen_string_literal: true
 
+require "securerandom"
+
 RSpec.describe "template validation (native)" do
   let(:valid) do
     <<~YAML
@@ -57,5 +59,30 @@ RSpec.describe "template validation (native)" do
     ensure
       TaskerCore.reset_configuration!
     end
+  end
+
+  it "refuses a changed body under a registered version, names it, and accepts the same body again" do
+    name = "immutable_#{SecureRandom.hex(4)}"
+    first = valid.sub("name: ok", "name: #{name}")
+    start = lambda do |body|
+      with_template_dir("t.yaml" => body) do |dir|
+        TaskerCore.reset_configuration!
+        TaskerCore.configure do |c|
+          c.database_url = DatabaseSupport.url
+          c.template_paths = [dir]
+          c.mode = :client
+        end
+        TaskerCore.start
+      ensure
+        TaskerCore.stop
+        TaskerCore.reset_configuration!
+      end
+    end
+    start.call(first)
+    expect { start.call(first) }.not_to raise_error
+    changed = first.sub("callable: B", "callable: C")
+    expect { start.call(changed) }.to raise_error(TaskerCore::Errors::TemplateError,
+                                                  %r{spec_templates/#{name}@1\.0\.0 is already registered with a different body.*new version})
+    expect { start.call(changed.sub('"1.0.0"', '"1.0.1"')) }.not_to raise_error
   end
 end

@@ -8,7 +8,7 @@ use sqlx::PgPool;
 use crate::error::{Error, Result};
 use crate::messaging::queue::QueueName;
 use crate::store::queues;
-use crate::store::templates::{self, StoredTemplate};
+use crate::store::templates::{self, Registered, StoredTemplate};
 use crate::template::{Template, TemplateDoc};
 
 /// A template known to the database, with its queue.
@@ -54,7 +54,8 @@ impl Registry {
         self.by_id.read().unwrap_or_else(|e| e.into_inner()).len()
     }
 
-    /// Store (or update) a template and make sure its namespace queue exists.
+    /// Store a template (a template already stored under its version must have the same body)
+    /// and make sure its namespace queue exists.
     pub async fn register(
         &self,
         pool: &PgPool,
@@ -63,7 +64,21 @@ impl Registry {
         let queue = QueueName::for_namespace(&template.namespace)?;
         let doc = serde_json::to_value(&template.doc)
             .map_err(|e| Error::InvalidInput(format!("template not serializable: {e}")))?;
-        let id = templates::upsert(pool, &template, &doc).await?;
+        let id = match templates::register(pool, &template, &doc).await? {
+            Registered::Stored(id) => id,
+            Registered::Differs => {
+                let (namespace, name, version) = template.key();
+                return Err(Error::template(
+                    None,
+                    None,
+                    format!(
+                        "template {namespace}/{name}@{version} is already registered with a different \
+                         body; a registered version never changes: give the changed template a new \
+                         version (e.g. bump {version})"
+                    ),
+                ));
+            }
+        };
         queues::ensure_queue(pool, &queue).await?;
         Ok(self.remember(RegisteredTemplate {
             named_task_id: id,

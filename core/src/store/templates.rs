@@ -14,21 +14,31 @@ pub(crate) struct StoredTemplate {
     pub template: Value,
 }
 
-/// Store a template (its namespace first), or update the stored document of the same
-/// (namespace, name, version); returns its id.
-pub(crate) async fn upsert(pool: &PgPool, template: &Template, doc: &Value) -> Result<i64> {
+/// What [`register`] found.
+pub(crate) enum Registered {
+    /// Stored now, or stored before with the same document: its id.
+    Stored(i64),
+    /// The same (namespace, name, version) is stored with a different document.
+    Differs,
+}
+
+/// Store a template (its namespace first) under its (namespace, name, version). A template is
+/// immutable once stored: the same document again is a no-op, a different one is refused
+/// ([`Registered::Differs`]) and nothing is written.
+pub(crate) async fn register(
+    pool: &PgPool,
+    template: &Template,
+    doc: &Value,
+) -> Result<Registered> {
     let mut tx = pool.begin().await?;
     sqlx::query("INSERT INTO tasker.task_namespaces (name) VALUES ($1) ON CONFLICT DO NOTHING")
         .bind(&*template.namespace)
         .execute(&mut *tx)
         .await?;
-    let id: i64 = sqlx::query_scalar(
+    let inserted: Option<i64> = sqlx::query_scalar(
         "INSERT INTO tasker.named_tasks (namespace, name, version, description, template) \
          VALUES ($1, $2, $3, $4, $5) \
-         ON CONFLICT (namespace, name, version) DO UPDATE \
-           SET description = EXCLUDED.description, template = EXCLUDED.template, \
-               updated_at = CASE WHEN tasker.named_tasks.template IS DISTINCT FROM EXCLUDED.template \
-                                 THEN now() ELSE tasker.named_tasks.updated_at END \
+         ON CONFLICT (namespace, name, version) DO NOTHING \
          RETURNING named_task_id",
     )
     .bind(&*template.namespace)
@@ -36,10 +46,29 @@ pub(crate) async fn upsert(pool: &PgPool, template: &Template, doc: &Value) -> R
     .bind(&*template.version)
     .bind(&template.description)
     .bind(doc)
-    .fetch_one(&mut *tx)
+    .fetch_optional(&mut *tx)
     .await?;
+    let found = match inserted {
+        Some(id) => Registered::Stored(id),
+        None => {
+            let stored: StoredTemplate = sqlx::query_as(
+                "SELECT named_task_id, template FROM tasker.named_tasks \
+                 WHERE namespace = $1 AND name = $2 AND version = $3",
+            )
+            .bind(&*template.namespace)
+            .bind(&*template.name)
+            .bind(&*template.version)
+            .fetch_one(&mut *tx)
+            .await?;
+            if stored.template == *doc {
+                Registered::Stored(stored.named_task_id)
+            } else {
+                Registered::Differs
+            }
+        }
+    };
     tx.commit().await?;
-    Ok(id)
+    Ok(found)
 }
 
 pub(crate) async fn find_by_key(
