@@ -141,7 +141,8 @@ module TaskerCore
       status = if native.nil? then "stopped"
                elsif !native.dig("database", "reachable") then "down"
                elsif reasons.any? then "degraded"
-               else "ok"
+               else
+                 "ok"
                end
       {
         "status" => status, "reasons" => reasons, "pid" => Process.pid, "running" => !native.nil?,

@@ -78,7 +78,7 @@ namespace :bench do
     target, release = release_build.call
     sh "cargo", "build", "--quiet", "--locked", "--release", "-p", "tasker-otlp-receiver", "--target-dir", target,
        verbose: false
-    runs = (["off", "on"] * rounds).map do |mode|
+    runs = (%w[off on] * rounds).map do |mode|
       <<~SH
         psql "$DATABASE_URL" -Xq -c "VACUUM ANALYZE"
         #{mode == "on" ? "OTLP_ENDPOINT=$endpoint " : ""}TASKER_CORE_NATIVE=#{release}/tasker_core_rb.so ruby benches/ruby/e2e.rb #{iterations} #{tasks}

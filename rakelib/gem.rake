@@ -33,7 +33,9 @@ namespace :gem do
     stage = File.join(root, "tmp/native-gem")
     FileUtils.rm_rf(stage)
     # Ruby files, executables, docs, signatures and examples; no Rust, no Cargo files.
-    keep = source.files.reject { |f| f.start_with?("core/", "ext/", "benches/", "otlp-receiver/", "migrations/") || f.start_with?("Cargo.") }
+    keep = source.files.reject do |f|
+      f.start_with?("core/", "ext/", "benches/", "otlp-receiver/", "migrations/") || f.start_with?("Cargo.")
+    end
     keep.each do |f|
       FileUtils.mkdir_p(File.join(stage, File.dirname(f)))
       FileUtils.cp(File.join(root, f), File.join(stage, f))

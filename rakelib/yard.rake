@@ -19,9 +19,7 @@ namespace :yard do
 
     # --no-output parses and checks tags without writing HTML (so {links} are not resolved).
     out, status = yard.call("doc", *db, "--no-output", "--fail-on-warning", "lib")
-    if !status.success? || out.match?(/\[(warn|error)\]/)
-      abort "rake yard:check: yard doc reported problems:\n#{out}"
-    end
+    abort "rake yard:check: yard doc reported problems:\n#{out}" if !status.success? || out.match?(/\[(warn|error)\]/)
 
     out, status = yard.call("stats", *db, "--list-undoc", "lib")
     abort "rake yard:check: not every object is documented:\n#{out}" unless status.success? && out.include?("100.00% documented")

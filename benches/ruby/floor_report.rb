@@ -23,7 +23,7 @@ until args.empty?
 end
 abort "usage: floor_report.rb [--docs PATH] FILE..." if files.empty?
 
-F = {}
+F = {} # rubocop:disable Style/MutableConstant -- filled from the run's output below
 files.each do |file|
   File.foreach(file) do |line|
     next unless (m = line.chomp.match(/\Afloor\.([\w.]+)=(.*)\z/))
@@ -34,7 +34,7 @@ end
 
 def num(key)
   v = F[key]
-  v && v.match?(/\A-?\d+(\.\d+)?\z/) ? Float(v) : nil
+  v&.match?(/\A-?\d+(\.\d+)?\z/) ? Float(v) : nil
 end
 
 def fig(key, decimals = 2)
@@ -63,11 +63,17 @@ def ms(*keys) = "#{keys.map { |k| fig(k) }.join(' / ')} ms"
 def per_s(key) = num(key) ? "#{fig(key, 0)} /s" : fig(key)
 
 knobs = %w[CHAINS WARMUP DRAIN_TASKS PRODUCE_TASKS PRODUCERS BATCH CONCURRENCY SAMPLES SWEEP SWEEP_SECONDS RSS_STEPS]
-          .filter_map { |k| "#{k}=#{ENV[k]}" if ENV[k] && !ENV[k].empty? }
+        .filter_map { |k| "#{k}=#{ENV[k]}" if ENV[k] && !ENV[k].empty? }
 command = [*knobs, "rake bench:floor"].join(" ")
 sweep = F.keys.grep(/\Ab\.sweep\.(\d+x\d+)_msg_per_s\z/).map { |k| [k[/\d+x\d+/], k] }
          .sort_by { |name, _| name.split("x").map(&:to_i) }
 batched = num("e_batch.steps_per_s")
+rss_samples = if F["g.rss_mb"]
+                "start #{fig('g.rss_start_mb', 1)} MB; #{F['g.rss_mb'].split(',').map { |p| p.sub(':', ': ') }.join(', ')}; " \
+                  "#{fig('g.rss_growth_after_first_tenth_mb', 1)} MB from the first tenth to the end"
+              else
+                "—"
+              end
 
 figures = [
   ["(a) durable 1-row INSERT + COMMIT (BEGIN, INSERT, COMMIT: 3 round trips), p50 / p95",
@@ -95,8 +101,7 @@ figures = [
    "#{per_s('f.drain_steps_per_s')} (#{fig('f.drain_tasks', 0)} steps in #{fig('f.drain_seconds')} s)"],
   ["(f) its backlog created beforehand, #{fig('f.backlog_threads', 0)} threads", per_s("f.backlog_create_per_s")],
   ["(g) RSS of the Ruby process over #{fig('g.steps', 0)} no-op steps (steps done: MB)",
-   F["g.rss_mb"] ? "start #{fig('g.rss_start_mb', 1)} MB; #{F['g.rss_mb'].split(',').map { |p| p.sub(':', ': ') }.join(', ')}; " \
-                   "#{fig('g.rss_growth_after_first_tenth_mb', 1)} MB from the first tenth to the end" : "—"]
+   rss_samples]
 ]
 unfinished = %w[d.not_complete e.not_complete e_batch.not_complete f.drain_not_complete g.not_complete]
              .select { |k| num(k)&.positive? }.map { |k| "#{k.split('.').first}: #{fig(k, 0)}" }
@@ -154,13 +159,13 @@ puts report
 if docs
   text = File.read(docs)
   block = "#{BEGIN_MARK}\n#{report}#{END_MARK}"
-  if (from = text.index(BEGIN_MARK)) && (to = text.index(END_MARK, from))
-    text = text[0...from] + block + text[(to + END_MARK.size)..]
-  elsif (first = text.index(/^## /))
-    text = "#{text[0...first]}#{block}\n\n#{text[first..]}"
-  else
-    text = "#{text.chomp}\n\n#{block}\n"
-  end
+  text = if (from = text.index(BEGIN_MARK)) && (to = text.index(END_MARK, from))
+           text[0...from] + block + text[(to + END_MARK.size)..]
+         elsif (first = text.index(/^## /))
+           "#{text[0...first]}#{block}\n\n#{text[first..]}"
+         else
+           "#{text.chomp}\n\n#{block}\n"
+         end
   File.write(docs, text)
   puts "(written to #{docs})"
 end

@@ -18,11 +18,11 @@ OptionParser.new do |o|
 end.parse!
 
 Native = TaskerCore::Native
-def measure(calls)
+def measure(calls, &block)
   heap_before = Native::Bench.heap_stats
   objects_before = GC.stat(:total_allocated_objects)
   started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
-  calls.times { yield }
+  calls.times(&block)
   seconds = Process.clock_gettime(Process::CLOCK_MONOTONIC) - started
   objects = GC.stat(:total_allocated_objects) - objects_before
   heap_after = Native::Bench.heap_stats
@@ -38,7 +38,8 @@ rows = {
   "disabled, block" => measure(calls) { TaskerCore::Logger.debug { "not #{calls} built" } },
   "enabled, with fields (to /dev/null)" => measure(calls / 10) { TaskerCore::Logger.warn("written", order_id: 1) }
 }
-puts "TaskerCore::Logger per call (#{calls} calls; filter \"warn\"; #{Native::Bench.heap_stats ? 'dhat build' : 'no dhat: Rust allocations not counted'})"
+counting = Native::Bench.heap_stats ? "dhat build" : "no dhat: Rust allocations not counted"
+puts "TaskerCore::Logger per call (#{calls} calls; filter \"warn\"; #{counting})"
 puts format("%-38s %10s %14s %16s", "", "ns/call", "Ruby objects", "Rust allocations")
 rows.each do |label, r|
   puts format("%-38s %10.0f %14.2f %16s", label, r[:ns], r[:objects], r[:rust] ? format("%.2f", r[:rust]) : "n/a")

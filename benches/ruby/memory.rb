@@ -48,8 +48,8 @@ module TaskerCore
         {
           "variant" => @naive ? "naive" : "optimized", "steps" => @steps,
           "ruby_objects_per_step" => totals[:objects].fdiv(@steps).round(2),
-          "rust_allocations_per_step" => totals[:blocks] && totals[:blocks].fdiv(@steps).round(2),
-          "rust_bytes_per_step" => totals[:bytes] && totals[:bytes].fdiv(@steps).round(1),
+          "rust_allocations_per_step" => totals[:blocks]&.fdiv(@steps)&.round(2),
+          "rust_bytes_per_step" => totals[:bytes]&.fdiv(@steps)&.round(1),
           "microseconds_per_step" => (totals[:seconds] * 1e6 / @steps).round(2),
           "gc_runs" => GC.count - gc_before,
           "rss_kb_after" => rss_at, "peak_rss_kb" => peak_rss_kb,

@@ -61,7 +61,8 @@ rows = [
 ]
 puts "tasker_core boundary, per dispatched step (no database; handler body excluded)"
 puts "machine: #{`nproc`.strip} cores, Ruby #{RUBY_VERSION}; counts over #{options[:count_steps]} steps " \
-     "(extension built with dhat-heap), timings over #{options[:steps]} steps (#{File.basename(File.realpath(File.join(ROOT, 'lib/tasker_core/tasker_core_rb.so')))})"
+     "(extension built with dhat-heap), timings over #{options[:steps]} steps " \
+     "(#{File.basename(File.realpath(File.join(ROOT, 'lib/tasker_core/tasker_core_rb.so')))})"
 puts format("%-38s %12s %12s %9s", "", "optimized", "naive", "change")
 rows.each do |label, key, source|
   a = source["optimized"][key]

@@ -114,9 +114,7 @@ cargo_env = {}
 # rb-sys asks `ruby` (from RUBY, else PATH) for RbConfig: make it this Ruby. Only set it when
 # PATH's ruby is another one, since a change of RUBY makes cargo rebuild rb-sys.
 path_ruby = find_on_path("ruby")
-unless path_ruby && File.realpath(path_ruby) == File.realpath(RbConfig.ruby)
-  cargo_env["RUBY"] = RbConfig.ruby
-end
+cargo_env["RUBY"] = RbConfig.ruby unless path_ruby && File.realpath(path_ruby) == File.realpath(RbConfig.ruby)
 # Queries prepared with `cargo sqlx prepare` let sqlx's macros compile without a database.
 if File.directory?(File.join(ROOT_DIR, ".sqlx")) || File.directory?(File.join(ROOT_DIR, "core", ".sqlx"))
   cargo_env["SQLX_OFFLINE"] = "true"
@@ -162,6 +160,6 @@ lines = [
   ("#{tab}rm -rf $(TARGET_DIR)" if private_target),
   "",
   "FORCE:",
-  ".PHONY: all install clean distclean FORCE",
+  ".PHONY: all install clean distclean FORCE"
 ]
 File.write("Makefile", "#{lines.compact.join("\n")}\n")

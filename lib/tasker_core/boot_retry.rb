@@ -78,9 +78,11 @@ module TaskerCore
 
       def attempts(logger)
         delay = FIRST_DELAY
-        (1..).each do |attempt|
-          return if attempt(logger, attempt, delay)
-          return unless pause(delay)
+        attempt = 0
+        loop do
+          attempt += 1
+          break if attempt(logger, attempt, delay)
+          break unless pause(delay)
 
           delay = [delay * 2, MAX_DELAY].min
         end

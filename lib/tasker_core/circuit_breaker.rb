@@ -57,7 +57,7 @@ module TaskerCore
     end
 
     def stringify(settings)
-      settings.to_h { |k, v| [k.to_s, v] }
+      settings.transform_keys(&:to_s)
     end
     private_class_method :stringify
 

@@ -78,7 +78,8 @@ module TaskerCore
           fail_with("#{where}: #{key} must be an Integer from 1 to 1000000") unless v.is_a?(Integer) && v.between?(1, 1_000_000)
         when :timeout
           unless v.is_a?(Numeric) && v.real? && v.positive? && v <= Configuration::MAX_SECONDS
-            fail_with("#{where}: timeout must be a positive number of seconds, at most #{Configuration::MAX_SECONDS.to_i}, got #{v.inspect}")
+            fail_with("#{where}: timeout must be a positive number of seconds, " \
+                      "at most #{Configuration::MAX_SECONDS.to_i}, got #{v.inspect}")
           end
         else
           fail_with("#{where}: unknown setting #{key} (known: #{KEYS.join(", ")})")
@@ -103,7 +104,7 @@ module TaskerCore
     # component fully specified, names as Strings.
     def self.resolve(environment, settings)
       base = environment_defaults(environment)
-      user = settings.to_h { |k, v| [k.to_sym, v] }
+      user = settings.transform_keys(&:to_sym)
       defaults = symbolize(base[:defaults]).merge(symbolize(user[:defaults]))
       # A component inherits what `defaults` sets explicitly, then its own settings.
       component = lambda do |name|
@@ -120,7 +121,7 @@ module TaskerCore
     end
 
     def self.symbolize(hash)
-      (hash || {}).to_h { |k, v| [k.to_sym, v] }
+      (hash || {}).transform_keys(&:to_sym)
     end
 
     def self.named(entries, base)

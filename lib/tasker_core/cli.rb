@@ -13,6 +13,7 @@ module TaskerCore
       Commands:
         migrate [up]               apply the database schema (pgmq + tasker tables)
         migrate status             each migration and whether it is applied (exit 1 if any is pending)
+        migrate down --to VERSION  revert the migrations newer than VERSION (0: all, dropping every task)
         templates validate PATH..  check task template files or directories
         task create NAMESPACE/NAME@VERSION --context JSON [--priority P] [--idempotency-key K]
         task status UUID           the task and its steps
@@ -76,15 +77,29 @@ module TaskerCore
     end
 
     def migrate(argv)
-      options = database_options(argv, "Usage: tasker_core migrate [up|status] [--database-url URL]")
+      usage = "Usage: tasker_core migrate [up|status|down --to VERSION] [--database-url URL]"
+      options = database_options(argv, usage) do |o, opts|
+        o.on("--to VERSION", Integer, "down: revert the migrations newer than VERSION (0: all)") { |v| opts[:to] = v }
+      end
       case (action = argv.shift || "up")
       when "up"
         TaskerCore.migrate!(database_url: options[:database_url])
         @out.puts("migrations applied")
         0
       when "status" then migrate_status(options[:database_url])
-      else fail_with("unknown migrate action #{action.inspect} (up or status)")
+      when "down" then migrate_down(options[:database_url], options[:to])
+      else fail_with("unknown migrate action #{action.inspect} (up, status or down)")
       end
+    end
+
+    # Reverting drops data (down to 0: every task): it needs the version named explicitly.
+    def migrate_down(database_url, target)
+      raise OptionParser::MissingArgument, "--to VERSION (0 reverts every migration and drops all tasks)" unless target
+      raise Errors::ConfigurationError, "no database: pass --database-url or set DATABASE_URL" unless database_url
+
+      Native.rollback(database_url, target)
+      @out.puts("migrations newer than #{target} reverted")
+      0
     end
 
     def migrate_status(database_url)
@@ -183,7 +198,10 @@ module TaskerCore
 
     def load_rails_app
       environment = File.expand_path("config/environment.rb")
-      raise Errors::ConfigurationError, "--rails: no Rails application here (#{environment} is missing)" unless File.file?(environment)
+      unless File.file?(environment)
+        raise Errors::ConfigurationError,
+              "--rails: no Rails application here (#{environment} is missing)"
+      end
 
       # tasker_core was loaded before Rails, so its Railtie was not: load it before the app's
       # config (config.tasker_core), and take the start over from boot (options apply first).
@@ -217,7 +235,18 @@ module TaskerCore
     end
 
     def worker(argv)
-      options = database_options(argv, "Usage: tasker_core worker --namespaces a,b [options]") do |o, opts|
+      options = worker_options(argv)
+      load_rails_app if options[:rails]
+      options[:requires].each { |f| require File.expand_path(f) }
+      namespaces = options[:namespaces] || TaskerCore.configuration.namespaces
+      raise OptionParser::MissingArgument, "--namespaces" if namespaces.to_a.empty?
+
+      configure_worker(options, namespaces)
+      run_worker(options[:rails], namespaces)
+    end
+
+    def worker_options(argv)
+      database_options(argv, "Usage: tasker_core worker --namespaces a,b [options]") do |o, opts|
         opts[:requires] = []
         opts[:templates] = []
         o.on("--namespaces LIST", Array, "namespaces whose steps this worker runs") { |v| opts[:namespaces] = v }
@@ -227,11 +256,9 @@ module TaskerCore
         o.on("--rails", "boot the Rails application in the current directory (its initializer configures " \
                         "TaskerCore; handlers load from app/)") { opts[:rails] = true }
       end
-      load_rails_app if options[:rails]
-      options[:requires].each { |f| require File.expand_path(f) }
-      namespaces = options[:namespaces] || TaskerCore.configuration.namespaces
-      raise OptionParser::MissingArgument, "--namespaces" if namespaces.to_a.empty?
+    end
 
+    def configure_worker(options, namespaces)
       TaskerCore.configure do |c|
         c.database_url = options[:database_url] if options[:database_url]
         c.namespaces = namespaces
@@ -239,12 +266,15 @@ module TaskerCore
         c.template_paths = options[:templates] unless options[:templates].empty?
         c.concurrency = options[:concurrency] if options[:concurrency]
       end
-      options[:namespaces] = namespaces
+    end
+
+    # Start, then wait for TERM or INT and drain.
+    def run_worker(rails, namespaces)
       stop = Queue.new
       %w[TERM INT].each { |sig| trap(sig) { stop << sig } }
       # A Rails worker waits for its database (BootRetry logs each failed attempt to stderr).
-      options[:rails] ? BootRetry.start(logger: ::Logger.new(@err, progname: "tasker_core")) : TaskerCore.start
-      @out.puts("tasker_core worker #{Process.pid}: namespaces #{options[:namespaces].join(', ')}, " \
+      rails ? BootRetry.start(logger: ::Logger.new(@err, progname: "tasker_core")) : TaskerCore.start
+      @out.puts("tasker_core worker #{Process.pid}: namespaces #{namespaces.join(', ')}, " \
                 "#{TaskerCore.configuration.concurrency} threads")
       @out.flush
       signal = stop.pop
@@ -300,7 +330,9 @@ module TaskerCore
                     "(#{number}**16 = #{number**16}, #{last.result == number**16 ? 'correct' : 'WRONG'})")
           return record.complete? && last.result == number**16 ? 0 : 1
         end
-        return fail_with("demo task did not finish within 30 seconds") if Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
+        if Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
+          return fail_with("demo task did not finish within 30 seconds")
+        end
 
         sleep(0.02)
       end

@@ -140,9 +140,7 @@ module TaskerCore
     # The Hash the extension takes for one task (checked where Ruby can say it best).
     def native_args(namespace:, name:, version:, context:, correlation_id: nil, parent_correlation_id: nil,
                     idempotency_key: nil, priority: :normal, traceparent: nil)
-      unless context.is_a?(Hash)
-        raise Errors::ValidationError, "context must be a Hash (a JSON object), got #{context.class}"
-      end
+      raise Errors::ValidationError, "context must be a Hash (a JSON object), got #{context.class}" unless context.is_a?(Hash)
 
       { "namespace" => namespace.to_s, "name" => name.to_s, "version" => version.to_s, "context" => context,
         "correlation_id" => correlation_id&.to_s, "parent_correlation_id" => parent_correlation_id&.to_s,

@@ -94,7 +94,10 @@ module TaskerCore
     # @example
     #   c.on(:startup) { Rails.logger.info("tasker up") }
     def on(event, &block)
-      raise Errors::ConfigurationError, "unknown event #{event.inspect} (known: #{EVENTS.join(", ")})" unless EVENTS.include?(event)
+      unless EVENTS.include?(event)
+        raise Errors::ConfigurationError,
+              "unknown event #{event.inspect} (known: #{EVENTS.join(", ")})"
+      end
       raise Errors::ConfigurationError, "TaskerCore::Configuration#on needs a block" unless block
 
       @hooks[event] << block
@@ -130,40 +133,12 @@ module TaskerCore
     # @raise [Errors::ConfigurationError] naming the first invalid setting
     # @return [self]
     def validate!
-      unless database_url.is_a?(String) && !database_url.empty?
-        invalid!(:database_url, "must be a PostgreSQL URL (or set DATABASE_URL)")
-      end
-      invalid!(:template_paths, "must be an Array of paths") unless string_array?(template_paths)
-      invalid!(:namespaces, "must be an Array of Strings") unless namespaces.is_a?(Array) && namespaces.all?(String)
-      invalid!(:mode, "must be :embedded, :client or :inline") unless %w[embedded client inline].include?(mode.to_s)
-      unless error_handlers.is_a?(Array) && error_handlers.all? { |h| h.respond_to?(:call) }
-        invalid!(:error_handlers, "must be an Array of callables (exception, context)")
-      end
-      namespaces.each do |ns|
-        next if NAMESPACE_FORMAT.match?(ns)
-
-        invalid!(:namespaces, "#{ns.inspect} must be a lowercase letter followed by up to 29 of [a-z0-9_]")
-      end
-      invalid!(:concurrency, "must be an Integer from 1 to 1024") unless int_in?(concurrency, 1..1024)
-      invalid!(:pool_size, "must be an Integer from 2 to 1000") unless pool_size.nil? || int_in?(pool_size, 2..1000)
-      %i[poll_interval shutdown_timeout timeout_grace requeue_after queue_lock_timeout].each do |setting|
-        next if positive?(public_send(setting))
-
-        invalid!(setting, "must be a positive number of seconds, at most #{MAX_SECONDS.to_i} (one year), " \
-                          "got #{public_send(setting).inspect}")
-      end
-      invalid!(:claim_grace, "must be an Integer from 1 to 86400 (seconds)") unless int_in?(claim_grace, 1..86_400)
-      invalid!(:environment, "must be a String such as \"production\"") unless environment.is_a?(String) || environment.is_a?(Symbol)
+      validate_process!
+      validate_workers!
+      validate_durations!
       CircuitBreakerSettings.validate!(circuit_breakers)
       validate_telemetry!
-      invalid!(:log_level, "must be a String of filter directives") unless log_level.is_a?(String)
-      invalid!(:log_format, "must be :text or :json") unless %w[text json].include?(log_format.to_s)
-      unless log_output.is_a?(String) || log_output.is_a?(Pathname) || %i[stderr stdout otlp].include?(log_output)
-        invalid!(:log_output, "must be :stderr, :stdout, :otlp or a file path")
-      end
-      unless int_in?(string_cache_capacity, 1..10_000_000)
-        invalid!(:string_cache_capacity, "must be an Integer from 1 to 10000000")
-      end
+      validate_logging!
       self
     end
 
@@ -174,7 +149,11 @@ module TaskerCore
       shown = instance_variables.map do |ivar|
         value = instance_variable_get(ivar)
         value = Configuration.redact_url(value) if %i[@database_url].include?(ivar)
-        value = value.transform_values { |v| v.is_a?(String) ? Configuration.redact_url(v) : v } if ivar == :@telemetry && value.is_a?(Hash)
+        if ivar == :@telemetry && value.is_a?(Hash)
+          value = value.transform_values do |v|
+            v.is_a?(String) ? Configuration.redact_url(v) : v
+          end
+        end
         "#{ivar.to_s.delete_prefix("@")}=#{value.inspect}"
       end
       "#<#{self.class.name} #{shown.join(", ")}>"
@@ -221,7 +200,7 @@ module TaskerCore
     # The OpenTelemetry settings in effect (nil: export is off).
     # @return [Hash, nil]
     def resolved_telemetry
-      t = telemetry.to_h { |k, v| [k.to_sym, v] }
+      t = telemetry.transform_keys(&:to_sym)
       return nil if t[:enabled] == false || ENV["OTEL_SDK_DISABLED"].to_s.casecmp?("true")
 
       endpoint = t[:endpoint] || ENV.fetch("OTEL_EXPORTER_OTLP_ENDPOINT", nil)
@@ -249,15 +228,19 @@ module TaskerCore
       invalid!(:telemetry, "must be a Hash") unless telemetry.is_a?(Hash)
       unknown = telemetry.keys.map(&:to_sym) - TELEMETRY_KEYS
       invalid!(:telemetry, "has unknown keys #{unknown.join(", ")} (known: #{TELEMETRY_KEYS.join(", ")})") if unknown.any?
-      t = telemetry.to_h { |k, v| [k.to_sym, v] }
+      t = telemetry.transform_keys(&:to_sym)
       protocol = (t[:protocol] || ENV["OTEL_EXPORTER_OTLP_PROTOCOL"] || "http/protobuf").to_s
       invalid!(:telemetry, "protocol #{protocol.inspect} is not supported (use http/protobuf)") unless protocol == "http/protobuf"
       if t[:endpoint] && !%r{\Ahttps?://[^/\s]+}.match?(t[:endpoint].to_s)
         invalid!(:telemetry, "endpoint must be an http(s) URL such as http://127.0.0.1:4318")
       end
-      invalid!(:telemetry, "export_interval must be a positive number of seconds") if t[:export_interval] && !positive?(t[:export_interval])
+      if t[:export_interval] && !positive?(t[:export_interval])
+        invalid!(:telemetry, "export_interval must be a positive number of seconds")
+      end
       ratio = t[:sampling_ratio]
-      invalid!(:telemetry, "sampling_ratio must be a number from 0 to 1") if ratio && !(ratio.is_a?(Numeric) && ratio.between?(0, 1))
+      return unless ratio && !(ratio.is_a?(Numeric) && ratio.between?(0, 1))
+
+      invalid!(:telemetry, "sampling_ratio must be a number from 0 to 1")
     end
 
     # "a,b" / "a:b" from the environment, nil when unset.
@@ -273,6 +256,54 @@ module TaskerCore
       Integer(value, 10)
     rescue ArgumentError
       raise Errors::ConfigurationError, "TaskerCore configuration: #{name}=#{value.inspect} must be an Integer"
+    end
+
+    # Where the engine connects, what it loads, in which mode.
+    def validate_process!
+      unless database_url.is_a?(String) && !database_url.empty?
+        invalid!(:database_url, "must be a PostgreSQL URL (or set DATABASE_URL)")
+      end
+      invalid!(:template_paths, "must be an Array of paths") unless string_array?(template_paths)
+      invalid!(:mode, "must be :embedded, :client or :inline") unless %w[embedded client inline].include?(mode.to_s)
+      unless int_in?(string_cache_capacity, 1..10_000_000)
+        invalid!(:string_cache_capacity, "must be an Integer from 1 to 10000000")
+      end
+      return if environment.is_a?(String) || environment.is_a?(Symbol)
+
+      invalid!(:environment, "must be a String such as \"production\"")
+    end
+
+    # What the process runs: namespaces, handler threads, connections, error handlers.
+    def validate_workers!
+      invalid!(:namespaces, "must be an Array of Strings") unless namespaces.is_a?(Array) && namespaces.all?(String)
+      unless error_handlers.is_a?(Array) && error_handlers.all? { |h| h.respond_to?(:call) }
+        invalid!(:error_handlers, "must be an Array of callables (exception, context)")
+      end
+      namespaces.each do |ns|
+        next if NAMESPACE_FORMAT.match?(ns)
+
+        invalid!(:namespaces, "#{ns.inspect} must be a lowercase letter followed by up to 29 of [a-z0-9_]")
+      end
+      invalid!(:concurrency, "must be an Integer from 1 to 1024") unless int_in?(concurrency, 1..1024)
+      invalid!(:pool_size, "must be an Integer from 2 to 1000") unless pool_size.nil? || int_in?(pool_size, 2..1000)
+    end
+
+    def validate_durations!
+      %i[poll_interval shutdown_timeout timeout_grace requeue_after queue_lock_timeout].each do |setting|
+        next if positive?(public_send(setting))
+
+        invalid!(setting, "must be a positive number of seconds, at most #{MAX_SECONDS.to_i} (one year), " \
+                          "got #{public_send(setting).inspect}")
+      end
+      invalid!(:claim_grace, "must be an Integer from 1 to 86400 (seconds)") unless int_in?(claim_grace, 1..86_400)
+    end
+
+    def validate_logging!
+      invalid!(:log_level, "must be a String of filter directives") unless log_level.is_a?(String)
+      invalid!(:log_format, "must be :text or :json") unless %w[text json].include?(log_format.to_s)
+      return if log_output.is_a?(String) || log_output.is_a?(Pathname) || %i[stderr stdout otlp].include?(log_output)
+
+      invalid!(:log_output, "must be :stderr, :stdout, :otlp or a file path")
     end
 
     def invalid!(setting, message)

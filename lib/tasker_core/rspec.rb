@@ -92,7 +92,9 @@ module TaskerCore
         end
 
         # @return [String]
-        def failure_message_when_negated = "expected step #{@name} not to be complete#{" with #{@result.inspect}" if @check_result}"
+        def failure_message_when_negated
+          "expected step #{@name} not to be complete#{" with #{@result.inspect}" if @check_result}"
+        end
 
         # @return [String]
         def description = "complete step #{@name}#{" with result #{@result.inspect}" if @check_result}"

@@ -75,6 +75,7 @@ module TaskerCore
       if result.success? && (path = non_json_path(result.result, "result"))
         raise Errors::InvalidResultError, "#{handler} returned a result with no JSON form at #{path}"
       end
+
       result
     end
 
@@ -110,32 +111,36 @@ module TaskerCore
       deadline = monotonic + timeout
       quiet_since = monotonic
       loop do
-        event = Native.next_step(0.05)
-        if event
-          outcome = StepExecution.run_handler(event, TaskerCore.registry)
-          StepExecution.deliver(event, outcome, Logger)
-          quiet_since = monotonic
-        end
+        quiet_since = monotonic if run_one_claimed_step
         if uuids
           break if uuids.all? { |u| Client.find_task(u)&.terminal? }
-        elsif event.nil? && monotonic - quiet_since >= idle
+        elsif monotonic - quiet_since >= idle
           # Quiet, and no outcome still being applied (an apply releases the next steps).
           break if Native.memory_stats.fetch("completions_pending").zero?
 
           quiet_since = monotonic
         end
-        if monotonic > deadline
-          raise Errors::TimeoutError, "TaskerCore::Testing.drain!: not finished within #{timeout}s"
-        end
+        raise Errors::TimeoutError, "TaskerCore::Testing.drain!: not finished within #{timeout}s" if monotonic > deadline
       end
       uuids ? uuids.map { |u| Client.find_task(u) } : []
+    end
+
+    # Run the next step claimed for this process, if one arrives within 50 ms, in this thread.
+    # @return [Boolean] whether one ran
+    # @api private
+    def run_one_claimed_step
+      event = Native.next_step(0.05)
+      return false unless event
+
+      StepExecution.deliver(event, StepExecution.run_handler(event, TaskerCore.registry), Logger)
+      true
     end
 
     # Run the block; tasks it creates (in this thread) are then run to completion here.
     # Needs mode :inline.
     # @return [Array<Types::TaskRecord>] the tasks the block created, finished
-    def inline(timeout: 30)
-      created = capture_created_tasks { yield }
+    def inline(timeout: 30, &block)
+      created = capture_created_tasks(&block)
       drain!(created.map(&:first), timeout: timeout)
     end
 

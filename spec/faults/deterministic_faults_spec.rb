@@ -51,7 +51,8 @@ RSpec.describe "deterministic faults under load" do
   def predicted_transitions(step)
     step[:outcomes].each_with_index.flat_map do |outcome, i|
       last = i == step[:outcomes].size - 1
-      ["enqueued", "in_progress", outcome == :success ? "complete" : (last ? "error" : "waiting_for_retry")]
+      failed = last ? "error" : "waiting_for_retry"
+      ["enqueued", "in_progress", outcome == :success ? "complete" : failed]
     end.unshift("pending")
   end
 
@@ -147,9 +148,7 @@ RSpec.describe "deterministic faults under load" do
     mismatches = []
     predictions.each do |key, predicted|
       task = finished.fetch(key)
-      if task.status != predicted[:status]
-        mismatches << "task #{key}: status #{task.status}, predicted #{predicted[:status]}"
-      end
+      mismatches << "task #{key}: status #{task.status}, predicted #{predicted[:status]}" if task.status != predicted[:status]
       mismatches.concat(task_history_mismatches(key, task, predicted))
       predicted[:steps].each do |name, expected|
         step = task.step(name)
@@ -165,9 +164,7 @@ RSpec.describe "deterministic faults under load" do
         when "complete"
           parents = step.dependencies.to_h { |parent| [parent, predicted[:steps].fetch(parent)[:attempts]] }
           want_result = { "key" => key, "step" => name, "attempt" => expected[:attempts], "parents" => parents }
-          if step.result != want_result
-            mismatches << "task #{key} step #{name}: result #{step.result}, predicted #{want_result}"
-          end
+          mismatches << "task #{key} step #{name}: result #{step.result}, predicted #{want_result}" if step.result != want_result
         when "error"
           error_class = step.error && step.error["error_class"]
           if error_class != error_class_for(expected[:outcomes].last)

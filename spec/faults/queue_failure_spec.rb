@@ -26,7 +26,7 @@ RSpec.describe "one namespace's queue locked, then dropped, beside two healthy n
   let(:healthy_deadline) { 30 }
 
   def create(namespace, n) = TaskerCore::Client.create_task(namespace: namespace, name: "pair", version: "1.0.0",
-                                                             context: { "n" => n })
+                                                            context: { "n" => n })
 
   def bad_breaker = TaskerCore.health.dig("queue_breakers", "tasker_ns_spec_qf_bad")
 
@@ -42,7 +42,9 @@ RSpec.describe "one namespace's queue locked, then dropped, beside two healthy n
         bad = Array.new(20) { |i| create("spec_qf_bad", i).uuid }
 
         in_bad = "task_uuid IN (#{bad.map { |u| "'#{u}'" }.join(",")})"
-        eventually(timeout: 10) { psql("SELECT count(*) FROM tasker.workflow_steps WHERE state = 'in_progress' AND #{in_bad}").to_i.positive? }
+        eventually(timeout: 10) do
+          psql("SELECT count(*) FROM tasker.workflow_steps WHERE state = 'in_progress' AND #{in_bad}").to_i.positive?
+        end
 
         # 1. The table locked for 5 s while first steps (1.5 s each) are running.
         locker = Process.spawn("psql", DatabaseSupport.url, "-Xq", "-c",

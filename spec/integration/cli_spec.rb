@@ -43,7 +43,14 @@ RSpec.describe "exe/tasker_core" do
       expect(out).to start_with("Usage: tasker_core #{command}")
     end
     _, err, code = run_cli("migrate", "sideways")
-    expect([err, code]).to eq(["tasker_core: unknown migrate action \"sideways\" (up or status)\n", 1])
+    expect([err, code]).to eq(["tasker_core: unknown migrate action \"sideways\" (up, status or down)\n", 1])
+    # Reverting drops data: it needs a version, and only a known one (nothing is reverted here).
+    _, err, code = run_cli("migrate", "down")
+    expect([err, code])
+      .to eq(["tasker_core: missing argument: --to VERSION (0 reverts every migration and drops all tasks)\n", 1])
+    _, err, code = run_cli("migrate", "down", "--to", "42")
+    expect([err, code]).to eq(["tasker_core: no migration has version 42 (0 reverts them all)\n", 1])
+    expect(run_cli("migrate", "status")[0].lines.last).to eq("up to date\n")
     Dir.mktmpdir do |dir|
       _, err, status = Open3.capture3({ "DATABASE_URL" => DatabaseSupport.url }, RbConfig.ruby, exe, "worker", "--rails",
                                       chdir: dir)
@@ -59,7 +66,7 @@ RSpec.describe "exe/tasker_core" do
     with_template_dir("bad.yaml" => "name: x\nnamespace: y\nversion: \"1.0.0\"\nsteps: []\n") do |dir|
       _, err, code = run_cli("templates", "validate", dir)
       expect(code).to eq(1)
-      expect(err).to match(%r{\Atasker_core: .*bad\.yaml: template has no steps\n\z})
+      expect(err).to match(/\Atasker_core: .*bad\.yaml: template has no steps\n\z/)
     end
   end
 
@@ -71,7 +78,7 @@ RSpec.describe "exe/tasker_core" do
     uuid = out[/created task (\S+)/, 1]
     out, _, code = run_cli("task", "status", uuid)
     expect(code).to eq(0)
-    expect(out).to match(/linear_step_1\s+enqueued\s+0\/3/)
+    expect(out).to match(%r{linear_step_1\s+enqueued\s+0/3})
     out, _, code = run_cli("task", "cancel", uuid, "--reason", "spec")
     expect([out.lines.first.strip.split.last, code]).to eq(["cancelled", 0])
     _, err, code = run_cli("task", "cancel", uuid)

@@ -14,10 +14,10 @@ RSpec.describe "the example workflows" do
   end
 
   {
-    ["linear_workflow", "mathematical_sequence", "linear_step_4"] => 16,
-    ["diamond_workflow", "parallel_computation", "diamond_end"] => 16,
-    ["tree_workflow", "hierarchical_tree", "tree_final_convergence"] => 64,
-    ["mixed_dag_workflow", "complex_dag", "dag_finalize"] => 64
+    %w[linear_workflow mathematical_sequence linear_step_4] => 16,
+    %w[diamond_workflow parallel_computation diamond_end] => 16,
+    %w[tree_workflow hierarchical_tree tree_final_convergence] => 64,
+    %w[mixed_dag_workflow complex_dag dag_finalize] => 64
   }.each do |(namespace, name, last), power|
     it "#{namespace} computes n**#{power}" do
       [2, 6].each do |n|

@@ -211,7 +211,7 @@ RSpec.describe "handler isolation" do
     pool = Thread.list.select { |t| t.name&.start_with?("tasker-worker-") && !t[:tasker_retired] }
     expect(pool.size).to eq(2)
     victim = pool.first
-    victim.raise(Exception, "from outside") # rubocop:disable Lint/RaiseException
+    victim.raise(Exception, "from outside")
     eventually(timeout: 1) { !victim.alive? && TaskerCore.worker_threads == 2 }
     expect(thread_reasons).to be_empty
 

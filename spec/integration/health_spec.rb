@@ -18,7 +18,7 @@ RSpec.describe "TaskerCore.health and TaskerCore::Web::Health" do
       TaskerCore::CircuitBreaker.configure("health_spec_ok", failure_threshold: 3)
       report = TaskerCore.health
       expect(report).to include("running" => true, "pid" => Process.pid)
-      expect(%w[ok degraded]).to include(report["status"])
+      expect(report["status"]).to eq("ok") # named breakers left open by other examples are closed after each
       expect(report["database"]).to include("reachable" => true, "error" => nil)
       expect(report["database"]["latency_ms"]).to be_a(Float)
       expect(report["queues"].keys).to eq(["linear_workflow"])

@@ -35,7 +35,8 @@ RSpec.describe "lifecycle hooks and error handlers" do
       TaskerCore.reset_configuration!
     end
     expect(events.pop(timeout: 5)).to eq(:shutdown)
-    expect { TaskerCore::Configuration.new.on(:reload) {} }.to raise_error(TaskerCore::Errors::ConfigurationError, /unknown event/)
+    config = TaskerCore::Configuration.new
+    expect { config.on(:reload) { nil } }.to raise_error(TaskerCore::Errors::ConfigurationError, /unknown event/)
   end
 
   it "reads settings from the environment when not given explicitly" do

@@ -32,12 +32,12 @@ RSpec.describe "hostile input" do
         end
         expect { TaskerCore::Native.next_step(bad) }
           .to raise_error(TaskerCore::Errors::ValidationError, /next_step timeout/), "next_step(#{bad.inspect})"
-        unless bad.nil? # nil: keep the current value
-          expect { TaskerCore.configure_circuit_breaker(:hostile_spec, timeout: bad) }
-            .to raise_error(TaskerCore::Errors::ConfigurationError), "breaker timeout: #{bad.inspect}"
-          expect { TaskerCore.configure_circuit_breaker(namespace: "spec_hostile", failure_threshold: bad) }
-            .to raise_error(TaskerCore::Errors::ConfigurationError), "breaker failure_threshold: #{bad.inspect}"
-        end
+        next if bad.nil? # nil: keep the current value
+
+        expect { TaskerCore.configure_circuit_breaker(:hostile_spec, timeout: bad) }
+          .to raise_error(TaskerCore::Errors::ConfigurationError), "breaker timeout: #{bad.inspect}"
+        expect { TaskerCore.configure_circuit_breaker(namespace: "spec_hostile", failure_threshold: bad) }
+          .to raise_error(TaskerCore::Errors::ConfigurationError), "breaker failure_threshold: #{bad.inspect}"
       end
       # The engine is untouched by all of it: the task completes, waited for without a limit.
       expect(TaskerCore::Client.wait_for(task.uuid, timeout: Float::INFINITY).status).to eq("complete")

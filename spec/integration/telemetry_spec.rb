@@ -55,7 +55,7 @@ RSpec.describe "OpenTelemetry export over OTLP" do
 
   def labels(point) = point["attributes"].to_h { |a| [a["key"], a["value"].values.first] }
 
-  def attr(span, key) = span["attributes"].find { |a| a["key"] == key }&.dig("value", "stringValue")
+  def attribute_of(span, key) = span["attributes"].find { |a| a["key"] == key }&.dig("value", "stringValue")
 
   it "exports the run's metrics and one trace per task, flushed by TaskerCore.stop" do
     seen = TelemetrySpecHandlers::Traced::SEEN
@@ -104,14 +104,20 @@ RSpec.describe "OpenTelemetry export over OTLP" do
 
         # Traces: task.initialize → four step.attempt → one step.handler each, one trace id.
         spans = spans_of(received)
-        root = spans.find { |s| s["name"] == "task.initialize" && attr(s, "tasker.correlation_id") == task.correlation_id }
+        root = spans.find do |s|
+          s["name"] == "task.initialize" && attribute_of(s, "tasker.correlation_id") == task.correlation_id
+        end
         expect(root).not_to be_nil
         trace = root["traceId"]
         attempts = spans.select { |s| s["name"] == "step.attempt" && s["parentSpanId"] == root["spanId"] }
         expect(attempts.size).to eq(4)
         expect(attempts.map { |s| s["traceId"] }.uniq).to eq([trace])
-        expect(attempts.map { |s| attr(s, "tasker.correlation_id") }.uniq).to eq([task.correlation_id])
-        handlers = spans.select { |s| s["name"] == "step.handler" && attempts.map { |a| a["spanId"] }.include?(s["parentSpanId"]) }
+        expect(attempts.map { |s| attribute_of(s, "tasker.correlation_id") }.uniq).to eq([task.correlation_id])
+        handlers = spans.select do |s|
+          s["name"] == "step.handler" && attempts.map do |a|
+            a["spanId"]
+          end.include?(s["parentSpanId"])
+        end
         expect(handlers.size).to eq(4)
 
         # The handler saw its trace and span ids, and its log lines carry them.
@@ -123,7 +129,9 @@ RSpec.describe "OpenTelemetry export over OTLP" do
         expect(lines.map { |r| r["span_id"] }).to match_array(handlers.map { |h| h["spanId"] })
 
         # A caller's traceparent: the task's trace continues it.
-        chained_root = spans.find { |s| s["name"] == "task.initialize" && attr(s, "tasker.correlation_id") == chained.correlation_id }
+        chained_root = spans.find do |s|
+          s["name"] == "task.initialize" && attribute_of(s, "tasker.correlation_id") == chained.correlation_id
+        end
         expect(chained_root).to include("traceId" => caller_trace, "parentSpanId" => caller_span)
         expect(spans.count { |s| s["name"] == "step.attempt" && s["traceId"] == caller_trace }).to eq(4)
       end
@@ -144,9 +152,15 @@ RSpec.describe "OpenTelemetry export over OTLP" do
       records = exports.call.select { |e| e["path"] == "/v1/logs" }.flat_map do |e|
         e.dig("request", "resourceLogs").flat_map { |rl| rl["scopeLogs"].flat_map { |sl| sl["logRecords"] } }
       end
-      mine = records.select { |r| r["attributes"].any? { |a| a["key"] == "correlation_id" && a.dig("value", "stringValue") == task.correlation_id } }
+      mine = records.select do |r|
+        r["attributes"].any? do |a|
+          a["key"] == "correlation_id" && a.dig("value", "stringValue") == task.correlation_id
+        end
+      end
       expect(mine.size).to eq(4)
-      trace = spans_of(exports.call).find { |s| s["name"] == "task.initialize" && attr(s, "tasker.correlation_id") == task.correlation_id }["traceId"]
+      trace = spans_of(exports.call).find do |s|
+                s["name"] == "task.initialize" && attribute_of(s, "tasker.correlation_id") == task.correlation_id
+              end["traceId"]
       mine.each do |r|
         expect(r).to include("severityText" => "INFO", "traceId" => trace)
         expect(r.dig("body", "stringValue")).to eq("traced step")
@@ -182,10 +196,10 @@ RSpec.describe "OpenTelemetry export over OTLP" do
           expect(status.exitstatus).to eq(0), child_correlation
           # The child's engine exported its own spans (and ran the parent's steps too).
           spans = spans_of(exports.call)
-          roots = spans.select { |sp| sp["name"] == "task.initialize" }.map { |sp| attr(sp, "tasker.correlation_id") }
+          roots = spans.select { |sp| sp["name"] == "task.initialize" }.map { |sp| attribute_of(sp, "tasker.correlation_id") }
           expect(roots).to include(child_correlation)
-          expect(spans.count { |sp| sp["name"] == "step.attempt" && attr(sp, "tasker.correlation_id") == parent.correlation_id })
-            .to eq(4)
+          attempts = spans.select { |sp| sp["name"] == "step.attempt" }
+          expect(attempts.count { |sp| attribute_of(sp, "tasker.correlation_id") == parent.correlation_id }).to eq(4)
         end
       end
     end

@@ -15,7 +15,12 @@ RSpec.describe "the native boundary" do
 
     it "releases the GVL while waiting and lets Thread#kill interrupt next_step" do
       ticks = 0
-      ticker = Thread.new { loop { ticks += 1; sleep 0.01 } }
+      ticker = Thread.new do
+        loop do
+          ticks += 1
+          sleep 0.01
+        end
+      end
       waiter = Thread.new { TaskerCore::Native.next_step(30) }
       sleep 0.3
       expect(ticks).to be > 10 # other Ruby threads kept running
@@ -57,7 +62,9 @@ RSpec.describe "the native boundary" do
       expect { TaskerCore::Native.create_task(42) }.to raise_error(TypeError)
       expect { TaskerCore::Native.find_task("not-a-uuid") }
         .to raise_error(TaskerCore::Errors::ValidationError, /not a UUID/)
-      expect { TaskerCore::Native.wait_for(nil, 1.0) }.to raise_error(TaskerCore::Errors::ValidationError, /task uuid must be a String/)
+      expect do
+        TaskerCore::Native.wait_for(nil, 1.0)
+      end.to raise_error(TaskerCore::Errors::ValidationError, /task uuid must be a String/)
       expect do
         TaskerCore::Native.create_task("namespace" => "spec_boundary", "name" => "big_numbers", "version" => "1.0.0",
                                        "context" => [1, 2], "correlation_id" => nil, "parent_correlation_id" => nil,

@@ -81,8 +81,8 @@ RSpec.describe "template validation (native)" do
     start.call(first)
     expect { start.call(first) }.not_to raise_error
     changed = first.sub("callable: B", "callable: C")
-    expect { start.call(changed) }.to raise_error(TaskerCore::Errors::TemplateError,
-                                                  %r{spec_templates/#{name}@1\.0\.0 is already registered with a different body.*new version})
+    refusal = %r{spec_templates/#{name}@1\.0\.0 is already registered with a different body.*new version}
+    expect { start.call(changed) }.to raise_error(TaskerCore::Errors::TemplateError, refusal)
     expect { start.call(changed.sub('"1.0.0"', '"1.0.1"')) }.not_to raise_error
   end
 end

@@ -38,7 +38,8 @@ RSpec.describe TaskerCore::BootRetry do
     expect(Process.clock_gettime(Process::CLOCK_MONOTONIC) - started).to be < 2 # the first attempt failed at once
     expect(described_class.retrying?).to be(true)
     expect(lines.call.size).to eq(1)
-    expect(lines.call.first).to match(/not started \(attempt 1, pid #{Process.pid}\): migration failed: the tasker schema is missing.*retrying in 1s/)
+    expect(lines.call.first)
+      .to match(/not started \(attempt 1, pid #{Process.pid}\): migration failed: the tasker schema is missing.*retrying in 1s/)
 
     eventually_line(/attempt 2, pid #{Process.pid}\).*retrying in 2s/, timeout: 5)
     TaskerCore.migrate!(database_url: url)

@@ -16,7 +16,8 @@ RSpec.describe "A freshly generated Rails app", order: :defined do
   root = File.expand_path("../..", __dir__)
   docs = File.join(root, "docs/rails.md")
   unreachable = "postgres://postgres@127.0.0.1:1/tasker_fresh"
-  failed_attempt = /tasker_core \S+ not started \(attempt (?<attempt>\d+), pid (?<pid>\d+)\): (?<reason>.*); retrying in (?<delay>\d+)s/
+  failed_attempt = Regexp.new('tasker_core \S+ not started \(attempt (?<attempt>\d+), pid (?<pid>\d+)\): ' \
+                              '(?<reason>.*); retrying in (?<delay>\d+)s')
   # Any line of TaskerCore::BootRetry: a failed attempt, a start, a lasting failure; each names its process.
   boot_line = /tasker_core \S+ (?:not )?started \((?:[^()]*, )?pid (?<pid>\d+)\)/
 

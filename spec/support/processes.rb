@@ -7,7 +7,7 @@ require "tempfile"
 # loaded. Every spawned process is killed in an `ensure`.
 module ProcessHelpers
   ROOT = File.expand_path("../..", __dir__)
-  PRELUDE = <<~RUBY
+  PRELUDE = <<~RUBY.freeze
     $stdout.sync = true
     $LOAD_PATH.unshift(File.join(#{ROOT.dump}, "lib"))
     require "tasker_core"
@@ -28,7 +28,7 @@ module ProcessHelpers
     script.write(PRELUDE + code)
     script.flush
     pid = Process.spawn({ "DATABASE_URL" => DatabaseSupport.url }.merge(env), RbConfig.ruby, script.path,
-                        out: output.path, err: [:child, :out])
+                        out: output.path, err: %i[child out])
     (@children ||= []) << [pid, script]
     Child.new(pid, output)
   end
@@ -39,7 +39,9 @@ module ProcessHelpers
     loop do
       _, status = Process.wait2(child.pid, Process::WNOHANG)
       return status if status
-      raise "child #{child.pid} still running after #{timeout}s:\n#{child.read}" if Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
+      if Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
+        raise "child #{child.pid} still running after #{timeout}s:\n#{child.read}"
+      end
 
       sleep 0.05
     end

@@ -66,7 +66,9 @@ RSpec.describe TaskerCore::CircuitBreakerSettings do
 
   it "changes breakers at runtime only with one target and valid settings" do
     expect { TaskerCore.configure_circuit_breaker(failure_threshold: 2) }.to raise_error(TaskerCore::Errors::ConfigurationError)
-    expect { TaskerCore.configure_circuit_breaker(:x, namespace: "y", timeout: 1) }.to raise_error(TaskerCore::Errors::ConfigurationError)
+    expect do
+      TaskerCore.configure_circuit_breaker(:x, namespace: "y", timeout: 1)
+    end.to raise_error(TaskerCore::Errors::ConfigurationError)
     expect { TaskerCore.configure_circuit_breaker(:spec_x, timeout: 0) }
       .to raise_error(TaskerCore::Errors::ConfigurationError, /timeout/)
     expect { TaskerCore.configure_circuit_breaker(namespace: "No Such", timeout: 1) }

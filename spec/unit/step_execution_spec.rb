@@ -35,14 +35,14 @@ RSpec.describe TaskerCore::StepExecution do
       expect(described_class.sanitize("caf\u00e9".encode("ISO-8859-1"), 100)).to eq("caf\u00e9")
       expect(described_class.sanitize("\u00e9t\u00e9 \u{1F600}", 100)).to eq("\u00e9t\u00e9 \u{1F600}")
       expect(described_class.sanitize("x".encode("UTF-16LE"), 100)).to eq("x")
-      expect(described_class.sanitize("frozen", 100)).to satisfy { |s| clean?(s) }
+      expect(described_class.sanitize("frozen", 100)).to(satisfy { |s| clean?(s) })
     end
 
     it "bounds the size at a character boundary and notes the full size" do
       out = described_class.sanitize("\u00e9" * 20_000, 16 * 1024)
       expect(out.bytesize).to be <= 16 * 1024
       expect(out).to end_with(" [truncated: 40000 bytes]")
-      expect(out).to satisfy { |s| clean?(s) }
+      expect(out).to(satisfy { |s| clean?(s) })
       expect(described_class.sanitize("x" * 16 * 1024, 16 * 1024)).to eq("x" * 16 * 1024)
     end
 

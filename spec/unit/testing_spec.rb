@@ -31,16 +31,16 @@ end
 RSpec.describe TaskerCore::Testing do
   it "runs a handler without a database, with what the engine would pass (String keys after JSON)" do
     result = described_class.run_step(TestingSpecHandlers::Total, context: { factor: 2 },
-                                                                 parent_results: { load: { items: [1, 2, 3] } },
-                                                                 config: { rate: 0.5 })
+                                                                  parent_results: { load: { items: [1, 2, 3] } },
+                                                                  config: { rate: 0.5 })
     expect(result).to be_success
     expect(result.result).to eq("total" => 12, "rate" => 0.5)
   end
 
   it "runs the Hash-event handler form on the same views" do
     result = described_class.run_step(TestingSpecHandlers::Seeded, context: { "factor" => 3 },
-                                                                  parent_results: { "load" => [1] }, step_name: "sum",
-                                                                  attempts: 2)
+                                                                   parent_results: { "load" => [1] }, step_name: "sum",
+                                                                   attempts: 2)
     expect(result.result).to include("step" => "sum", "attempt" => 2, "factor" => 3, "loaded" => [1])
     expect(result.result["correlation"]).to match(/\A\h{8}-/)
   end

@@ -623,6 +623,13 @@ pub fn migrate(database_url: &str) -> Result<()> {
     })
 }
 
+/// Revert the migrations newer than `target` on a database (0: all of them).
+pub fn rollback(database_url: &str, target: i64) -> Result<()> {
+    with_own_pool(database_url, |pool| async move {
+        crate::store::migrate::rollback(&pool, target).await
+    })
+}
+
 /// The project's migrations, each with whether it is applied to `database_url`.
 pub fn migration_status(database_url: &str) -> Result<Vec<(i64, String, bool)>> {
     with_own_pool(database_url, |pool| async move {

@@ -1,5 +1,8 @@
-//! Task and step state machines as pure transition tables (ARCHITECTURE §5). The store checks
-//! every state change against these tables; an illegal change is an error, never a no-op.
+//! Task and step state machines as pure transition tables (ARCHITECTURE §5): the states, the
+//! names stored for them, and which changes are legal. Operator controls check each change
+//! against these tables before making it (an illegal one is an error, never a no-op); the step
+//! cycle's changes are made inside the SQL functions of `migrations/…_step_cycle.up.sql`,
+//! along the same edges (`core/tests/sql_functions.rs` checks the rows they leave).
 
 use std::fmt;
 use std::str::FromStr;

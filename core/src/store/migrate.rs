@@ -1,7 +1,7 @@
 //! Schema migrations: pgmq's SQL (installed as plain SQL, no extension package) followed by
-//! the numbered files in `migrations/`, compiled into the library. Both run under one session
-//! advisory lock, so processes migrating at the same moment take turns; applying twice is a
-//! no-op.
+//! the numbered files in `migrations/` (each an `.up.sql` with its `.down.sql`), compiled into
+//! the library. Applying and reverting run under one session advisory lock, so processes
+//! migrating at the same moment take turns; applying twice is a no-op.
 
 use sqlx::PgPool;
 
@@ -15,19 +15,44 @@ const MIGRATION_LOCK: i64 = 0x7461_736b_6572_0001; // "tasker" + 1
 /// Install or upgrade pgmq and apply pending migrations.
 pub async fn migrate(pool: &PgPool) -> Result<()> {
     let mut conn = pool.acquire().await?;
+    locked(&mut conn, async |conn| {
+        pgmq::install::install_sql_from_embedded(pool).await?;
+        MIGRATOR.run(&mut **conn).await?;
+        Ok(())
+    })
+    .await
+}
+
+/// Revert the applied migrations newer than `target` (newest first, each by its `.down.sql`);
+/// `target` 0 reverts them all. pgmq itself stays installed. Refuses a target that is not 0 or
+/// the version of a known migration.
+pub async fn rollback(pool: &PgPool, target: i64) -> Result<()> {
+    if target != 0 && !MIGRATOR.iter().any(|m| m.version == target) {
+        return Err(crate::Error::InvalidInput(format!(
+            "no migration has version {target} (0 reverts them all)"
+        )));
+    }
+    let mut conn = pool.acquire().await?;
+    locked(&mut conn, async |conn| {
+        MIGRATOR.undo(&mut **conn, target).await?;
+        Ok(())
+    })
+    .await
+}
+
+/// Run `work` holding the migration lock on `conn`, and release it whatever happened.
+async fn locked<F>(conn: &mut sqlx::pool::PoolConnection<sqlx::Postgres>, work: F) -> Result<()>
+where
+    F: AsyncFnOnce(&mut sqlx::pool::PoolConnection<sqlx::Postgres>) -> Result<()>,
+{
     sqlx::query("SELECT pg_advisory_lock($1)")
         .bind(MIGRATION_LOCK)
-        .execute(&mut *conn)
+        .execute(&mut **conn)
         .await?;
-    let outcome = async {
-        pgmq::install::install_sql_from_embedded(pool).await?;
-        MIGRATOR.run(&mut *conn).await?;
-        Ok(())
-    }
-    .await;
+    let outcome = work(conn).await;
     let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
         .bind(MIGRATION_LOCK)
-        .execute(&mut *conn)
+        .execute(&mut **conn)
         .await;
     outcome.and(unlocked.map(|_| ()).map_err(Into::into))
 }
@@ -42,6 +67,7 @@ pub async fn status(pool: &PgPool) -> Result<(Vec<i64>, Vec<(i64, String)>)> {
             .unwrap_or_default();
     let known = MIGRATOR
         .iter()
+        .filter(|m| m.migration_type.is_up_migration())
         .map(|m| (m.version, m.description.to_string()))
         .collect();
     Ok((applied, known))

@@ -1,7 +1,7 @@
 //! `tasker.workflow_steps`: claiming steps (from a queue, or fused into the transaction that
 //! creates or releases them), applying outcomes, releasing children, retries, recovery and the
 //! operator's changes. The hot paths are one call each of a function in
-//! `migrations/003_step_cycle.sql`; this module binds their arguments and names their rows.
+//! `migrations/…_step_cycle.up.sql`; this module binds their arguments and names their rows.
 
 use std::time::Duration;
 

@@ -28,6 +28,7 @@ pub fn init(ruby: &Ruby) -> Result<RModule, Error> {
     native.define_singleton_method("seconds", function!(seconds, 3))?;
     native.define_singleton_method("migrate", function!(migrate, 1))?;
     native.define_singleton_method("migration_status", function!(migration_status, 1))?;
+    native.define_singleton_method("rollback", function!(rollback, 2))?;
     native.define_singleton_method("validate_templates", function!(validate_templates, 1))?;
     native.define_singleton_method("start", function!(start, 1))?;
     native.define_singleton_method("running?", function!(is_running, 0))?;
@@ -122,6 +123,15 @@ guarded! {
     fn migrate(ruby: &Ruby, database_url: Value) -> Result<(), Error> {
         let database_url = url(ruby, database_url)?;
         nogvl::run(ruby, || tasker_core::engine::migrate(&database_url))?
+            .map_err(|p| internal(ruby, p))?
+            .map_err(|e| to_ruby(ruby, e))
+    }
+
+    /// Revert the migrations newer than `target` (0: all; pgmq stays installed).
+    fn rollback(ruby: &Ruby, database_url: Value, target: Value) -> Result<(), Error> {
+        let database_url = url(ruby, database_url)?;
+        let target = args::integer(ruby, "ValidationError", "the target version", target, 0, i64::MAX)?;
+        nogvl::run(ruby, || tasker_core::engine::rollback(&database_url, target))?
             .map_err(|p| internal(ruby, p))?
             .map_err(|e| to_ruby(ruby, e))
     }
