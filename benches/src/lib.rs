@@ -60,16 +60,12 @@ pub fn create_task(engine: &Engine, namespace: &str, name: &str) -> Uuid {
 /// Block until the task is complete, error or cancelled (woken by its finalization, re-checked
 /// every 200 ms).
 pub fn wait_terminal(engine: &Engine, task: Uuid) {
-    let (id, rx) = engine.register_waiter(task);
-    loop {
-        let h = engine.handle();
-        let status = engine.block_on(async move { h.task_status(task).await });
-        if matches!(status, Some(Ok(Some(s))) if s.is_terminal()) {
-            break;
-        }
-        let _ = rx.recv_timeout(Duration::from_millis(200));
-    }
-    engine.unregister_waiter(task, id);
+    let h = engine.handle();
+    let waited = engine.block_on(async move { h.wait_for(task, Duration::from_secs(600)).await });
+    assert!(
+        matches!(waited, Some(Ok(tasker_core::TaskWait::Finished(_)))),
+        "task {task} did not finish: {waited:?}"
+    );
 }
 
 /// A handler that does nothing.

@@ -5,6 +5,7 @@
 //! extension, or Rust code), whose outcomes are applied transactionally. This crate knows
 //! nothing of Ruby.
 
+pub mod defaults;
 pub mod engine;
 pub mod error;
 pub mod limits;
@@ -20,7 +21,7 @@ pub mod template;
 pub mod trouble;
 pub mod worker;
 
-pub use engine::{Dispatch, Engine, EngineConfig, EngineHandle, NextStep, Slot};
+pub use engine::{Dispatch, Engine, EngineConfig, EngineHandle, NextStep, Slot, TaskWait};
 pub use error::{Error, Result};
 pub use orchestration::{CreatedTask, TaskRequest};
 pub use state::{StepState, TaskState};

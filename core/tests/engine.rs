@@ -74,19 +74,14 @@ fn linear_workflow_runs_to_completion_with_history() {
     assert!(created.created);
     assert_eq!(created.correlation_id.get_version_num(), 7);
 
-    let (id, rx) = engine.register_waiter(created.task_uuid);
-    let status = engine
+    let waited = engine
         .block_on({
             let h = handle.clone();
-            async move { h.task_status(created.task_uuid).await }
+            async move { h.wait_for(created.task_uuid, Duration::from_secs(20)).await }
         })
         .unwrap()
         .unwrap();
-    if !status.is_some_and(TaskState::is_terminal) {
-        rx.recv_timeout(Duration::from_secs(20))
-            .expect("task finalizes");
-    }
-    engine.unregister_waiter(created.task_uuid, id);
+    assert_eq!(waited, tasker_core::TaskWait::Finished(TaskState::Complete));
 
     let view = engine
         .block_on({
@@ -154,6 +149,7 @@ fn retryable_failures_back_off_then_exhaust_into_error() {
             retry_after: None,
             fault: false,
             error_code: None,
+            metadata: None,
         })
     });
     let mut req = request(&ns, json!({}));
@@ -281,6 +277,24 @@ fn bad_requests_are_refused_without_writing() {
     let second = run(req).unwrap();
     assert!(first.created && !second.created);
     assert_eq!(first.task_uuid, second.task_uuid);
+    // Nothing serves the namespace: a bounded wait ends with the task still running, and a
+    // wait for a task that does not exist is refused.
+    let wait = |task: uuid::Uuid| {
+        let h = h.clone();
+        engine
+            .block_on(async move { h.wait_for(task, Duration::from_millis(300)).await })
+            .unwrap()
+    };
+    let started = std::time::Instant::now();
+    assert_eq!(
+        wait(first.task_uuid).unwrap(),
+        tasker_core::TaskWait::Running(first.status)
+    );
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert!(matches!(
+        wait(uuid::Uuid::now_v7()).unwrap_err(),
+        tasker_core::Error::NotFound(_)
+    ));
     Arc::into_inner(engine)
         .unwrap()
         .shutdown(Duration::from_secs(5));

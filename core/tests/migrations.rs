@@ -49,7 +49,7 @@ fn migrations_go_up_down_and_up_again() {
         let base: PgConnectOptions = common::database_url().parse().expect("DATABASE_URL");
         let name = format!("tasker_roundtrip_{}", std::process::id());
         let mut admin = PgConnection::connect_with(&base).await.expect("connect");
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
             .execute(&mut admin)
             .await
             .unwrap();
@@ -128,7 +128,7 @@ fn migrations_go_up_down_and_up_again() {
         assert_eq!(applied(&pool).await, known);
 
         pool.close().await;
-        sqlx::query(&format!("DROP DATABASE {name}"))
+        sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
             .execute(&mut admin)
             .await
             .unwrap();

@@ -33,10 +33,12 @@ module TaskerCore
       Native::CircuitBreakers.configure(name.to_s, one)
     end
 
-    # Settings for breakers created from now on (defaults: 5 failures, 30 s, 2 successes).
+    # Settings for breakers created from now on; a setting not given takes the production
+    # default (`Native::DEFAULTS`: 5 failures, 30 s, 2 successes).
     # @raise [Errors::ConfigurationError] for a setting out of range
-    def configure_defaults(failure_threshold: 5, timeout: 30, success_threshold: 2)
-      one = settings(failure_threshold, timeout, success_threshold)
+    def configure_defaults(failure_threshold: nil, timeout: nil, success_threshold: nil)
+      given = settings(failure_threshold, timeout, success_threshold)
+      one = Native::DEFAULTS.dig("circuit_breakers", "production", "defaults").merge(given)
       CircuitBreakerSettings.validate_one!("defaults", one)
       Native::CircuitBreakers.configure_defaults(one)
     end

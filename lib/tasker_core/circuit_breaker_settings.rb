@@ -24,20 +24,21 @@ module TaskerCore
     # The top-level keys of the section.
     SECTIONS = %i[defaults pgmq handlers namespaces handler_classes named].freeze
 
+    # A profile of the engine's defaults (`Native::DEFAULTS`, defined once in the core) with
+    # Symbol keys: { defaults: {...}, pgmq: {...}, handlers: {...} }.
+    def self.profile(name)
+      Native::DEFAULTS.fetch("circuit_breakers").fetch(name).to_h do |component, one|
+        [component.to_sym, one.transform_keys(&:to_sym).freeze]
+      end.freeze
+    end
+    private_class_method :profile
+
     # Production trips later and waits longer before a trial; development and test recover
     # within seconds so a broken local setup heals while you watch.
-    QUICK = {
-      defaults: { failure_threshold: 3, timeout: 5, success_threshold: 1 },
-      pgmq: { failure_threshold: 3, timeout: 2, success_threshold: 1 },
-      handlers: { failure_threshold: 3, timeout: 5, success_threshold: 1 }
-    }.freeze
+    QUICK = profile("quick")
     # Defaults of the `defaults`, `pgmq` and `handlers` components, by environment name.
     ENVIRONMENT_DEFAULTS = {
-      "production" => {
-        defaults: { failure_threshold: 5, timeout: 30, success_threshold: 2 },
-        pgmq: { failure_threshold: 5, timeout: 10, success_threshold: 1 },
-        handlers: { failure_threshold: 5, timeout: 30, success_threshold: 1 }
-      }.freeze,
+      "production" => profile("production"),
       "development" => QUICK,
       "test" => QUICK
     }.freeze
@@ -87,12 +88,11 @@ module TaskerCore
       end
     end
 
-    # Checks that a `namespaces` key is a valid namespace name ({Configuration::NAMESPACE_FORMAT}).
+    # Checks that a `namespaces` key is a valid namespace name (the engine's rule).
     # @raise [Errors::ConfigurationError]
     def self.validate_namespace!(name)
-      return if Configuration::NAMESPACE_FORMAT.match?(name.to_s)
-
-      fail_with("namespaces: #{name.to_s.inspect} is not a namespace name")
+      problem = Native.namespace_problem(name.to_s)
+      fail_with("namespaces: #{problem}") if problem
     end
 
     def self.fail_with(message)

@@ -5,7 +5,9 @@ module TaskerCore
   # that serves no namespaces (a web process).
   module Client
     # The named priorities `priority:` accepts, and their Integer values.
-    PRIORITIES = { low: -10, normal: 0, high: 10, critical: 20 }.freeze
+    PRIORITIES = Native::PRIORITIES.transform_keys(&:to_sym).freeze
+    # The Integer priorities a task may have.
+    PRIORITY_RANGE = (Native::LIMITS.fetch("min_priority")..Native::LIMITS.fetch("max_priority"))
 
     module_function
 
@@ -162,9 +164,9 @@ module TaskerCore
     def priority_value(priority)
       case priority
       when Integer
-        return priority if priority.between?(-100, 100)
+        return priority if PRIORITY_RANGE.cover?(priority)
 
-        raise Errors::ValidationError, "priority must be between -100 and 100"
+        raise Errors::ValidationError, "priority must be between #{PRIORITY_RANGE.min} and #{PRIORITY_RANGE.max}"
       when Symbol, String
         PRIORITIES.fetch(priority.to_sym) do
           raise Errors::ValidationError, "priority must be one of #{PRIORITIES.keys.join(', ')} or an Integer"

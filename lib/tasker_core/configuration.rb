@@ -11,9 +11,6 @@ module TaskerCore
   #     c.concurrency = 4
   #   end
   class Configuration
-    # What a namespace name must look like: a lowercase letter, then up to 29 of [a-z0-9_].
-    NAMESPACE_FORMAT = /\A[a-z][a-z0-9_]{0,29}\z/
-
     # The longest duration any setting in seconds may have (one year): the engine's bound,
     # read from the extension so it is defined once.
     MAX_SECONDS = Native::LIMITS.fetch("max_seconds")
@@ -111,20 +108,21 @@ module TaskerCore
       @mode = (ENV["TASKER_MODE"] || "embedded").to_sym
       @error_handlers = []
       @hooks = EVENTS.to_h { |e| [e, []] }
-      @concurrency = env_int("TASKER_CONCURRENCY") || 4
+      engine = Native::DEFAULTS
+      @concurrency = env_int("TASKER_CONCURRENCY") || engine.fetch("concurrency")
       @pool_size = nil
-      @poll_interval = 0.5
+      @poll_interval = engine.fetch("poll_interval")
       @shutdown_timeout = 30
       @timeout_grace = 5
       @worker_id = nil
-      @claim_grace = 30
-      @string_cache_capacity = 10_000
-      @requeue_after = 60
-      @queue_lock_timeout = 2
+      @claim_grace = engine.fetch("claim_grace")
+      @string_cache_capacity = engine.fetch("string_cache_capacity")
+      @requeue_after = engine.fetch("requeue_after")
+      @queue_lock_timeout = engine.fetch("queue_lock_timeout")
       @circuit_breakers = {}
       @environment = ENV["TASKER_ENV"] || ENV["RAILS_ENV"] || ENV["RACK_ENV"] || "development"
       @logger = default_logger
-      @log_level = ENV["TASKER_LOG"] || ENV["RUST_LOG"] || "warn,ruby=info"
+      @log_level = ENV["TASKER_LOG"] || ENV["RUST_LOG"] || engine.fetch("log_filter")
       @log_format = :text
       @telemetry = {}
       @log_output = :stderr
@@ -178,7 +176,7 @@ module TaskerCore
         "namespaces" => mode.to_s == "client" ? [] : namespaces.map(&:to_s),
         "template_paths" => template_paths.map(&:to_s),
         "concurrency" => concurrency,
-        "pool_size" => pool_size || (concurrency + 4),
+        "pool_size" => pool_size || (concurrency + Native::DEFAULTS.fetch("pool_headroom")),
         "poll_interval_ms" => (poll_interval * 1000).round,
         "worker_id" => worker_id,
         "claim_grace_seconds" => claim_grace,
@@ -280,9 +278,8 @@ module TaskerCore
         invalid!(:error_handlers, "must be an Array of callables (exception, context)")
       end
       namespaces.each do |ns|
-        next if NAMESPACE_FORMAT.match?(ns)
-
-        invalid!(:namespaces, "#{ns.inspect} must be a lowercase letter followed by up to 29 of [a-z0-9_]")
+        problem = Native.namespace_problem(ns)
+        invalid!(:namespaces, "has an invalid entry: #{problem}") if problem
       end
       invalid!(:concurrency, "must be an Integer from 1 to 1024") unless int_in?(concurrency, 1..1024)
       invalid!(:pool_size, "must be an Integer from 2 to 1000") unless pool_size.nil? || int_in?(pool_size, 2..1000)

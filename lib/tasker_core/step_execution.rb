@@ -97,7 +97,7 @@ module TaskerCore
     # @param retry_after [Object] seconds; see {retry_after_seconds}
     # @param error_code [Object, nil] recorded as a String
     # @return [Hash{String => Object}] "fault", "kind", "error_class", "message", "backtrace",
-    #   "retry_after", "error_code"
+    #   "retry_after", "error_code", "metadata" (a {StepError}'s, else nil)
     def failure(error, kind, retry_after: nil, error_code: nil, fault: false)
       {
         "fault" => fault ? true : false,
@@ -106,9 +106,21 @@ module TaskerCore
         "message" => message_of(error),
         "backtrace" => backtrace_of(error),
         "retry_after" => retry_after_seconds(retry_after),
-        "error_code" => optional_text(error_code, NAME_LIMIT)
+        "error_code" => optional_text(error_code, NAME_LIMIT),
+        "metadata" => metadata_of(error)
       }
     end
+
+    # What a {StepError} carries in its metadata, as a Hash (nil when it has none or is not a
+    # StepError: metadata is recorded, not made up).
+    def metadata_of(error)
+      return nil unless error.is_a?(Errors::StepError)
+
+      present_hash(contained { error.metadata })
+    end
+
+    # `value` when it is a non-empty Hash, else nil.
+    def present_hash(value) = value.is_a?(Hash) && !value.empty? ? value : nil
 
     # The failure Hash of a {Types::StepHandlerCallResult.error} result.
     # @return [Hash{String => Object}]
@@ -123,7 +135,8 @@ module TaskerCore
         "message" => optional_text(err[:message], MESSAGE_LIMIT) || "",
         "backtrace" => [],
         "retry_after" => retry_after_seconds(err[:retry_after]),
-        "error_code" => optional_text(err[:error_code], NAME_LIMIT)
+        "error_code" => optional_text(err[:error_code], NAME_LIMIT),
+        "metadata" => present_hash(result.metadata)
       }
     end
 

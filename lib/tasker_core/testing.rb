@@ -72,27 +72,16 @@ module TaskerCore
       returned = handler.new(config: event.handler_config)
                         .call(Types::Task.new(event), Types::Sequence.new(event), Types::Step.new(event))
       result = Types::StepHandlerCallResult.from_handler_return(returned, handler)
-      if result.success? && (path = non_json_path(result.result, "result"))
-        raise Errors::InvalidResultError, "#{handler} returned a result with no JSON form at #{path}"
-      end
-
+      check_json!(handler, result) if result.success?
       result
     end
 
-    # Where `value` stops being JSON (as the engine converts it), or nil.
+    # The engine's own check of a result (the one definition, with its depth bound).
     # @api private
-    def non_json_path(value, path)
-      case value
-      when nil, true, false, String, Integer then nil
-      when Float then value.finite? ? nil : path
-      when Symbol then nil
-      when Array then value.each_with_index.lazy.map { |v, i| non_json_path(v, "#{path}[#{i}]") }.find(&:itself)
-      when Hash
-        value.lazy.map do |k, v|
-          k.is_a?(String) || k.is_a?(Symbol) ? non_json_path(v, "#{path}[#{k.inspect}]") : "#{path} (key #{k.inspect})"
-        end.find(&:itself)
-      else "#{path} (#{value.class})"
-      end
+    def check_json!(handler, result)
+      Native.check_json(result.result, "result")
+    rescue Errors::ValidationError => e
+      raise Errors::InvalidResultError, "#{handler} returned a result with no JSON form: #{e.message}"
     end
 
     # Run, in this thread, the steps the engine has claimed for this process (mode :inline)

@@ -82,6 +82,8 @@ RSpec.describe TaskerCore::StepHandler::Api do
       expect([step.state, step.attempts]).to eq(["error", 1])
       expect(step.error).to include("error_class" => "TaskerCore::Errors::PermanentError",
                                     "error_code" => "http_#{status}", "retryable" => false)
+      # The error's metadata (StepError#metadata) is stored with it.
+      expect(step.error["metadata"]).to eq("http_status" => status, "url" => "#{@base}/status/#{status}")
     end
   end
 

@@ -55,7 +55,7 @@ RSpec.describe TaskerCore::CircuitBreakerSettings do
     "an unknown setting" => [{ pgmq: { retries: 3 } }, /pgmq: unknown setting retries/],
     "a zero threshold" => [{ handlers: { failure_threshold: 0 } }, /failure_threshold must be an Integer/],
     "a negative timeout" => [{ defaults: { timeout: -1 } }, /timeout must be a positive number/],
-    "a bad namespace" => [{ namespaces: { "Bad-Name" => {} } }, /"Bad-Name" is not a namespace name/],
+    "a bad namespace" => [{ namespaces: { "Bad-Name" => {} } }, /namespaces: namespace "Bad-Name" is invalid/],
     "a non-Hash" => [[], /must be a Hash/]
   }.each do |what, (settings, message)|
     it "rejects #{what} with a message naming it" do
@@ -72,7 +72,7 @@ RSpec.describe TaskerCore::CircuitBreakerSettings do
     expect { TaskerCore.configure_circuit_breaker(:spec_x, timeout: 0) }
       .to raise_error(TaskerCore::Errors::ConfigurationError, /timeout/)
     expect { TaskerCore.configure_circuit_breaker(namespace: "No Such", timeout: 1) }
-      .to raise_error(TaskerCore::Errors::ConfigurationError, /namespace name/)
+      .to raise_error(TaskerCore::Errors::ConfigurationError, /namespace "No Such" is invalid/)
     TaskerCore.configure_circuit_breaker(:spec_runtime_named, failure_threshold: 9)
     expect(TaskerCore::CircuitBreaker.metrics).to include("spec_runtime_named")
   end

@@ -28,7 +28,7 @@ RSpec.describe TaskerCore::Configuration do
   {
     database_url: ["", /database_url/],
     concurrency: [0, /concurrency/],
-    namespaces: [["Bad-Name"], /namespaces "Bad-Name"/],
+    namespaces: [["Bad-Name"], /namespaces has an invalid entry: namespace "Bad-Name" is invalid: use a lowercase letter/],
     template_paths: ["templates", /template_paths/],
     pool_size: [1, /pool_size/],
     poll_interval: [0, /poll_interval/]

@@ -18,7 +18,8 @@ RSpec.describe TaskerCore::StepExecution do
   # Every value of a failure Hash is what the engine's contract allows.
   def expect_contract(failure)
     expect(failure.keys).to contain_exactly("fault", "kind", "error_class", "message", "backtrace", "retry_after",
-                                            "error_code")
+                                            "error_code", "metadata")
+    expect(failure["metadata"]).to be_nil.or be_a(Hash)
     expect(failure["fault"]).to be(true).or be(false)
     expect(%w[retryable permanent]).to include(failure["kind"])
     expect([failure["error_class"], failure["message"], *failure["backtrace"]]).to all(satisfy { |s| clean?(s) })
@@ -77,7 +78,16 @@ RSpec.describe TaskerCore::StepExecution do
       expect(failure).to include("fault" => true, "kind" => "retryable", "error_class" => "ArgumentError",
                                  "message" => "kaboom", "retry_after" => nil, "error_code" => nil)
       expect(failure["backtrace"].first).to match(/step_execution_spec\.rb:\d+/)
+      expect(failure["metadata"]).to be_nil
       expect_contract(failure)
+    end
+
+    it "records a step error's metadata, and an error result's" do
+      e = raised(TaskerCore::PermanentError, "declined")
+      e.metadata["http_status"] = 402
+      expect(described_class.failure(e, "permanent")["metadata"]).to eq("http_status" => 402)
+      result = TaskerCore::Types::StepHandlerCallResult.error(message: "m", metadata: { "url" => "u" })
+      expect(described_class.error_result_failure(result)["metadata"]).to eq("url" => "u")
     end
 
     it "records the real class of an exception whose class name, message and backtrace raise" do
@@ -132,7 +142,8 @@ RSpec.describe TaskerCore::StepExecution do
                                                               retry_after: Object.new, error_code: 429)
       failure = described_class.error_result_failure(result)
       expect(failure).to eq("fault" => false, "kind" => "retryable", "error_class" => "RateLimited",
-                            "message" => "weird \uFFFD", "backtrace" => [], "retry_after" => nil, "error_code" => "429")
+                            "message" => "weird \uFFFD", "backtrace" => [], "retry_after" => nil, "error_code" => "429",
+                            "metadata" => nil)
       expect_contract(failure)
       permanent = TaskerCore::Types::StepHandlerCallResult.error(message: "no", retryable: false, error_type: "",
                                                                  retry_after: 1e300)

@@ -23,6 +23,15 @@ module TestingSpecHandlers
     def call(*) = { "at" => Time.at(0) }
   end
 
+  # A result that contains itself: the engine's depth bound refuses it (no SystemStackError).
+  class ReturnsCycle < TaskerCore::StepHandler::Base
+    def call(*)
+      cycle = {}
+      cycle["self"] = cycle
+      cycle
+    end
+  end
+
   class Refuses < TaskerCore::StepHandler::Base
     def call(*) = raise(TaskerCore::PermanentError.new("no", error_code: "nope"))
   end
@@ -49,7 +58,9 @@ RSpec.describe TaskerCore::Testing do
     expect { described_class.run_step(TestingSpecHandlers::Refuses) }
       .to raise_error(TaskerCore::PermanentError) { |e| expect(e.error_code).to eq("nope") }
     expect { described_class.run_step(TestingSpecHandlers::ReturnsTime) }
-      .to raise_error(TaskerCore::Errors::InvalidResultError, /result\["at"\] \(Time\)/)
+      .to raise_error(TaskerCore::Errors::InvalidResultError, /no JSON form: result\["at"\]: a Time has no JSON form/)
+    expect { described_class.run_step(TestingSpecHandlers::ReturnsCycle) }
+      .to raise_error(TaskerCore::Errors::InvalidResultError, /result(\["self"\])+: nested deeper than/)
   end
 end
 

@@ -16,6 +16,15 @@ use crate::orchestration::{self, CreatedTask, Intervention, TaskRequest};
 use crate::state::TaskState;
 use crate::store::snapshot::{self, TaskView};
 
+/// What [`EngineHandle::wait_for`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskWait {
+    /// The task reached this terminal state.
+    Finished(TaskState),
+    /// The wait's time ran out; the task is still in this state.
+    Running(TaskState),
+}
+
 /// What a handle reaches.
 pub(super) struct HandleParts {
     pub db: Arc<Db>,
@@ -99,6 +108,39 @@ impl EngineHandle {
             self.0.signals.task_finished(task_uuid);
         }
         Ok(state)
+    }
+
+    /// Wait up to `timeout` for the task to reach a terminal state: woken by its finalization
+    /// (in this or any other process), and re-checked every second in case a notification
+    /// was lost. [`TaskWait::Running`] when the time ran out first; `NotFound` when there is no
+    /// such task. Dropping the future mid-wait is safe (the waiter is unregistered).
+    pub async fn wait_for(&self, task_uuid: Uuid, timeout: Duration) -> Result<TaskWait> {
+        struct Registered<'a>(&'a Signals, Uuid, u64);
+        impl Drop for Registered<'_> {
+            fn drop(&mut self) {
+                self.0.unregister_waiter(self.1, self.2);
+            }
+        }
+        let (id, wake) = self.0.signals.register_waiter(task_uuid);
+        let _registered = Registered(&self.0.signals, task_uuid, id);
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let status = snapshot::task_status(&self.0.db.pool, task_uuid)
+                .await?
+                .ok_or_else(|| Error::NotFound(format!("no task {task_uuid}")))?;
+            if status.is_terminal() {
+                return Ok(TaskWait::Finished(status));
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(TaskWait::Running(status));
+            }
+            let nap = (deadline - now).min(Duration::from_secs(1));
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(nap) => {}
+            }
+        }
     }
 
     /// A task with steps and history.

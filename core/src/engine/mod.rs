@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use crate::defaults;
 use crate::error::{Error, Result};
 use crate::messaging::{self, queue::QueueName};
 use crate::orchestration::queue_writer::QueueWriter;
@@ -43,13 +44,14 @@ use creator::Creator;
 use db::Db;
 use dispatch::Completion;
 pub use dispatch::{Dispatch, NextStep, Slot};
-pub use handle::EngineHandle;
 use handle::HandleParts;
+pub use handle::{EngineHandle, TaskWait};
 pub use health::{HealthReport, MemoryStats, PoolHealth, QueueHealth};
 use poller::Poller;
 use signals::Signals;
 
 /// Engine settings (the Ruby `TaskerCore.configure` values, already validated there).
+/// Defaults: [`crate::defaults`].
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     pub database_url: String,
@@ -86,24 +88,16 @@ impl Default for EngineConfig {
             database_url: String::new(),
             namespaces: Vec::new(),
             template_paths: Vec::new(),
-            concurrency: 4,
-            pool_size: 10,
-            poll_interval: Duration::from_millis(500),
+            concurrency: defaults::CONCURRENCY,
+            pool_size: defaults::CONCURRENCY as u32 + defaults::POOL_HEADROOM,
+            poll_interval: defaults::POLL_INTERVAL,
             worker_id: None,
-            claim_grace: Duration::from_secs(30),
-            string_cache_capacity: crate::strings::DEFAULT_CAPACITY,
-            queue_breaker: CircuitBreakerConfig {
-                failure_threshold: 5,
-                open_timeout: Duration::from_secs(10),
-                success_threshold: 1,
-            },
-            handler_breaker: CircuitBreakerConfig {
-                failure_threshold: 5,
-                open_timeout: Duration::from_secs(30),
-                success_threshold: 1,
-            },
-            requeue_after: Duration::from_secs(60),
-            queue_lock_timeout: Duration::from_secs(2),
+            claim_grace: defaults::CLAIM_GRACE,
+            string_cache_capacity: defaults::STRING_CACHE_CAPACITY,
+            queue_breaker: defaults::PRODUCTION_BREAKERS.queues,
+            handler_breaker: defaults::PRODUCTION_BREAKERS.handlers,
+            requeue_after: defaults::REQUEUE_AFTER,
+            queue_lock_timeout: defaults::QUEUE_LOCK_TIMEOUT,
             telemetry: None,
         }
     }
@@ -114,7 +108,6 @@ pub struct Engine {
     runtime: Option<tokio::runtime::Runtime>,
     handle: EngineHandle,
     claimer: Arc<Claimer>,
-    signals: Arc<Signals>,
     breakers: Arc<AllBreakers>,
     telemetry: Option<Arc<Telemetry>>,
     /// Outcomes handed back and not yet applied.
@@ -342,7 +335,7 @@ impl Engine {
         let handle = EngineHandle(Arc::new(HandleParts {
             db,
             creator,
-            signals: signals.clone(),
+            signals,
             registry,
             lock_timeout: writer.lock_timeout,
         }));
@@ -350,7 +343,6 @@ impl Engine {
             runtime: Some(runtime),
             handle,
             claimer,
-            signals,
             breakers,
             telemetry,
             pending,
@@ -463,18 +455,6 @@ impl Engine {
                     .into(),
             ))
         }
-    }
-
-    /// Register interest in a task's finalization. The receiver gets one message when the
-    /// task reaches a terminal state (in this or any other process). Check the status after
-    /// registering to close the race with a finalization that already happened.
-    pub fn register_waiter(&self, task_uuid: Uuid) -> (u64, crossbeam_channel::Receiver<()>) {
-        self.signals.register_waiter(task_uuid)
-    }
-
-    /// Forget a waiter that stopped waiting.
-    pub fn unregister_waiter(&self, task_uuid: Uuid, id: u64) {
-        self.signals.unregister_waiter(task_uuid, id)
     }
 
     /// The per-queue circuit breakers.

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-/// Callers waiting for a task's finalization: (waiter id, wake-up sender).
-type Waiters = HashMap<Uuid, Vec<(u64, crossbeam_channel::Sender<()>)>>;
+/// Callers waiting for a task's finalization: (waiter id, its wake-up).
+type Waiters = HashMap<Uuid, Vec<(u64, Arc<Notify>)>>;
 
 pub(crate) struct Signals {
     wakeups: HashMap<String, Arc<Notify>>,
@@ -65,17 +65,20 @@ impl Signals {
         self.retries.notified().await
     }
 
-    /// Register interest in a task's finalization (see `Engine::register_waiter`).
-    pub fn register_waiter(&self, task_uuid: Uuid) -> (u64, crossbeam_channel::Receiver<()>) {
+    /// Register interest in a task's finalization: the Notify is notified (a permit is kept
+    /// if nobody waits on it yet) when the task reaches a terminal state, in this or any other
+    /// process. Check the status after registering to close the race with a finalization that
+    /// already happened.
+    pub fn register_waiter(&self, task_uuid: Uuid) -> (u64, Arc<Notify>) {
         let id = self.next_waiter.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = crossbeam_channel::bounded(1);
+        let wake = Arc::new(Notify::new());
         self.waiters
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .entry(task_uuid)
             .or_default()
-            .push((id, tx));
-        (id, rx)
+            .push((id, wake.clone()));
+        (id, wake)
     }
 
     pub fn unregister_waiter(&self, task_uuid: Uuid, id: u64) {
@@ -95,8 +98,8 @@ impl Signals {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&task_uuid);
-        for (_, tx) in senders.into_iter().flatten() {
-            let _ = tx.try_send(());
+        for (_, wake) in senders.into_iter().flatten() {
+            wake.notify_one();
         }
     }
 }

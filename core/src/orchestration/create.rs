@@ -11,6 +11,20 @@ use crate::error::{Error, Result};
 use crate::state::TaskState;
 use crate::store::steps::{ClaimSettings, ClaimedStep};
 
+/// The named task priorities and their values (higher is read first).
+pub const NAMED_PRIORITIES: [(&str, i16); 4] =
+    [("low", -10), ("normal", 0), ("high", 10), ("critical", 20)];
+/// The priorities a task may have.
+pub const PRIORITY_RANGE: std::ops::RangeInclusive<i16> = -100..=100;
+
+/// A priority given by name (`NAMED_PRIORITIES`).
+pub fn named_priority(name: &str) -> Option<i16> {
+    NAMED_PRIORITIES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, p)| *p)
+}
+
 /// What a caller asks for.
 #[derive(Debug, Clone)]
 pub struct TaskRequest {

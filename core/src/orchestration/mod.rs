@@ -3,7 +3,7 @@
 
 pub mod backoff;
 pub(crate) mod controls;
-pub(crate) mod create;
+pub mod create;
 pub(crate) mod queue_writer;
 pub(crate) mod recovery;
 pub(crate) mod registry;

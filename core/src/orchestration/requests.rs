@@ -9,7 +9,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::create::TaskRequest;
+use super::create::{named_priority, TaskRequest, PRIORITY_RANGE};
 use crate::error::{Error, Result};
 use crate::messaging::queue::QueueName;
 use crate::store::queues::{self, ReadMessage};
@@ -45,18 +45,20 @@ fn empty_object() -> Value {
 fn priority(value: Option<Value>) -> std::result::Result<i16, String> {
     match value {
         None | Some(Value::Null) => Ok(0),
-        Some(Value::String(s)) => match s.as_str() {
-            "low" => Ok(-10),
-            "normal" => Ok(0),
-            "high" => Ok(10),
-            "critical" => Ok(20),
-            other => Err(format!("unknown priority {other:?}")),
-        },
+        Some(Value::String(s)) => {
+            named_priority(&s).ok_or_else(|| format!("unknown priority {s:?}"))
+        }
         Some(Value::Number(n)) => n
             .as_i64()
-            .filter(|p| (-100..=100).contains(p))
-            .map(|p| p as i16)
-            .ok_or_else(|| format!("priority {n} is not an integer from -100 to 100")),
+            .and_then(|p| i16::try_from(p).ok())
+            .filter(|p| PRIORITY_RANGE.contains(p))
+            .ok_or_else(|| {
+                format!(
+                    "priority {n} is not an integer from {} to {}",
+                    PRIORITY_RANGE.start(),
+                    PRIORITY_RANGE.end()
+                )
+            }),
         Some(other) => Err(format!(
             "priority must be a name or an integer, got {other}"
         )),

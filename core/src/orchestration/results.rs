@@ -169,5 +169,8 @@ fn failure_json(f: &StepFailure, attempt: u32) -> Value {
     if let Some(after) = f.retry_after {
         v["retry_after_seconds"] = json!(after.as_secs_f64());
     }
+    if let Some(metadata) = &f.metadata {
+        v["metadata"] = metadata.clone();
+    }
     v
 }

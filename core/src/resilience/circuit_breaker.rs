@@ -20,11 +20,7 @@ pub struct CircuitBreakerConfig {
 
 impl Default for CircuitBreakerConfig {
     fn default() -> Self {
-        CircuitBreakerConfig {
-            failure_threshold: 5,
-            open_timeout: Duration::from_secs(30),
-            success_threshold: 2,
-        }
+        crate::defaults::PRODUCTION_BREAKERS.defaults
     }
 }
 

@@ -31,6 +31,26 @@ pub(crate) struct ClaimSettings<'a> {
     pub claim_grace_seconds: i32,
 }
 
+impl ClaimSettings<'_> {
+    /// Bind the claim settings, the queue lock timeout and the sender tag: the last seven
+    /// arguments of `tasker.create_tasks` and `tasker.apply_step_results`, in their order.
+    pub(crate) fn bind_last<'q, O>(
+        &'q self,
+        query: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+        lock_timeout: Duration,
+        sender: &'q str,
+    ) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
+        query
+            .bind(self.queues)
+            .bind(self.capacity.min(i32::MAX as usize) as i32)
+            .bind(self.blocked_handlers)
+            .bind(self.worker_id)
+            .bind(self.claim_grace_seconds)
+            .bind(millis(lock_timeout))
+            .bind(sender)
+    }
+}
+
 /// The columns every claiming function returns for a claimed step (`tasker.claim_steps`,
 /// `tasker.apply_step_results`, `tasker.create_tasks`): the one place they become a
 /// [`ClaimedStep`].
@@ -238,7 +258,7 @@ pub(crate) async fn apply_step_results(
     ) -> Vec<T> {
         records.iter().map(f).collect()
     }
-    let rows = sqlx::query_as(
+    let query = sqlx::query_as(
         "SELECT * FROM tasker.apply_step_results($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb[], \
            $11::jsonb[], $12::jsonb[], $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)",
     )
@@ -256,16 +276,11 @@ pub(crate) async fn apply_step_results(
     .bind(column(records, |r| &r.error))
     .bind(column(records, |r| r.retryable))
     .bind(column(records, |r| r.retry_ms))
-    .bind(column(records, |r| r.queue_usable))
-    .bind(claims.queues)
-    .bind(claims.capacity.min(i32::MAX as usize) as i32)
-    .bind(claims.blocked_handlers)
-    .bind(claims.worker_id)
-    .bind(claims.claim_grace_seconds)
-    .bind(millis(lock_timeout))
-    .bind(sender)
-    .fetch_all(pool)
-    .await?;
+    .bind(column(records, |r| r.queue_usable));
+    let rows = claims
+        .bind_last(query, lock_timeout, sender)
+        .fetch_all(pool)
+        .await?;
     Ok(rows)
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::steps::{millis, ClaimColumns, ClaimSettings, ClaimedStep};
+use super::steps::{ClaimColumns, ClaimSettings, ClaimedStep};
 use crate::error::{Error, Result};
 use crate::messaging::{self, queue::QueueName};
 use crate::orchestration::create::NewTask;
@@ -99,7 +99,7 @@ pub(crate) async fn create_tasks(
             }
         }
     }
-    let rows: std::result::Result<Vec<CreateRow>, sqlx::Error> = sqlx::query_as(
+    let query = sqlx::query_as(
         "SELECT * FROM tasker.create_tasks($1, $2, $3, $4, $5::jsonb[], $6, $7, $8, $9, $10, $11, $12, \
            $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32)",
     )
@@ -127,16 +127,11 @@ pub(crate) async fn create_tasks(
     .bind(&ancestors)
     .bind(&edge_tasks)
     .bind(&edge_from)
-    .bind(&edge_to)
-    .bind(claims.queues)
-    .bind(claims.capacity.min(i32::MAX as usize) as i32)
-    .bind(claims.blocked_handlers)
-    .bind(claims.worker_id)
-    .bind(claims.claim_grace_seconds)
-    .bind(millis(lock_timeout))
-    .bind(sender)
-    .fetch_all(pool)
-    .await;
+    .bind(&edge_to);
+    let rows: std::result::Result<Vec<CreateRow>, sqlx::Error> = claims
+        .bind_last(query, lock_timeout, sender)
+        .fetch_all(pool)
+        .await;
     let rows = match rows {
         Ok(rows) => rows,
         Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some(QUEUE_FAILED) => {

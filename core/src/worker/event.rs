@@ -90,6 +90,9 @@ pub struct StepFailure {
     /// business outcome: counts against the handler's circuit breaker.
     pub fault: bool,
     pub error_code: Option<String>,
+    /// What the handler attached to its error (`StepError#metadata`, e.g. an HTTP status and
+    /// URL), stored with the failure.
+    pub metadata: Option<serde_json::Value>,
 }
 
 impl StepFailure {
@@ -106,6 +109,7 @@ impl StepFailure {
             retry_after: None,
             fault: false,
             error_code: Some("unstorable_outcome".into()),
+            metadata: None,
         }
     }
 }

@@ -64,6 +64,7 @@ impl HandlerMap {
                 retry_after: None,
                 fault: true,
                 error_code: None,
+                metadata: None,
             }),
         }
     }

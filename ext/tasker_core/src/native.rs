@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use magnus::{
     function, prelude::*, value::ReprValue, Error, IntoValue, RArray, RHash, RModule, Ruby, Value,
 };
+use tasker_core::engine::TaskWait;
 use tasker_core::orchestration::Intervention;
 use tasker_core::{Engine, EngineConfig, TaskRequest};
 use uuid::Uuid;
@@ -25,7 +26,11 @@ pub fn init(ruby: &Ruby) -> Result<RModule, Error> {
     let native = root.define_module("Native")?;
     native.const_set("LOADED", true)?;
     native.const_set("LIMITS", limits(ruby)?)?;
+    native.const_set("DEFAULTS", defaults(ruby)?)?;
+    native.const_set("PRIORITIES", priorities(ruby)?)?;
     native.define_singleton_method("seconds", function!(seconds, 3))?;
+    native.define_singleton_method("namespace_problem", function!(namespace_problem, 1))?;
+    native.define_singleton_method("check_json", function!(check_json, 2))?;
     native.define_singleton_method("migrate", function!(migrate, 1))?;
     native.define_singleton_method("migration_status", function!(migration_status, 1))?;
     native.define_singleton_method("rollback", function!(rollback, 2))?;
@@ -98,10 +103,61 @@ fn limits(ruby: &Ruby) -> Result<RHash, Error> {
     h.aset("max_list_limit", MAX_LIST_LIMIT)?;
     h.aset("max_failure_text_bytes", MAX_FAILURE_TEXT_BYTES)?;
     h.aset("max_backtrace_lines", MAX_BACKTRACE_LINES)?;
+    let priorities = tasker_core::orchestration::create::PRIORITY_RANGE;
+    h.aset("min_priority", *priorities.start())?;
+    h.aset("max_priority", *priorities.end())?;
     h.aset(
         "retry_after_ceiling_seconds",
         tasker_core::orchestration::backoff::RETRY_AFTER_CEILING.as_secs_f64(),
     )?;
+    h.freeze();
+    Ok(h)
+}
+
+/// `TaskerCore::Native::PRIORITIES`: the named task priorities (`low` … `critical`).
+fn priorities(ruby: &Ruby) -> Result<RHash, Error> {
+    let h = ruby.hash_new();
+    for (name, value) in tasker_core::orchestration::create::NAMED_PRIORITIES {
+        h.aset(name, value)?;
+    }
+    h.freeze();
+    Ok(h)
+}
+
+/// `TaskerCore::Native::DEFAULTS`: the engine's defaults (`tasker_core::defaults`), which the
+/// Ruby configuration reads instead of restating them. Durations in seconds.
+fn defaults(ruby: &Ruby) -> Result<RHash, Error> {
+    use tasker_core::defaults::*;
+    let breaker = |c: tasker_core::resilience::CircuitBreakerConfig| -> Result<RHash, Error> {
+        let h = ruby.hash_new();
+        h.aset("failure_threshold", c.failure_threshold)?;
+        h.aset("timeout", c.open_timeout.as_secs_f64())?;
+        h.aset("success_threshold", c.success_threshold)?;
+        h.freeze();
+        Ok(h)
+    };
+    let profile = |p: BreakerProfile| -> Result<RHash, Error> {
+        let h = ruby.hash_new();
+        h.aset("defaults", breaker(p.defaults)?)?;
+        h.aset("pgmq", breaker(p.queues)?)?;
+        h.aset("handlers", breaker(p.handlers)?)?;
+        h.freeze();
+        Ok(h)
+    };
+    let breakers = ruby.hash_new();
+    breakers.aset("production", profile(PRODUCTION_BREAKERS)?)?;
+    breakers.aset("quick", profile(QUICK_BREAKERS)?)?;
+    breakers.freeze();
+    let h = ruby.hash_new();
+    h.aset("concurrency", CONCURRENCY)?;
+    h.aset("pool_headroom", POOL_HEADROOM)?;
+    h.aset("poll_interval", POLL_INTERVAL.as_secs_f64())?;
+    h.aset("claim_grace", CLAIM_GRACE.as_secs())?;
+    h.aset("requeue_after", REQUEUE_AFTER.as_secs_f64())?;
+    h.aset("queue_lock_timeout", QUEUE_LOCK_TIMEOUT.as_secs_f64())?;
+    h.aset("string_cache_capacity", STRING_CACHE_CAPACITY)?;
+    h.aset("log_filter", LOG_FILTER)?;
+    h.aset("circuit_breakers", breakers)?;
     h.freeze();
     Ok(h)
 }
@@ -125,6 +181,22 @@ guarded! {
         nogvl::run(ruby, || tasker_core::engine::migrate(&database_url))?
             .map_err(|p| internal(ruby, p))?
             .map_err(|e| to_ruby(ruby, e))
+    }
+
+    /// Why `name` cannot be a namespace, or nil when it can: the engine's one rule
+    /// (`tasker_core::messaging::queue::validate_namespace`), for Ruby's configuration checks.
+    fn namespace_problem(ruby: &Ruby, name: Value) -> Result<Option<String>, Error> {
+        let name = args::text(ruby, "ConfigurationError", "a namespace", name)?;
+        Ok(tasker_core::messaging::queue::validate_namespace(&name)
+            .err()
+            .map(|e| e.to_string()))
+    }
+
+    /// Raise ValidationError naming the path where `value` stops having a JSON form, exactly as
+    /// the engine converts a handler's result (`convert::to_json`: the one definition, depth
+    /// bound included); nil when it has one.
+    fn check_json(ruby: &Ruby, value: Value, what: String) -> Result<(), Error> {
+        convert::to_json(ruby, value, &what).map(|_| ())
     }
 
     /// Revert the migrations newer than `target` (0: all; pgmq stays installed).
@@ -400,6 +472,7 @@ guarded! {
                 ruby.thread_check_ints()?;
                 Ok(ruby.qnil().as_value())
             }
+            Waited::Panicked(p) => Err(internal(ruby, p)),
         }
     }
 }
@@ -416,6 +489,7 @@ where
         match nogvl::recv(&rx, None) {
             Waited::Value(r) => return r.map_err(|e| to_ruby(ruby, e)),
             Waited::Interrupted => ruby.thread_check_ints()?,
+            Waited::Panicked(p) => return Err(internal(ruby, p)),
             Waited::TimedOut | Waited::Closed => {
                 return Err(error(
                     ruby,
@@ -582,43 +656,34 @@ guarded! {
         convert::to_ruby(ruby, &json)
     }
 
-    /// Block until the task is terminal (woken by its finalization) and return its status;
-    /// raise TimeoutError after `timeout` seconds (`Float::INFINITY`: no limit).
+    /// Block until the task is terminal and return its status; raise TimeoutError after
+    /// `timeout` seconds (`Float::INFINITY`: no limit). The waiting is the core's
+    /// (`EngineHandle::wait_for`), in slices of at most a second with the GVL released, so that
+    /// an interrupt (`Thread#raise`, `Timeout`) ends it within one.
     fn wait_for(ruby: &Ruby, uuid: Value, timeout: Value) -> Result<String, Error> {
         let limit = args::seconds(ruby, "ValidationError", "wait_for timeout", timeout, true)?;
         let engine = engine(ruby)?;
         let task_uuid = parse_uuid(ruby, "task uuid", uuid)?;
         let deadline = limit.map(|l| Instant::now() + l);
-        let (waiter, rx) = engine.register_waiter(task_uuid);
-        let result = (|| loop {
-            let h = engine.handle();
-            let status = call(ruby, &engine, async move { h.task_status(task_uuid).await })?;
-            let Some(status) = status else {
-                return Err(error(ruby, "NotFoundError", format!("no task {task_uuid}")));
-            };
-            if status.is_terminal() {
-                return Ok(status.as_str().to_owned());
-            }
+        loop {
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            if left.is_some_and(|l| l.is_zero()) {
-                return Err(error(
-                    ruby,
-                    "TimeoutError",
-                    format!(
-                        "task {task_uuid} is still {status} after {}s",
-                        limit.unwrap_or_default().as_secs_f64()
-                    ),
-                ));
+            let slice = left.map_or(Duration::from_secs(1), |l| l.min(Duration::from_secs(1)));
+            let h = engine.handle();
+            match call(ruby, &engine, async move { h.wait_for(task_uuid, slice).await })? {
+                TaskWait::Finished(state) => return Ok(state.as_str().to_owned()),
+                TaskWait::Running(state) if left.is_some_and(|l| l <= slice) => {
+                    return Err(error(
+                        ruby,
+                        "TimeoutError",
+                        format!(
+                            "task {task_uuid} is still {state} after {}s",
+                            limit.unwrap_or_default().as_secs_f64()
+                        ),
+                    ))
+                }
+                TaskWait::Running(_) => {}
             }
-            // Woken by the finalization; a periodic re-check guards against a lost notification.
-            let nap = left.map_or(Duration::from_secs(1), |l| l.min(Duration::from_secs(1)));
-            match nogvl::recv(&rx, Some(nap)) {
-                Waited::Interrupted => ruby.thread_check_ints()?,
-                Waited::Value(()) | Waited::TimedOut | Waited::Closed => {}
-            }
-        })();
-        engine.unregister_waiter(task_uuid, waiter);
-        result
+        }
     }
 }
 

@@ -21,6 +21,8 @@ pub enum Waited<T> {
     Closed,
     /// Ruby asked the thread to stop waiting (check interrupts next).
     Interrupted,
+    /// The wait itself panicked: raise it (`errors::internal`), never hand back nothing.
+    Panicked(Box<dyn std::any::Any + Send>),
 }
 
 struct RecvCall<'a, T> {
@@ -49,7 +51,7 @@ unsafe extern "C" fn recv_body<T>(data: *mut c_void) -> *mut c_void {
             recv(deadline) -> _ => Waited::TimedOut,
         }
     }));
-    call.out = Some(result.unwrap_or(Waited::Interrupted));
+    call.out = Some(result.unwrap_or_else(Waited::Panicked));
     std::ptr::null_mut()
 }
 

@@ -277,7 +277,8 @@ impl RbStepEvent {
         }
 
         /// Hand back a failure: a Hash with "kind" ("retryable" | "permanent"), "error_class",
-        /// "message", "backtrace", optional "retry_after" (seconds) and "error_code". Whatever
+        /// "message", "backtrace", optional "retry_after" (seconds), "error_code" and
+        /// "metadata" (a Hash, stored with the failure). Whatever
         /// the Hash holds, the failure is recorded: text is made storable (invalid bytes and
         /// NULs replaced), a `retry_after` that is not a finite non-negative number is ignored
         /// and a longer one is capped at the engine's ceiling. An unknown kind is refused.
@@ -301,6 +302,13 @@ impl RbStepEvent {
                 .map(|lines| lines.into_iter().take(MAX_BACKTRACE_LINES).map(storable_text).collect())
                 .unwrap_or_default();
             let code = args_get(failure, "error_code");
+            // The error's metadata as JSON; metadata without a JSON form is recorded as why.
+            let metadata = match args_get(failure, "metadata") {
+                m if m.is_nil() => None,
+                m => Some(convert::to_json(ruby, m, "metadata").unwrap_or_else(|e| {
+                    serde_json::json!({ "unrecordable": e.to_string() })
+                })),
+            };
             let failure = StepFailure {
                 kind,
                 error_class: storable_text(args_get(failure, "error_class")),
@@ -309,6 +317,7 @@ impl RbStepEvent {
                 retry_after,
                 error_code: (!code.is_nil()).then(|| storable_text(code)),
                 fault: args_get(failure, "fault").to_bool(),
+                metadata,
             };
             Self::finish(ruby, rb_self, StepOutcome::Failure(failure))
         }

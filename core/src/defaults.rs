@@ -1,0 +1,60 @@
+//! The engine's defaults, each defined once. [`crate::EngineConfig::default`] and
+//! [`crate::resilience::CircuitBreakerConfig::default`] are built from them, and the extension
+//! hands them to Ruby as `TaskerCore::Native::DEFAULTS`, which `TaskerCore::Configuration` and
+//! `TaskerCore::CircuitBreakerSettings` read instead of restating them.
+
+use std::time::Duration;
+
+use crate::resilience::CircuitBreakerConfig;
+
+/// Handler threads (and steps claimed at once).
+pub const CONCURRENCY: usize = 4;
+/// Connections a process opens beyond its handler threads when no pool size is set.
+pub const POOL_HEADROOM: u32 = 4;
+/// How often an idle poller looks at its queue without a wake-up.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// How long a claim outlives its step's timeout.
+pub const CLAIM_GRACE: Duration = Duration::from_secs(30);
+/// How long a step may stay enqueued without a message before it is sent again.
+pub const REQUEUE_AFTER: Duration = Duration::from_secs(60);
+/// How long a queue statement waits for a lock on its queue table.
+pub const QUEUE_LOCK_TIMEOUT: Duration = Duration::from_secs(2);
+/// Distinct names the string cache keeps.
+pub const STRING_CACHE_CAPACITY: usize = crate::strings::DEFAULT_CAPACITY;
+/// The log filter when neither the configuration nor `TASKER_LOG` / `RUST_LOG` sets one.
+pub const LOG_FILTER: &str = crate::logging::DEFAULT_FILTER;
+
+/// Circuit breaker settings of one environment profile: every breaker's defaults, the
+/// namespace queues' and the handler classes'.
+#[derive(Debug, Clone, Copy)]
+pub struct BreakerProfile {
+    pub defaults: CircuitBreakerConfig,
+    pub queues: CircuitBreakerConfig,
+    pub handlers: CircuitBreakerConfig,
+}
+
+const fn breaker(
+    failure_threshold: u32,
+    open_secs: u64,
+    success_threshold: u32,
+) -> CircuitBreakerConfig {
+    CircuitBreakerConfig {
+        failure_threshold,
+        open_timeout: Duration::from_secs(open_secs),
+        success_threshold,
+    }
+}
+
+/// Production (and any environment not named below): trips later, waits longer for a trial.
+pub const PRODUCTION_BREAKERS: BreakerProfile = BreakerProfile {
+    defaults: breaker(5, 30, 2),
+    queues: breaker(5, 10, 1),
+    handlers: breaker(5, 30, 1),
+};
+
+/// Development and test: recovers within seconds, so a broken local setup heals while you watch.
+pub const QUICK_BREAKERS: BreakerProfile = BreakerProfile {
+    defaults: breaker(3, 5, 1),
+    queues: breaker(3, 2, 1),
+    handlers: breaker(3, 5, 1),
+};
