@@ -23,14 +23,11 @@ pub struct Slot {
 }
 
 impl Slot {
-    /// Give the handler's breaker its verdict on this attempt: only a fault (timeout,
-    /// unclassified exception) counts against it; business errors are healthy calls.
+    /// Give the handler's breaker its verdict on this attempt (`Admission::settle`: only a
+    /// fault counts against it).
     pub(super) fn settle(&mut self, outcome: &StepOutcome) {
         if let Some(admission) = self.handler.take() {
-            match outcome {
-                StepOutcome::Failure(f) if f.fault => admission.failure(),
-                _ => admission.success(),
-            }
+            admission.settle(matches!(outcome, StepOutcome::Failure(f) if f.fault));
         }
     }
 }

@@ -169,6 +169,18 @@ impl<B: std::ops::Deref<Target = CircuitBreaker>> Admission<B> {
         self.breaker.record(false, self.trial);
     }
 
+    /// The verdict on a call that returned or failed: only a fault (the component misbehaved:
+    /// a timeout, an unclassified error) counts against the breaker; a business outcome (a
+    /// permanent error the component reported on purpose) is a healthy call. The one rule for
+    /// handler breakers and named breakers alike.
+    pub fn settle(self, fault: bool) {
+        if fault {
+            self.failure()
+        } else {
+            self.success()
+        }
+    }
+
     /// The call did not reach the component (it was abandoned for another reason): no verdict,
     /// and a half-open breaker may admit its next trial.
     pub fn release(mut self) {

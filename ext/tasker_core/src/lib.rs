@@ -1,15 +1,12 @@
 //! Ruby bindings for tasker-core. Only argument conversion, GVL handling and error mapping
-//! live here; all behaviour is in the `tasker-core` crate. One file per Ruby class.
+//! live here; all behaviour is in the `tasker-core` crate. `ruby_api/`: one file per Ruby
+//! class; `helpers/`: what they share.
 
-mod args;
-mod bench;
-mod circuit_breaker;
-mod convert;
-mod errors;
-mod logging;
-mod native;
-mod nogvl;
-mod step_event;
+mod helpers;
+mod ruby_api;
+
+pub(crate) use helpers::{args, convert, errors, nogvl};
+pub(crate) use ruby_api::{bench, circuit_breakers, log, native, step_event};
 
 use magnus::{Error, Ruby};
 
@@ -22,7 +19,7 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     let native = native::init(ruby)?;
     step_event::init(ruby, native)?;
     bench::init(ruby, native)?;
-    circuit_breaker::init(ruby, native)?;
-    logging::init(native)?;
+    circuit_breakers::init(ruby, native)?;
+    log::init(native)?;
     Ok(())
 }

@@ -43,14 +43,11 @@ fn call(ruby: &Ruby, name: Value, block: Proc) -> Result<Value, Error> {
             Ok(v)
         }
         Err(e) => {
+            // A PermanentError is the component's answer, not its outage.
             let business = e
                 .value()
                 .is_some_and(|exc| exc.is_kind_of(class(ruby, "PermanentError")));
-            if business {
-                permit.success();
-            } else {
-                permit.failure();
-            }
+            permit.settle(!business);
             Err(e)
         }
     }

@@ -291,13 +291,13 @@ guarded! {
                 .max(Duration::from_millis(100)),
             queue_lock_timeout: seconds_setting(ruby, config, "queue_lock_timeout_seconds", "queue_lock_timeout")?
                 .max(Duration::from_millis(1)),
-            queue_breaker: crate::circuit_breaker::parse_config(
+            queue_breaker: crate::circuit_breakers::parse_config(
                 ruby,
                 "circuit_breakers pgmq",
                 setting(ruby, config, "queue_circuit_breaker")?,
                 defaults.queue_breaker,
             )?,
-            handler_breaker: crate::circuit_breaker::parse_config(
+            handler_breaker: crate::circuit_breakers::parse_config(
                 ruby,
                 "circuit_breakers handlers",
                 setting(ruby, config, "handler_circuit_breaker")?,
@@ -325,7 +325,7 @@ guarded! {
         let engine = nogvl::run(ruby, || Engine::start(cfg))?
             .map_err(|p| internal(ruby, p))?
             .map_err(|e| to_ruby(ruby, e))?;
-        if let Err(e) = crate::circuit_breaker::configure_engine_breakers(
+        if let Err(e) = crate::circuit_breakers::configure_engine_breakers(
             ruby,
             &engine,
             namespace_breakers,
@@ -384,9 +384,9 @@ guarded! {
             e.aset("oldest_message_age_seconds", q.oldest_message_age_seconds)?;
             queues.aset(q.namespace, e)?;
         }
-        let breakers = crate::circuit_breaker::breakers_hash(ruby, &engine.queue_breakers())?;
+        let breakers = crate::circuit_breakers::breakers_hash(ruby, &engine.queue_breakers())?;
         let handler_breakers =
-            crate::circuit_breaker::breakers_hash(ruby, &engine.handler_breakers().all())?;
+            crate::circuit_breakers::breakers_hash(ruby, &engine.handler_breakers().all())?;
         let out = ruby.hash_new();
         out.aset("database", db)?;
         out.aset("queues", queues)?;
