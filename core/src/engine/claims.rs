@@ -42,9 +42,9 @@ pub(crate) struct Claimer {
     /// (a message's `handler` string never creates one).
     pub handler_classes: HashSet<Arc<str>>,
     pub telemetry: Option<Arc<Telemetry>>,
-    /// Where fused claims go (None in a process that serves no namespace, and once the engine
-    /// is stopping).
-    dispatch: Mutex<Option<crossbeam_channel::Sender<Dispatch>>>,
+    /// Where fused claims go (None until [`Claimer::open`], in a process that serves no
+    /// namespace, and once the engine is stopping).
+    pub dispatch: Mutex<Option<crossbeam_channel::Sender<Dispatch>>>,
 }
 
 /// The slots taken for a fused claim and what the transaction needs to know about them.
@@ -66,37 +66,7 @@ impl ClaimBudget {
     }
 }
 
-/// What a [`Claimer`] is built from.
-pub(crate) struct ClaimerParts {
-    pub pool: PgPool,
-    pub registry: Arc<Registry>,
-    pub names: StringCache,
-    pub worker_id: String,
-    pub claim_grace_seconds: i32,
-    pub served_queues: Vec<String>,
-    pub concurrency: usize,
-    pub handler_breakers: BreakerRegistry,
-    pub handler_classes: HashSet<Arc<str>>,
-    pub telemetry: Option<Arc<Telemetry>>,
-}
-
 impl Claimer {
-    pub fn new(p: ClaimerParts) -> Self {
-        Claimer {
-            pool: p.pool,
-            registry: p.registry,
-            names: p.names,
-            worker_id: p.worker_id,
-            claim_grace_seconds: p.claim_grace_seconds,
-            served_queues: p.served_queues,
-            slots: Arc::new(Semaphore::new(p.concurrency)),
-            handler_breakers: p.handler_breakers,
-            handler_classes: p.handler_classes,
-            telemetry: p.telemetry,
-            dispatch: Mutex::new(None),
-        }
-    }
-
     /// Start handing fused claims to `tx` (only a process that serves namespaces does).
     pub fn open(&self, tx: crossbeam_channel::Sender<Dispatch>) {
         *self.dispatch.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::PgPool;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
@@ -39,7 +39,7 @@ mod poller;
 mod services;
 mod signals;
 
-use claims::{Claimer, ClaimerParts};
+use claims::Claimer;
 use creator::Creator;
 use db::Db;
 use dispatch::Completion;
@@ -181,7 +181,7 @@ impl Engine {
             breakers: BreakerRegistry::with_defaults(config.queue_breaker),
             lock_timeout: config.queue_lock_timeout,
         });
-        let claimer = Arc::new(Claimer::new(ClaimerParts {
+        let claimer = Arc::new(Claimer {
             pool: pool.clone(),
             registry: registry.clone(),
             names: StringCache::new(config.string_cache_capacity),
@@ -193,11 +193,12 @@ impl Engine {
                 .filter_map(|ns| QueueName::for_namespace(ns).ok())
                 .map(|q| q.as_str().to_owned())
                 .collect(),
-            concurrency: config.concurrency,
+            slots: Arc::new(Semaphore::new(config.concurrency)),
             handler_breakers: BreakerRegistry::with_defaults(config.handler_breaker),
             handler_classes: templates.iter().flat_map(|t| t.handler_classes()).collect(),
             telemetry: telemetry.clone(),
-        }));
+            dispatch: Mutex::new(None),
+        });
         let signals = Arc::new(Signals::new(&config.namespaces));
         let instance_id: Arc<str> = Uuid::new_v4().simple().to_string().into();
         let creator = Arc::new(Creator::new(
