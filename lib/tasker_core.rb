@@ -64,20 +64,20 @@ module TaskerCore
     def start
       lifecycle.synchronize do
         forget_parent_engine!
-        return self if Native.running?
+        return self if @engine&.running?
 
         configuration.validate!
         telemetry = configuration.resolved_telemetry
         Logger.configure(level: configuration.log_level, format: configuration.log_format,
                          output: configuration.log_output, endpoint: telemetry&.fetch("endpoint"),
                          service_name: telemetry&.fetch("service_name"))
-        templates = Native.start(configuration.to_native)
+        @engine = Native::Engine.start(configuration.to_native)
         apply_named_breaker_settings(configuration.resolved_circuit_breakers)
-        @registry = Registry.new(templates)
+        @registry = Registry.new(@engine.templates)
         @pid = Process.pid
         @error_reporter = ErrorReporter.new(configuration.error_handlers, Logger)
         if configuration.namespaces.any? && configuration.mode.to_s == "embedded"
-          @worker = Worker.new(registry: @registry, concurrency: configuration.concurrency,
+          @worker = Worker.new(engine: @engine, registry: @registry, concurrency: configuration.concurrency,
                                logger: Logger, timeout_grace: configuration.timeout_grace).start
         end
       end
@@ -98,7 +98,7 @@ module TaskerCore
       BootRetry.stop # a background start (Rails boot) ends first
       lifecycle.synchronize do
         forget_parent_engine!
-        return false unless Native.running?
+        return false unless @engine&.running?
 
         deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout
         begin
@@ -112,7 +112,19 @@ module TaskerCore
 
     # @return [Boolean] whether the engine runs in this process
     def running?
-      @pid == Process.pid && Native.running?
+      @pid == Process.pid && @engine&.running? ? true : false
+    end
+
+    # This process's engine (`TaskerCore::Native::Engine`), started first if this process was
+    # forked from a started one.
+    # @raise [Errors::NotStartedError] when {start} was not called
+    # @api private
+    def engine
+      ensure_started_after_fork
+      engine = @engine
+      raise Errors::NotStartedError, "TaskerCore is not started; call TaskerCore.start first" unless engine&.running?
+
+      engine
     end
 
     # Memory and queue figures of the engine in this process, for development and monitoring:
@@ -120,7 +132,7 @@ module TaskerCore
     # thread, outcomes not yet applied, templates held, and handler threads.
     # @return [Hash, nil] nil when not running
     def memory_stats
-      stats = running? ? Native.memory_stats : nil
+      stats = running? ? @engine.memory_stats : nil
       stats&.merge("handler_threads" => worker_threads)
     end
 
@@ -133,7 +145,7 @@ module TaskerCore
     # {Web::Health} serves it over Rack.
     # @return [Hash]
     def health
-      native = running? ? Native.health : nil
+      native = running? ? @engine.health : nil
       breakers = CircuitBreaker.metrics
       busy = running? && @worker ? @worker.busy_count : 0
       total = worker_threads
@@ -204,8 +216,9 @@ module TaskerCore
     # The second half of {stop}: every part runs even when an earlier one raised.
     def stop_engine(deadline)
       worker = @worker
+      engine = @engine
       begin
-        Native.begin_shutdown
+        engine.begin_shutdown
       ensure
         begin
           killed = worker ? worker.join(deadline) : 0
@@ -214,8 +227,9 @@ module TaskerCore
           @worker = nil
           left = deadline - Process.clock_gettime(Process::CLOCK_MONOTONIC)
           begin
-            Native.shutdown([left, 1.0].max)
+            engine.shutdown([left, 1.0].max)
           ensure
+            @engine = nil
             @error_reporter&.stop
             Logger.flush
           end
@@ -267,6 +281,7 @@ module TaskerCore
 
       @worker = nil
       @registry = nil
+      @engine = nil # its Drop leaves the parent's threads and sockets alone
       @pid = nil
     end
   end

@@ -19,6 +19,15 @@ pub const CLAIM_GRACE: Duration = Duration::from_secs(30);
 pub const REQUEUE_AFTER: Duration = Duration::from_secs(60);
 /// How long a queue statement waits for a lock on its queue table.
 pub const QUEUE_LOCK_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bounds applied to the configuration by [`crate::EngineConfig::bounded`] (the one place).
+/// Shortest `requeue_after`: the sweep for lost messages runs at most this often.
+pub const MIN_REQUEUE_AFTER: Duration = Duration::from_millis(100);
+/// Shortest `queue_lock_timeout`.
+pub const MIN_QUEUE_LOCK_TIMEOUT: Duration = Duration::from_millis(1);
+/// Shortest interval between two exports of telemetry.
+pub const MIN_EXPORT_INTERVAL: Duration = Duration::from_millis(100);
+/// Whole seconds `claim_grace` may be (checked, not clamped).
+pub const CLAIM_GRACE_SECONDS: std::ops::RangeInclusive<u64> = 1..=86_400;
 /// Distinct names the string cache keeps.
 pub const STRING_CACHE_CAPACITY: usize = crate::strings::DEFAULT_CAPACITY;
 /// The log filter when neither the configuration nor `TASKER_LOG` / `RUST_LOG` sets one.

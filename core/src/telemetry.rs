@@ -114,7 +114,7 @@ impl Telemetry {
             .with_attribute(KeyValue::new("service.namespace", "tasker_core"))
             .build();
         let reader = PeriodicReader::builder(metric_exporter.build().map_err(bad)?)
-            .with_interval(config.export_interval.max(Duration::from_millis(100)))
+            .with_interval(config.export_interval)
             .build();
         let meters = SdkMeterProvider::builder()
             .with_resource(resource.clone())

@@ -60,10 +60,7 @@ fn an_outcome_postgresql_refuses_fails_the_step_permanently() {
             .contains("PostgreSQL cannot store"),
         "{error}"
     );
-    std::sync::Arc::try_unwrap(engine)
-        .ok()
-        .expect("sole owner")
-        .shutdown(Duration::from_secs(5));
+    engine.shutdown(Duration::from_secs(5));
 }
 
 /// A claim that expires on the last attempt (the process died mid-step) fails the step with

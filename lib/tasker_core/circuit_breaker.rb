@@ -55,7 +55,7 @@ module TaskerCore
     # @return [Hash{String => Hash}] the running engine's breakers of each namespace queue
     #   (by queue name) or of each handler class; {} when stopped
     def engine_metrics(kind)
-      TaskerCore.running? ? Native::CircuitBreakers.engine_metrics(kind.to_s) : {}
+      TaskerCore.running? ? TaskerCore.engine.breaker_metrics(kind.to_s) : {}
     end
 
     def stringify(settings)
@@ -89,9 +89,9 @@ module TaskerCore
     CircuitBreakerSettings.validate_one!("for #{targets.first}", settings)
     if namespace
       CircuitBreakerSettings.validate_namespace!(namespace)
-      Native::CircuitBreakers.configure_engine("namespace", namespace.to_s, CircuitBreaker.send(:stringify, settings))
+      TaskerCore.engine.configure_breaker("namespace", namespace.to_s, CircuitBreaker.send(:stringify, settings))
     elsif handler
-      Native::CircuitBreakers.configure_engine("handler", handler.to_s, CircuitBreaker.send(:stringify, settings))
+      TaskerCore.engine.configure_breaker("handler", handler.to_s, CircuitBreaker.send(:stringify, settings))
     else
       CircuitBreaker.configure(name, **settings)
     end

@@ -133,11 +133,8 @@ module TaskerCore
       find_task(task_uuid)
     end
 
-    # The extension, after starting this process's own engine if it was forked from a started one.
-    def native
-      TaskerCore.ensure_started_after_fork
-      Native
-    end
+    # This process's engine (started first if this process was forked from a started one).
+    def native = TaskerCore.engine
 
     # The Hash the extension takes for one task (checked where Ruby can say it best).
     def native_args(namespace:, name:, version:, context:, correlation_id: nil, parent_correlation_id: nil,

@@ -292,7 +292,8 @@ module TaskerCore
         invalid!(setting, "must be a positive number of seconds, at most #{MAX_SECONDS.to_i} (one year), " \
                           "got #{public_send(setting).inspect}")
       end
-      invalid!(:claim_grace, "must be an Integer from 1 to 86400 (seconds)") unless int_in?(claim_grace, 1..86_400)
+      grace = Native::LIMITS.fetch("min_claim_grace_seconds")..Native::LIMITS.fetch("max_claim_grace_seconds")
+      invalid!(:claim_grace, "must be an Integer from #{grace.min} to #{grace.max} (seconds)") unless int_in?(claim_grace, grace)
     end
 
     def validate_logging!

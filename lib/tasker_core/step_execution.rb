@@ -60,7 +60,9 @@ module TaskerCore
       result = Types::StepHandlerCallResult.from_handler_return(returned, klass)
       # An error result is turned into its failure here, under the step's timeout: its values
       # may be objects whose #to_s runs the handler's code.
-      result.success? ? result : error_result_failure(result)
+      return result if result.success?
+
+      reported(result.error, event) { error_result_failure(result) }
     rescue Worker::HandlerTimeout
       raise
     rescue Errors::PermanentError => e
@@ -76,10 +78,23 @@ module TaskerCore
       reported(e, event) { failure(e, "retryable", fault: true) }
     end
 
-    # Passes `error` to the configured error handlers, then returns the block's value.
+    # Passes `error` to the configured error handlers (and to a {capturing_errors} block of
+    # this thread), then returns the block's value.
     def reported(error, event)
+      Thread.current[:tasker_core_step_errors]&.push(error)
       contained { TaskerCore.report_error(error, event) }
       yield
+    end
+
+    # The block's value and every error {reported} in this thread while it ran (for
+    # {Testing.run_step}, which raises the handler's own exception).
+    # @return [Array(Object, Array<Exception>)]
+    def capturing_errors
+      outer = Thread.current[:tasker_core_step_errors]
+      errors = Thread.current[:tasker_core_step_errors] = []
+      [yield, errors]
+    ensure
+      Thread.current[:tasker_core_step_errors] = outer
     end
 
     # The failure recorded when a handler outlives its step's timeout.
@@ -122,22 +137,19 @@ module TaskerCore
     # `value` when it is a non-empty Hash, else nil.
     def present_hash(value) = value.is_a?(Hash) && !value.empty? ? value : nil
 
-    # The failure Hash of a {Types::StepHandlerCallResult.error} result.
+    # The failure Hash of a {Types::StepHandlerCallResult.error} result: its error recorded as
+    # {failure} records a raised one, with the result's `message:`, `error_type:`,
+    # `retry_after:`, `error_code:` and `metadata:` where given.
     # @return [Hash{String => Object}]
     def error_result_failure(result)
-      err = result.error
-      err = {} unless err.is_a?(Hash)
-      error_type = optional_text(err[:error_type], NAME_LIMIT)
-      {
-        "fault" => false,
-        "kind" => err[:retryable] ? "retryable" : "permanent",
-        "error_class" => error_type.nil? || error_type.empty? ? "StepError" : error_type,
-        "message" => optional_text(err[:message], MESSAGE_LIMIT) || "",
-        "backtrace" => [],
-        "retry_after" => retry_after_seconds(err[:retry_after]),
-        "error_code" => optional_text(err[:error_code], NAME_LIMIT),
-        "metadata" => present_hash(result.metadata)
-      }
+      error = result.error
+      kind = result.retryable ? "retryable" : "permanent"
+      out = failure(error, kind, retry_after: result.retry_after, error_code: result.error_code)
+      error_type = optional_text(result.error_type, NAME_LIMIT)
+      out["error_class"] = error_type unless error_type.nil? || error_type.empty?
+      out["message"] = optional_text(result.message, MESSAGE_LIMIT) || "" unless result.message.nil?
+      out["metadata"] = present_hash(result.metadata) || out["metadata"]
+      out
     end
 
     # The real name of the error's class (an override of `.name` is not called); an anonymous
@@ -298,7 +310,7 @@ module TaskerCore
     # Hands back a {Types::StepHandlerCallResult}: its result, or its error as a failure. A result
     # the engine cannot store fails the step permanently with {Errors::InvalidResultError}.
     def deliver_result(event, result)
-      return event.complete_failure(error_result_failure(result)) unless result.success?
+      return reported(result.error, event) { event.complete_failure(error_result_failure(result)) } unless result.success?
 
       begin
         event.complete_success(result.result, result.metadata)

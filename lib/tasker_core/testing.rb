@@ -1,52 +1,16 @@
 # frozen_string_literal: true
 
-require "json"
-
 module TaskerCore
   # Helpers for testing handlers and workflows. `require "tasker_core/rspec"` adds RSpec
   # matchers; requiring either never changes how the engine runs.
   module Testing
-    # What a handler sees, built in Ruby (no engine, no database): the same interface as the
-    # native step event, so {Types::Task}, {Types::Sequence} and {Types::Step} work unchanged.
-    class StepEvent
-      attr_reader :task_uuid, :step_uuid, :correlation_id, :parent_correlation_id, :namespace, :task_name,
-                  :task_version, :step_name, :handler_class, :attempts, :max_attempts, :timeout_seconds,
-                  :context, :handler_config, :parent_names, :dependency_names
-
-      def initialize(handler_class:, context:, dependency_results:, parent_names:, step_name:, task_name:,
-                     namespace:, config:, attempts:, max_attempts:, timeout_seconds:)
-        @task_uuid = Testing.uuid
-        @step_uuid = Testing.uuid
-        @correlation_id = Testing.uuid
-        @parent_correlation_id = nil
-        @namespace = namespace
-        @task_name = task_name
-        @task_version = "1.0.0"
-        @step_name = step_name
-        @handler_class = handler_class
-        @attempts = attempts
-        @max_attempts = max_attempts
-        @timeout_seconds = timeout_seconds
-        @context = context
-        @handler_config = config
-        @dependency_results = dependency_results
-        @dependency_names = dependency_results.keys
-        @parent_names = parent_names
-      end
-
-      # @return [Object, nil] the result of the ancestor step `name`
-      def dependency_result(name) = @dependency_results[name.to_s]
-      # @return [nil] no trace outside the engine
-      def trace_id = nil
-      # @return [nil] no span outside the engine
-      def span_id = nil
-    end
-
     module_function
 
-    # Run one handler as the engine would, without a database: context and parent results go
-    # through JSON first (so the handler sees String keys, exactly as in production), the
-    # return value is checked for a JSON form.
+    # Run one handler through the engine's own code, without a database: the step event is the
+    # engine's native one (detached from any engine), the handler runs through the same
+    # dispatch as on a handler thread, and its outcome is taken by the same conversion the
+    # engine applies before storing it. Context, results and config therefore reach the
+    # handler with String keys, exactly as in production.
     #
     # @example
     #   result = TaskerCore::Testing.run_step(ChargeCard, context: { "amount" => 12 },
@@ -57,31 +21,52 @@ module TaskerCore
     # @param parent_results [Hash{String => Object}] results of the direct parents, by step name
     # @param ancestor_results [Hash{String => Object}] results of further ancestors
     # @param config [Hash] the step's `handler.initialization`
-    # @return [Types::StepHandlerCallResult] (a handler's step error is raised as is)
-    # @raise [Errors::InvalidResultError] when the result has no JSON form
+    # @return [Types::StepHandlerCallResult] the success, its result and metadata as the engine
+    #   would store them
+    # @raise [Exception] a failure: the exception the engine reports to `error_handlers` — the
+    #   handler's own, or for a returned {Types::StepHandlerCallResult.error} its error (a
+    #   {PermanentError} or {RetryableError}); {Errors::InvalidResultError} for a result the
+    #   engine cannot store (no JSON form, a cycle, nesting deeper than its bound)
     def run_step(handler, context: {}, parent_results: {}, ancestor_results: {}, config: {}, step_name: "step",
                  task_name: "task", namespace: "testing", attempts: 1, max_attempts: 3, timeout_seconds: 30)
-      parents = json_copy(parent_results.transform_keys(&:to_s))
-      event = StepEvent.new(
-        handler_class: handler.name, context: json_copy(context),
-        dependency_results: json_copy(ancestor_results.transform_keys(&:to_s)).merge(parents),
-        parent_names: parents.keys, step_name: step_name.to_s, task_name: task_name.to_s, namespace: namespace.to_s,
-        config: Types.deep_freeze(json_copy(config)), attempts: attempts, max_attempts: max_attempts,
-        timeout_seconds: timeout_seconds
+      parents = parent_results.transform_keys(&:to_s)
+      event = Native::StepEvent.detached(
+        "namespace" => namespace.to_s, "task_name" => task_name.to_s, "task_version" => "1.0.0",
+        "step_name" => step_name.to_s, "handler_class" => handler.name || handler.inspect, "attempts" => attempts,
+        "max_attempts" => max_attempts, "timeout_seconds" => timeout_seconds, "context" => context,
+        "handler_config" => config, "parent_names" => parents.keys,
+        "dependency_results" => ancestor_results.transform_keys(&:to_s).merge(parents)
       )
-      returned = handler.new(config: event.handler_config)
-                        .call(Types::Task.new(event), Types::Sequence.new(event), Types::Step.new(event))
-      result = Types::StepHandlerCallResult.from_handler_return(returned, handler)
-      check_json!(handler, result) if result.success?
-      result
+      _, errors = StepExecution.capturing_errors do
+        StepExecution.deliver(event, StepExecution.run_handler(event, OneHandler.new(handler)), Logger)
+      end
+      recorded = event.outcome
+      if recorded && recorded["status"] == "complete"
+        return Types::StepHandlerCallResult.success(result: recorded["result"], metadata: recorded["metadata"])
+      end
+
+      raise errors.last if errors.any?
+
+      raise Errors::InternalError, "the step's outcome was not recorded: #{recorded&.dig('error', 'message')}"
     end
 
-    # The engine's own check of a result (the one definition, with its depth bound).
+    # The registry of {run_step}: the one handler class it was given.
     # @api private
-    def check_json!(handler, result)
-      Native.check_json(result.result, "result")
-    rescue Errors::ValidationError => e
-      raise Errors::InvalidResultError, "#{handler} returned a result with no JSON form: #{e.message}"
+    class OneHandler
+      def initialize(handler)
+        @handler = handler
+      end
+
+      # @return [Class] the handler (a {StepHandler::Base} subclass)
+      # @raise [Errors::HandlerNotFoundError] for anything else
+      def resolve(_name)
+        return @handler if @handler.is_a?(Class) && @handler <= StepHandler::Base
+
+        raise Errors::HandlerNotFoundError, "#{@handler.inspect} is not a subclass of TaskerCore::StepHandler::Base"
+      end
+
+      # @return [Hash] the step's configuration, deep-frozen
+      def config_for(event) = Types.deep_freeze(event.handler_config)
     end
 
     # Run, in this thread, the steps the engine has claimed for this process (mode :inline)
@@ -105,7 +90,7 @@ module TaskerCore
           break if uuids.all? { |u| Client.find_task(u)&.terminal? }
         elsif monotonic - quiet_since >= idle
           # Quiet, and no outcome still being applied (an apply releases the next steps).
-          break if Native.memory_stats.fetch("completions_pending").zero?
+          break if TaskerCore.engine.memory_stats.fetch("completions_pending").zero?
 
           quiet_since = monotonic
         end
@@ -118,7 +103,7 @@ module TaskerCore
     # @return [Boolean] whether one ran
     # @api private
     def run_one_claimed_step
-      event = Native.next_step(0.05)
+      event = TaskerCore.engine.next_step(0.05)
       return false unless event
 
       StepExecution.deliver(event, StepExecution.run_handler(event, TaskerCore.registry), Logger)
@@ -149,16 +134,5 @@ module TaskerCore
     # @return [Float] seconds on the monotonic clock
     # @api private
     def monotonic = Process.clock_gettime(Process::CLOCK_MONOTONIC)
-
-    # `value` after a round trip through JSON (String keys, JSON types only).
-    # @api private
-    def json_copy(value) = JSON.parse(JSON.generate(value))
-
-    # @return [String] a random UUID
-    # @api private
-    def uuid
-      require "securerandom"
-      SecureRandom.uuid
-    end
   end
 end

@@ -34,12 +34,14 @@ module TaskerCore
     # @return [Integer] handler threads the pool keeps
     attr_reader :concurrency
 
+    # @param engine [Native::Engine] the engine whose claimed steps the threads run
     # @param registry [Registry]
     # @param concurrency [Integer]
     # @param logger [#warn, #error] TaskerCore::Logger or a ::Logger
     # @param timeout_grace [Numeric] seconds a handler gets to react to its timeout before its
     #   thread is retired and replaced
-    def initialize(registry:, concurrency:, logger:, timeout_grace: 5)
+    def initialize(engine:, registry:, concurrency:, logger:, timeout_grace: 5)
+      @engine = engine
       @registry = registry
       @concurrency = concurrency
       @logger = logger
@@ -143,9 +145,9 @@ module TaskerCore
 
     # The next claimed step; false when the engine is shutting down; nil when none came.
     def next_event
-      Native.next_step(WAIT_SECONDS)
+      @engine.next_step(WAIT_SECONDS)
     rescue StandardError => e
-      return false unless Native.running?
+      return false unless @engine.running?
 
       StepExecution.log(@logger, :error, "tasker worker: next_step failed (#{StepExecution.describe(e)}); retrying")
       sleep WAIT_SECONDS

@@ -119,7 +119,7 @@ RSpec.describe "handler isolation" do
     started = monotonic
     step = run_step("retry_after_object")
     expect(monotonic - started).to be < 5 # backoff_base_ms 10, not an hour
-    expect_recorded(step, error_class: "StepError", message: "try later", attempts: 2)
+    expect_recorded(step, error_class: "TaskerCore::Errors::RetryableError", message: "try later", attempts: 2)
     expect(step.error).not_to have_key("retry_after_seconds")
     expect(step.transitions.map(&:to_state))
       .to eq(%w[pending enqueued in_progress waiting_for_retry enqueued in_progress error])

@@ -30,7 +30,7 @@ RSpec.describe "hostile input" do
         unless bad == -1 # a valid priority
           expect { create({}, priority: bad) }.to raise_error(TaskerCore::Errors::ValidationError), "priority: #{bad.inspect}"
         end
-        expect { TaskerCore::Native.next_step(bad) }
+        expect { TaskerCore.engine.next_step(bad) }
           .to raise_error(TaskerCore::Errors::ValidationError, /next_step timeout/), "next_step(#{bad.inspect})"
         next if bad.nil? # nil: keep the current value
 

@@ -29,10 +29,14 @@ RSpec.describe "the boundary's memory work" do
       price = event.dependency_result("price_order")
       done = event.complete_success({ "charged" => price["total"], "big" => 6**40, "items" => context["items"] },
                                     { "k" => [1, "two", :three] })
-      [context["order_id"], price["currency"], event.completed?, done]
+      [context["order_id"], price["currency"], event.completed?, done, event.outcome]
     end
     GC.stress = false
-    expect(results.uniq).to eq([[4242, "EUR", true, false]]) # false: no engine to apply it
+    kept = { "status" => "complete", "metadata" => { "k" => [1, "two", "three"] },
+             "result" => { "charged" => 121.5, "big" => 6**40,
+                           "items" => [{ "sku" => "A1", "quantity" => 2 }, { "sku" => "B7", "quantity" => 1 }] } }
+    # true: a detached event keeps the outcome, converted as the engine would store it
+    expect(results.uniq).to eq([[4242, "EUR", true, true, kept]])
   ensure
     GC.stress = false
   end

@@ -21,7 +21,7 @@ RSpec.describe "the native boundary" do
           sleep 0.01
         end
       end
-      waiter = Thread.new { TaskerCore::Native.next_step(30) }
+      waiter = Thread.new { TaskerCore.engine.next_step(30) }
       sleep 0.3
       expect(ticks).to be > 10 # other Ruby threads kept running
       started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
@@ -38,7 +38,7 @@ RSpec.describe "the native boundary" do
     end
 
     it "lets Timeout interrupt a wait" do
-      expect { Timeout.timeout(0.2) { TaskerCore::Native.next_step(30) } }.to raise_error(Timeout::Error)
+      expect { Timeout.timeout(0.2) { TaskerCore.engine.next_step(30) } }.to raise_error(Timeout::Error)
     end
 
     it "round-trips integers of any size, nested values and metadata exactly" do
@@ -59,16 +59,16 @@ RSpec.describe "the native boundary" do
     end
 
     it "raises clear errors for wrong types across the boundary" do
-      expect { TaskerCore::Native.create_task(42) }.to raise_error(TypeError)
-      expect { TaskerCore::Native.find_task("not-a-uuid") }
+      expect { TaskerCore.engine.create_task(42) }.to raise_error(TypeError)
+      expect { TaskerCore.engine.find_task("not-a-uuid") }
         .to raise_error(TaskerCore::Errors::ValidationError, /not a UUID/)
       expect do
-        TaskerCore::Native.wait_for(nil, 1.0)
+        TaskerCore.engine.wait_for(nil, 1.0)
       end.to raise_error(TaskerCore::Errors::ValidationError, /task uuid must be a String/)
       expect do
-        TaskerCore::Native.create_task("namespace" => "spec_boundary", "name" => "big_numbers", "version" => "1.0.0",
-                                       "context" => [1, 2], "correlation_id" => nil, "parent_correlation_id" => nil,
-                                       "idempotency_key" => nil, "priority" => 0)
+        TaskerCore.engine.create_task("namespace" => "spec_boundary", "name" => "big_numbers", "version" => "1.0.0",
+                                      "context" => [1, 2], "correlation_id" => nil, "parent_correlation_id" => nil,
+                                      "idempotency_key" => nil, "priority" => 0)
       end.to raise_error(TaskerCore::Errors::ValidationError, /context must be a JSON object/)
       expect do
         TaskerCore::Client.create_task(namespace: "spec_boundary", name: "big_numbers", version: "1.0.0",
@@ -88,5 +88,41 @@ RSpec.describe "the native boundary" do
                                        context: cyclic)
       end.to raise_error(TaskerCore::Errors::ValidationError, /deeper than 100 levels/)
     end
+  end
+
+  it "lets an interrupt end a blocking operation (a connection to a server that never answers)" do
+    require "socket"
+    silent = TCPServer.new("127.0.0.1", 0) # accepts, never speaks
+    url = "postgres://nobody@127.0.0.1:#{silent.addr[1]}/none"
+    started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+    expect { Timeout.timeout(0.3) { TaskerCore::Native.migrate(url) } }.to raise_error(Timeout::Error)
+    expect(Process.clock_gettime(Process::CLOCK_MONOTONIC) - started).to be < 2
+  ensure
+    silent&.close
+  end
+
+  it "owns the engine as an object: a reference kept past stop is a stopped engine, not a crash" do
+    engine = nil
+    waiter = nil
+    with_engine(namespaces: ["spec_boundary"], template_paths: [fixture_templates]) do
+      engine = TaskerCore.engine
+      expect(engine).to be_a(TaskerCore::Native::Engine)
+      expect(engine.running?).to be(true)
+      expect(engine.templates.map { |t| t["name"] }).to include("big_numbers")
+      # A thread still inside a call while the engine stops does not hold the stop up.
+      waiter = Thread.new { engine.next_step(30) }
+      sleep 0.1
+      started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+      expect(TaskerCore.stop(timeout: 5)).to be(true)
+      expect(Process.clock_gettime(Process::CLOCK_MONOTONIC) - started).to be < 3
+    end
+    expect(waiter.join(5)&.value).to be(false) # the wait ends: nothing more is claimed
+    expect(engine.running?).to be(false)
+    expect(engine.memory_stats).to be_nil
+    expect(engine.next_step(0)).to be(false)
+    expect(engine.shutdown(1)).to be(false)
+    expect { engine.find_task("01a212e2-9b26-70b3-8e02-606669bd87ed") }
+      .to raise_error(TaskerCore::Errors::NotStartedError, /not started/)
+    expect { TaskerCore.engine }.to raise_error(TaskerCore::Errors::NotStartedError)
   end
 end

@@ -11,7 +11,7 @@ module EngineHelpers
     TaskerCore.reset_configuration!
     TaskerCore.configure do |c|
       c.poll_interval = 0.1
-      settings.each { |k, v| c.public_send("#{k}=", v) }
+      settings.each { |k, v| k == :error_handlers ? c.error_handlers.concat(v) : c.public_send("#{k}=", v) }
       c.database_url = database_url
       c.namespaces = namespaces
       c.template_paths = template_paths

@@ -15,9 +15,16 @@ RSpec.describe TaskerCore::Types::StepHandlerCallResult do
       .to raise_error(TaskerCore::Errors::InvalidResultError, /MyHandler#call returned String/)
   end
 
-  it "describes an error result" do
-    r = described_class.error(message: "rate limited", retryable: true, retry_after: 3)
-    expect(r.success?).to be(false)
-    expect(r.error).to include(message: "rate limited", retryable: true, retry_after: 3)
+  it "carries an error result's failure as the matching step error, raised where .error was called" do
+    r = described_class.error(message: "rate limited", retryable: true, retry_after: 3, metadata: { "a" => 1 })
+    expect([r.success?, r.retryable, r.retry_after, r.message]).to eq([false, true, 3, "rate limited"])
+    expect(r.error).to be_a(TaskerCore::RetryableError)
+    expect([r.error.message, r.error.retry_after, r.error.metadata]).to eq(["rate limited", 3, { "a" => 1 }])
+    expect(r.error.backtrace.first).to match(/step_handler_call_result_spec\.rb:#{__LINE__ - 4}/)
+    permanent = described_class.error(message: "no", retryable: false, error_code: "nope")
+    expect(permanent.error).to be_a(TaskerCore::PermanentError)
+    expect(permanent.error.error_code).to eq("nope")
+    rescued = KeyError.new("missing")
+    expect(described_class.error(error: rescued).error).to equal(rescued)
   end
 end

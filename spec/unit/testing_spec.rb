@@ -58,7 +58,7 @@ RSpec.describe TaskerCore::Testing do
     expect { described_class.run_step(TestingSpecHandlers::Refuses) }
       .to raise_error(TaskerCore::PermanentError) { |e| expect(e.error_code).to eq("nope") }
     expect { described_class.run_step(TestingSpecHandlers::ReturnsTime) }
-      .to raise_error(TaskerCore::Errors::InvalidResultError, /no JSON form: result\["at"\]: a Time has no JSON form/)
+      .to raise_error(TaskerCore::Errors::InvalidResultError, /cannot be stored: result\["at"\]: a Time has no JSON form/)
     expect { described_class.run_step(TestingSpecHandlers::ReturnsCycle) }
       .to raise_error(TaskerCore::Errors::InvalidResultError, /result(\["self"\])+: nested deeper than/)
   end
@@ -66,9 +66,11 @@ end
 
 RSpec.describe TaskerCore::Types::EventView do
   it "reads like a Hash with Symbol or String keys" do
-    event = TaskerCore::Testing::StepEvent.new(handler_class: "X", context: { "a" => 1 }, dependency_results: {},
-                                               parent_names: [], step_name: "s", task_name: "t", namespace: "n",
-                                               config: {}, attempts: 1, max_attempts: 3, timeout_seconds: 30)
+    event = TaskerCore::Native::StepEvent.detached(
+      "namespace" => "n", "task_name" => "t", "task_version" => "1.0.0", "step_name" => "s", "handler_class" => "X",
+      "attempts" => 1, "max_attempts" => 3, "timeout_seconds" => 30, "context" => { "a" => 1 }, "handler_config" => {},
+      "parent_names" => [], "dependency_results" => {}
+    )
     view = described_class.new(TaskerCore::Types::Task.new(event), TaskerCore::Types::Sequence.new(event),
                                TaskerCore::Types::Step.new(event))
     expect(view["namespace"]).to eq("n")

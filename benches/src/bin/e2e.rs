@@ -114,9 +114,7 @@ fn main() {
         tasks as f64 / elapsed
     );
     executor.stop();
-    if let Ok(engine) = Arc::try_unwrap(engine) {
-        engine.shutdown(Duration::from_secs(10));
-    }
+    engine.shutdown(Duration::from_secs(10));
 }
 
 /// Until none of `tasks` is pending or in progress (one count every 2 ms: waiting for each

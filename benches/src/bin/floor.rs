@@ -429,9 +429,7 @@ fn chain(url: &str, s: &Settings) -> Res<()> {
 }
 
 fn shutdown(engine: Arc<Engine>) {
-    if let Ok(engine) = Arc::try_unwrap(engine) {
-        engine.shutdown(Duration::from_secs(10));
-    }
+    engine.shutdown(Duration::from_secs(10));
 }
 
 /// No-op tasks of bench_noop still pending or in progress (every earlier phase's are done).

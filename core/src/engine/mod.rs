@@ -103,9 +103,36 @@ impl Default for EngineConfig {
     }
 }
 
+impl EngineConfig {
+    /// The configuration within the engine's bounds (`crate::defaults`), the one place they
+    /// are applied: `claim_grace` must be whole seconds in [`defaults::CLAIM_GRACE_SECONDS`];
+    /// `requeue_after`, `queue_lock_timeout` and the telemetry export interval are raised to
+    /// their minimum.
+    pub fn bounded(mut self) -> Result<Self> {
+        let grace = self.claim_grace;
+        if grace.subsec_nanos() != 0 || !defaults::CLAIM_GRACE_SECONDS.contains(&grace.as_secs()) {
+            return Err(Error::Configuration(format!(
+                "claim_grace must be whole seconds from {} to {}, got {grace:?}",
+                defaults::CLAIM_GRACE_SECONDS.start(),
+                defaults::CLAIM_GRACE_SECONDS.end()
+            )));
+        }
+        self.requeue_after = self.requeue_after.max(defaults::MIN_REQUEUE_AFTER);
+        self.queue_lock_timeout = self
+            .queue_lock_timeout
+            .max(defaults::MIN_QUEUE_LOCK_TIMEOUT);
+        if let Some(t) = self.telemetry.as_mut() {
+            t.export_interval = t.export_interval.max(defaults::MIN_EXPORT_INTERVAL);
+        }
+        Ok(self)
+    }
+}
+
 /// The running engine.
 pub struct Engine {
-    runtime: Option<tokio::runtime::Runtime>,
+    /// Taken by [`Engine::shutdown`]; `rt` spawns onto it until then.
+    runtime: Mutex<Option<tokio::runtime::Runtime>>,
+    rt: tokio::runtime::Handle,
     handle: EngineHandle,
     claimer: Arc<Claimer>,
     breakers: Arc<AllBreakers>,
@@ -124,6 +151,7 @@ pub struct Engine {
 impl Engine {
     /// Connect, register templates, create queues and start the services. Blocks the caller.
     pub fn start(config: EngineConfig) -> Result<Engine> {
+        let config = config.bounded()?;
         if config.database_url.is_empty() {
             return Err(Error::Configuration("database_url is not set".into()));
         }
@@ -186,7 +214,7 @@ impl Engine {
             registry: registry.clone(),
             names: StringCache::new(config.string_cache_capacity),
             worker_id: config.worker_id.clone().unwrap_or_else(default_worker_id),
-            claim_grace_seconds: config.claim_grace.as_secs().clamp(1, 86_400) as i32,
+            claim_grace_seconds: config.claim_grace.as_secs() as i32,
             served_queues: config
                 .namespaces
                 .iter()
@@ -341,7 +369,8 @@ impl Engine {
             lock_timeout: writer.lock_timeout,
         }));
         Engine {
-            runtime: Some(runtime),
+            rt: runtime.handle().clone(),
+            runtime: Mutex::new(Some(runtime)),
             handle,
             claimer,
             breakers,
@@ -372,6 +401,16 @@ impl Engine {
         self.pid == std::process::id()
     }
 
+    /// Started in this process and not shut down.
+    pub fn is_running(&self) -> bool {
+        self.is_current_process()
+            && self
+                .runtime
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some()
+    }
+
     /// Run a future on the engine's runtime; the result arrives on the returned channel, so a
     /// foreign thread can wait for it however it must (e.g. with Ruby's GVL released).
     pub fn spawn_call<T, F>(&self, fut: F) -> crossbeam_channel::Receiver<T>
@@ -380,11 +419,10 @@ impl Engine {
         F: Future<Output = T> + Send + 'static,
     {
         let (tx, rx) = crossbeam_channel::bounded(1);
-        if let Some(rt) = &self.runtime {
-            rt.spawn(async move {
-                let _ = tx.send(fut.await);
-            });
-        }
+        // After shutdown the task is dropped unrun: the receiver then sees the channel closed.
+        self.rt.spawn(async move {
+            let _ = tx.send(fut.await);
+        });
         rx
     }
 
@@ -493,10 +531,16 @@ impl Engine {
 
     /// Stop everything: services, then the applier once every handed-back outcome is applied,
     /// then the pool and the runtime. Steps still unfinished are redelivered after their claim
-    /// expires.
-    pub fn shutdown(mut self, timeout: Duration) {
+    /// expires. Any thread may call it, while others still hold the engine (their calls then
+    /// fail with [`Error::NotStarted`]); a second call returns at once.
+    pub fn shutdown(&self, timeout: Duration) {
         self.begin_shutdown();
-        let Some(runtime) = self.runtime.take() else {
+        let Some(runtime) = self
+            .runtime
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
             return;
         };
         let services: Vec<_> =
@@ -533,11 +577,32 @@ impl Engine {
             t.shutdown();
         }
     }
+}
 
-    /// Leave the engine without touching its threads or connections. For a forked child:
-    /// the parent's runtime threads do not exist there, and its sockets belong to the parent.
-    pub fn abandon(self) {
-        std::mem::forget(self);
+impl Drop for Engine {
+    /// In a child forked after start, the parent's runtime threads do not exist and its
+    /// sockets belong to the parent: the runtime, the exporters and the task handles are left
+    /// untouched (leaked) instead of being shut down from here.
+    fn drop(&mut self) {
+        if self.is_current_process() {
+            return;
+        }
+        let runtime = self
+            .runtime
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        std::mem::forget(runtime);
+        std::mem::forget(self.telemetry.take());
+        std::mem::forget(std::mem::take(
+            self.services.get_mut().unwrap_or_else(|e| e.into_inner()),
+        ));
+        std::mem::forget(
+            self.applier
+                .get_mut()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
     }
 }
 

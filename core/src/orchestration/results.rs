@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -15,7 +15,7 @@ use super::backoff;
 use crate::error::Result;
 use crate::state::{StepState, TaskState};
 use crate::store::steps::{self, ClaimSettings, ClaimedStep, OutcomeRecord};
-use crate::worker::{ClaimTicket, FailureKind, StepFailure, StepOutcome};
+use crate::worker::{ClaimTicket, FailureKind, StepOutcome};
 
 /// What applying an outcome did.
 #[derive(Debug, Clone, PartialEq)]
@@ -130,7 +130,7 @@ fn record<'a>(item: &BatchItem<'a>) -> OutcomeRecord<'a> {
                 false,
                 &Value::Null,
                 &Value::Null,
-                failure_json(f, t.attempt),
+                f.recorded(t.attempt),
                 f.kind == FailureKind::Retryable,
                 delay.as_secs_f64() * 1000.0,
             )
@@ -153,24 +153,4 @@ fn record<'a>(item: &BatchItem<'a>) -> OutcomeRecord<'a> {
         retry_ms,
         queue_usable: item.queue_usable,
     }
-}
-
-fn failure_json(f: &StepFailure, attempt: u32) -> Value {
-    let mut v = json!({
-        "error_class": f.error_class,
-        "message": f.message,
-        "backtrace": f.backtrace,
-        "retryable": f.kind == FailureKind::Retryable,
-        "attempt": attempt,
-    });
-    if let Some(code) = &f.error_code {
-        v["error_code"] = json!(code);
-    }
-    if let Some(after) = f.retry_after {
-        v["retry_after_seconds"] = json!(after.as_secs_f64());
-    }
-    if let Some(metadata) = &f.metadata {
-        v["metadata"] = metadata.clone();
-    }
-    v
 }

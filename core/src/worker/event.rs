@@ -96,6 +96,29 @@ pub struct StepFailure {
 }
 
 impl StepFailure {
+    /// The step's stored `error` for this failure of attempt `attempt` (the one definition of
+    /// its JSON form: `error_class`, `message`, `backtrace`, `retryable`, `attempt`, and when
+    /// present `error_code`, `retry_after_seconds`, `metadata`).
+    pub fn recorded(&self, attempt: u32) -> Value {
+        let mut v = serde_json::json!({
+            "error_class": self.error_class,
+            "message": self.message,
+            "backtrace": self.backtrace,
+            "retryable": self.kind == FailureKind::Retryable,
+            "attempt": attempt,
+        });
+        if let Some(code) = &self.error_code {
+            v["error_code"] = serde_json::json!(code);
+        }
+        if let Some(after) = self.retry_after {
+            v["retry_after_seconds"] = serde_json::json!(after.as_secs_f64());
+        }
+        if let Some(metadata) = &self.metadata {
+            v["metadata"] = metadata.clone();
+        }
+        v
+    }
+
     /// The failure recorded in place of an outcome PostgreSQL refused to store (see
     /// [`crate::Error::is_data_error`]): permanent, with the database's reason. The text is
     /// made storable itself (no NUL bytes).

@@ -6,7 +6,7 @@ mod helpers;
 mod ruby_api;
 
 pub(crate) use helpers::{args, convert, errors, nogvl};
-pub(crate) use ruby_api::{bench, circuit_breakers, log, native, step_event};
+pub(crate) use ruby_api::{bench, circuit_breakers, engine, log, native, step_event};
 
 use magnus::{Error, Ruby};
 
@@ -17,6 +17,7 @@ static ALLOC: dhat::Alloc = dhat::Alloc;
 #[magnus::init(name = "tasker_core_rb")]
 fn init(ruby: &Ruby) -> Result<(), Error> {
     let native = native::init(ruby)?;
+    engine::init(ruby, native)?;
     step_event::init(ruby, native)?;
     bench::init(ruby, native)?;
     circuit_breakers::init(ruby, native)?;

@@ -84,53 +84,35 @@ pub fn recv<T: Send>(rx: &Receiver<T>, timeout: Option<Duration>) -> Waited<T> {
     call.out.unwrap_or(Waited::Interrupted)
 }
 
-struct RunCall<F, T> {
-    f: Option<F>,
-    out: Option<std::thread::Result<T>>,
-}
-
-unsafe extern "C" fn run_body<F: FnOnce() -> T, T>(data: *mut c_void) -> *mut c_void {
-    // SAFETY: `data` points at the RunCall on the caller's stack.
-    let call = unsafe { &mut *(data as *mut RunCall<F, T>) };
-    if let Some(f) = call.f.take() {
-        call.out = Some(catch_unwind(AssertUnwindSafe(f)));
-    }
-    std::ptr::null_mut()
-}
-
-/// Run a bounded blocking operation (connecting, shutting down) with the GVL released. It
-/// cannot be interrupted; use [`recv`] for waits of unbounded length.
-///
-/// `rb_thread_call_without_gvl2` does not run the function at all while an interrupt is
-/// pending: Ruby then gets to handle it (which may raise), and the call is tried again. An
-/// interrupt that stays pending (masked by `Thread.handle_interrupt`) makes the operation run
-/// with the GVL held rather than not at all.
+/// Run a blocking operation (connecting, migrating, shutting down, flushing) with the GVL
+/// released and interruptibly: it runs on a thread of its own while this one waits in
+/// [`recv`], so `Thread#raise`, `Timeout` and signals interrupt the wait like any other. An
+/// interrupted caller raises at once; the operation still completes on its thread and its
+/// value is dropped there (an engine started that way shuts down as it drops).
 pub fn run<F, T>(ruby: &Ruby, f: F) -> Result<std::thread::Result<T>, Error>
 where
-    F: FnOnce() -> T,
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
 {
-    let mut call = RunCall {
-        f: Some(f),
-        out: None,
-    };
-    for _ in 0..3 {
-        let ptr = &mut call as *mut RunCall<F, T> as *mut c_void;
-        // SAFETY: the body only uses `call`; the closure must not touch Ruby (callers ensure it).
-        unsafe {
-            rb_sys::rb_thread_call_without_gvl2(
-                Some(run_body::<F, T>),
-                ptr,
-                None,
-                std::ptr::null_mut(),
-            );
+    let (tx, rx) = bounded(1);
+    std::thread::Builder::new()
+        .name("tasker-call".into())
+        .spawn(move || {
+            let _ = tx.send(catch_unwind(AssertUnwindSafe(f)));
+        })
+        .map_err(|e| {
+            crate::errors::error(ruby, "InternalError", format!("cannot start a thread: {e}"))
+        })?;
+    loop {
+        match recv(&rx, None) {
+            Waited::Value(out) => return Ok(out),
+            Waited::Interrupted => ruby.thread_check_ints()?,
+            Waited::Panicked(p) => return Ok(Err(p)),
+            Waited::TimedOut | Waited::Closed => {
+                return Ok(Err(Box::new(
+                    "the operation's thread ended without a result",
+                )))
+            }
         }
-        if let Some(out) = call.out.take() {
-            return Ok(out);
-        }
-        ruby.thread_check_ints()?;
-    }
-    match call.f.take() {
-        Some(f) => Ok(catch_unwind(AssertUnwindSafe(f))),
-        None => Ok(Err(Box::new("operation did not run"))),
     }
 }

@@ -123,7 +123,7 @@ fn next_event(ruby: &Ruby, naive: bool) -> Result<Value, Error> {
         })?;
     let names = if naive { None } else { Some(&h.names) };
     let event = build_event(names, &h.reg, &h.reg.queue, row);
-    Ok(RbStepEvent::with_mode(Dispatch::detached(event), naive).into_value_with(ruby))
+    Ok(RbStepEvent::with_mode(Dispatch::detached(event), naive, None).into_value_with(ruby))
 }
 
     /// [total allocations, total bytes] of the Rust heap since the profiler started, or nil

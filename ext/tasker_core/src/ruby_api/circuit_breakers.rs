@@ -11,7 +11,7 @@ use tasker_core::resilience::{registry, CircuitBreakerConfig};
 use tasker_core::Engine;
 
 use crate::args;
-use crate::errors::{class, error, guarded};
+use crate::errors::{class, guarded};
 
 pub fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     let m = native.define_module("CircuitBreakers")?;
@@ -21,8 +21,6 @@ pub fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     m.define_singleton_method("metrics", function!(metrics, 0))?;
     m.define_singleton_method("force_open", function!(force_open, 1))?;
     m.define_singleton_method("force_closed", function!(force_closed, 1))?;
-    m.define_singleton_method("configure_engine", function!(configure_engine, 3))?;
-    m.define_singleton_method("engine_metrics", function!(engine_metrics, 1))?;
     let _ = ruby;
     Ok(())
 }
@@ -209,31 +207,6 @@ pub fn configure_engine_breakers(
 }
 
 guarded! {
-    /// Change, at runtime, the breaker of a namespace queue (`kind` "namespace") or of a
-    /// handler class (`kind` "handler") of the running engine.
-    fn configure_engine(ruby: &Ruby, kind: String, name: Value, settings: RHash) -> Result<(), Error> {
-        let engine = crate::native::engine(ruby)?;
-        let (namespaces, handlers) = (ruby.hash_new(), ruby.hash_new());
-        match kind.as_str() {
-            "namespace" => namespaces.aset(name, settings)?,
-            "handler" => handlers.aset(name, settings)?,
-            other => {
-                return Err(error(ruby, "ConfigurationError", format!("unknown breaker kind {other:?}")))
-            }
-        }
-        configure_engine_breakers(ruby, &engine, namespaces, handlers)
-    }
-
-    /// The running engine's breakers of one kind ("queue" or "handler").
-    fn engine_metrics(ruby: &Ruby, kind: String) -> Result<RHash, Error> {
-        let engine = crate::native::engine(ruby)?;
-        match kind.as_str() {
-            "queue" => breakers_hash(ruby, &engine.queue_breakers()),
-            "handler" => breakers_hash(ruby, &engine.handler_breakers().all()),
-            other => Err(error(ruby, "ConfigurationError", format!("unknown breaker kind {other:?}"))),
-        }
-    }
-
     /// Every named breaker of the process.
     fn metrics(ruby: &Ruby) -> Result<RHash, Error> {
         breakers_hash(ruby, &registry().all())

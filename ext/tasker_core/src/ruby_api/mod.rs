@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod circuit_breakers;
+pub mod engine;
 pub mod log;
 pub mod native;
 pub mod step_event;

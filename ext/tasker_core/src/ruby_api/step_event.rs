@@ -6,19 +6,84 @@ use magnus::{
     method, prelude::*, rb_sys::FromRawValue, value::ReprValue, Error, RArray, RModule, RString,
     Ruby, Value,
 };
-use std::sync::Mutex;
-use tasker_core::{Dispatch, FailureKind, Slot, StepEvent, StepFailure, StepOutcome};
+use std::sync::{Arc, Mutex};
+use tasker_core::{Dispatch, Engine, FailureKind, Slot, StepEvent, StepFailure, StepOutcome};
 use uuid::Uuid;
 
 use crate::convert;
 use crate::errors::{error, guarded};
-use crate::native::running_engine;
 use tasker_core::orchestration::backoff::RETRY_AFTER_CEILING;
 
 use tasker_core::limits::{MAX_BACKTRACE_LINES, MAX_FAILURE_TEXT_BYTES as MAX_TEXT_BYTES};
 
 fn args_get(hash: magnus::RHash, key: &str) -> Value {
     crate::args::get(hash, key)
+}
+
+/// The core event of `StepEvent.detached` (every value checked as the engine checks its own).
+fn detached_event(ruby: &Ruby, attrs: magnus::RHash) -> Result<StepEvent, Error> {
+    use crate::args;
+    let text = |key: &str| -> Result<Arc<str>, Error> {
+        Ok(args::text(ruby, "ValidationError", key, args_get(attrs, key))?.into())
+    };
+    let count = |key: &str, min: i64| -> Result<u32, Error> {
+        Ok(args::integer(
+            ruby,
+            "ValidationError",
+            key,
+            args_get(attrs, key),
+            min,
+            u32::MAX as i64,
+        )? as u32)
+    };
+    let namespace = text("namespace")?;
+    let queue = tasker_core::messaging::queue::QueueName::for_namespace(&namespace)
+        .map_err(|e| crate::errors::to_ruby(ruby, e))?;
+    let names: Vec<String> = args::fetch(ruby, "ValidationError", attrs, "parent_names")?;
+    let results = magnus::RHash::from_value(args_get(attrs, "dependency_results"))
+        .ok_or_else(|| error(ruby, "ValidationError", "dependency_results must be a Hash"))?;
+    let mut dependency_results = Vec::with_capacity(results.len());
+    results.foreach(|name: Value, value: Value| {
+        let name = args::text(ruby, "ValidationError", "a dependency name", name)?;
+        let value = convert::to_json(ruby, value, &format!("dependency_results[{name:?}]"))?;
+        dependency_results.push((Arc::<str>::from(name), value));
+        Ok(magnus::r_hash::ForEach::Continue)
+    })?;
+    let attempts = count("attempts", 1)?;
+    Ok(StepEvent {
+        ticket: tasker_core::ClaimTicket {
+            task_uuid: Uuid::now_v7(),
+            step_uuid: Uuid::now_v7(),
+            token: Uuid::now_v7(),
+            msg_id: 0,
+            queue,
+            namespace,
+            correlation_id: Uuid::now_v7(),
+            priority: 0,
+            attempt: attempts,
+            backoff_base_ms: 0,
+            max_backoff_ms: 0,
+            children: 0,
+        },
+        parent_correlation_id: None,
+        task_name: text("task_name")?,
+        task_version: text("task_version")?,
+        step_name: text("step_name")?,
+        handler_class: text("handler_class")?,
+        handler_config: Arc::new(convert::to_json(
+            ruby,
+            args_get(attrs, "handler_config"),
+            "config",
+        )?),
+        attempts,
+        max_attempts: count("max_attempts", 1)?,
+        timeout_seconds: count("timeout_seconds", 1)?,
+        context: convert::to_json(ruby, args_get(attrs, "context"), "context")?,
+        parent_names: names.into_iter().map(Arc::<str>::from).collect(),
+        dependency_results,
+        parent_trace: None,
+        trace_ids: None,
+    })
 }
 
 /// Any Ruby value as text PostgreSQL can store: a String's bytes decoded lossily (invalid
@@ -50,6 +115,11 @@ pub struct RbStepEvent {
     naive: bool,
     /// Taken when the outcome is handed back; the event stays readable afterwards.
     slot: Mutex<Option<Slot>>,
+    /// The engine that claimed the step; none for a detached event (`StepEvent.detached`,
+    /// the benchmarks), which keeps the outcome it is handed instead.
+    engine: Option<Arc<Engine>>,
+    /// A detached event's outcome, as the engine would have taken it.
+    kept: Mutex<Option<StepOutcome>>,
 }
 
 pub fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
@@ -88,6 +158,8 @@ pub fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     )?;
     class.define_method("parent_names", method!(RbStepEvent::parent_names, 0))?;
     class.define_method("completed?", method!(RbStepEvent::is_completed, 0))?;
+    class.define_singleton_method("detached", magnus::function!(RbStepEvent::detached, 1))?;
+    class.define_method("outcome", method!(RbStepEvent::outcome, 0))?;
     class.define_method(
         "complete_success",
         method!(RbStepEvent::complete_success, 2),
@@ -115,16 +187,19 @@ fn interned(ruby: &Ruby, s: &str) -> Value {
 }
 
 impl RbStepEvent {
-    pub fn new(dispatch: Dispatch) -> Self {
-        Self::with_mode(dispatch, false)
+    /// A step `engine` claimed.
+    pub fn new(dispatch: Dispatch, engine: Arc<Engine>) -> Self {
+        Self::with_mode(dispatch, false, Some(engine))
     }
 
-    pub fn with_mode(dispatch: Dispatch, naive: bool) -> Self {
+    pub fn with_mode(dispatch: Dispatch, naive: bool, engine: Option<Arc<Engine>>) -> Self {
         let (event, slot) = dispatch.into_parts();
         RbStepEvent {
             event,
             naive,
             slot: Mutex::new(Some(slot)),
+            engine,
+            kept: Mutex::new(None),
         }
     }
 
@@ -254,6 +329,33 @@ impl RbStepEvent {
             Ok(out)
         }
 
+        /// A step event that no engine claimed, for `TaskerCore::Testing.run_step`: the same
+        /// object the engine hands a handler thread, built from a Hash (namespace, task_name,
+        /// task_version, step_name, handler_class, attempts, max_attempts, timeout_seconds,
+        /// context, handler_config, parent_names, dependency_results). It keeps the outcome it
+        /// is handed (`outcome`) instead of sending it to an engine.
+        fn detached(ruby: &Ruby, attrs: magnus::RHash) -> Result<Self, Error> {
+            Ok(Self::with_mode(Dispatch::detached(detached_event(ruby, attrs)?), false, None))
+        }
+
+        /// What a detached event was handed, as the engine records it: nil before; then
+        /// `{"status" => "complete", "result", "metadata"}` or `{"status" => "error",
+        /// "error" => the step's stored error, "fault" => whether it counts against the
+        /// handler's breaker}`.
+        fn outcome(ruby: &Ruby, rb_self: &Self) -> Result<Value, Error> {
+            let kept = rb_self.kept.lock().unwrap_or_else(|e| e.into_inner());
+            let json = match &*kept {
+                None => return Ok(ruby.qnil().as_value()),
+                Some(StepOutcome::Success { result, metadata }) => serde_json::json!({
+                    "status": "complete", "result": result, "metadata": metadata,
+                }),
+                Some(StepOutcome::Failure(f)) => serde_json::json!({
+                    "status": "error", "error": f.recorded(rb_self.event.attempts), "fault": f.fault,
+                }),
+            };
+            convert::to_ruby(ruby, &json)
+        }
+
         fn is_completed(ruby: &Ruby, rb_self: &Self) -> Result<bool, Error> {
             let _ = ruby;
             Ok(rb_self
@@ -329,13 +431,17 @@ impl RbStepEvent {
             .unwrap_or_else(|e| e.into_inner())
             .take()
             .ok_or_else(|| error(ruby, "Error", "this step was already completed"))?;
-        match running_engine() {
-            Some(engine) => engine
+        match &rb_self.engine {
+            Some(engine) if engine.is_running() => engine
                 .complete_ticket(rb_self.event.ticket.clone(), slot, outcome)
                 .map(|_| true)
                 .map_err(|e| crate::errors::to_ruby(ruby, e)),
             // Not running (stopped or forked): the claim expires and the step is redelivered.
-            None => Ok(false),
+            Some(_) => Ok(false),
+            None => {
+                *rb_self.kept.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
+                Ok(true)
+            }
         }
     }
 }

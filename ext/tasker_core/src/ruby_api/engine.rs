@@ -1,0 +1,549 @@
+//! `TaskerCore::Native::Engine`: one started engine, owned by the Ruby facade
+//! (`TaskerCore.start` keeps it; `TaskerCore.stop` shuts it down). Not a process global: a
+//! child forked after start drops the parent's object (the engine leaks what belongs to the
+//! parent's threads, see `Drop for Engine`) and starts its own.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use magnus::{
+    function, method, prelude::*, value::ReprValue, Error, IntoValue, RArray, RHash, RModule, Ruby,
+    Value,
+};
+use tasker_core::engine::TaskWait;
+use tasker_core::orchestration::Intervention;
+use tasker_core::{Engine, EngineConfig, TaskRequest};
+use uuid::Uuid;
+
+use crate::args;
+use crate::convert;
+use crate::errors::{error, guarded, internal, to_ruby};
+use crate::nogvl::{self, Waited};
+use crate::step_event::RbStepEvent;
+
+#[magnus::wrap(class = "TaskerCore::Native::Engine", free_immediately, size)]
+pub struct RbEngine(Arc<Engine>);
+
+pub fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
+    let class = native.define_class("Engine", ruby.class_object())?;
+    class.undef_default_alloc_func();
+    class.define_singleton_method("start", function!(start, 1))?;
+    class.define_method("templates", method!(templates, 0))?;
+    class.define_method("running?", method!(is_running, 0))?;
+    class.define_method("memory_stats", method!(memory_stats, 0))?;
+    class.define_method("health", method!(health, 0))?;
+    class.define_method("begin_shutdown", method!(begin_shutdown, 0))?;
+    class.define_method("shutdown", method!(shutdown, 1))?;
+    class.define_method("next_step", method!(next_step, 1))?;
+    class.define_method("create_task", method!(create_task, 1))?;
+    class.define_method("create_tasks", method!(create_tasks, 1))?;
+    class.define_method("find_task", method!(find_task, 1))?;
+    class.define_method("find_tasks", method!(find_tasks, 1))?;
+    class.define_method("request_task", method!(request_task, 1))?;
+    class.define_method("wait_for", method!(wait_for, 2))?;
+    class.define_method("cancel_task", method!(cancel_task, 2))?;
+    class.define_method("retry_step", method!(retry_step, 3))?;
+    class.define_method("resolve_step_manually", method!(resolve_step_manually, 4))?;
+    class.define_method("configure_breaker", method!(configure_breaker, 3))?;
+    class.define_method("breaker_metrics", method!(breaker_metrics, 1))?;
+    Ok(())
+}
+
+impl RbEngine {
+    /// The engine, while it runs in this process.
+    fn engine(&self, ruby: &Ruby) -> Result<&Arc<Engine>, Error> {
+        if !self.0.is_current_process() {
+            return Err(error(
+                ruby,
+                "NotStartedError",
+                "TaskerCore was started in a parent process; call TaskerCore.start in this process",
+            ));
+        }
+        if !self.0.is_running() {
+            return Err(error(
+                ruby,
+                "NotStartedError",
+                "TaskerCore is not started; call TaskerCore.start first",
+            ));
+        }
+        Ok(&self.0)
+    }
+}
+
+/// A setting of the configuration Hash, converted; a wrong type is a ConfigurationError.
+fn setting<T: magnus::TryConvert>(ruby: &Ruby, config: RHash, key: &str) -> Result<T, Error> {
+    args::fetch(ruby, "ConfigurationError", config, key)
+}
+
+/// A setting in seconds, within `tasker_core::limits::MAX_SECONDS`.
+fn seconds_setting(ruby: &Ruby, config: RHash, key: &str, what: &str) -> Result<Duration, Error> {
+    args::finite_seconds(ruby, "ConfigurationError", what, args::get(config, key))
+}
+
+guarded! {
+    /// Connect, register the templates and start the services (GVL released; an interrupt
+    /// raises here and the engine, once started, is stopped in the background).
+    fn start(ruby: &Ruby, config: RHash) -> Result<RbEngine, Error> {
+        let defaults = EngineConfig::default();
+        let cfg = EngineConfig {
+            database_url: crate::native::url(ruby, args::get(config, "database_url"))?,
+            namespaces: setting(ruby, config, "namespaces")?,
+            template_paths: setting::<Vec<String>>(ruby, config, "template_paths")?
+                .into_iter()
+                .map(PathBuf::from)
+                .collect(),
+            concurrency: setting(ruby, config, "concurrency")?,
+            pool_size: setting(ruby, config, "pool_size")?,
+            poll_interval: Duration::from_millis(setting(ruby, config, "poll_interval_ms")?),
+            worker_id: args::optional_text(ruby, "ConfigurationError", "worker_id", args::get(config, "worker_id"))?,
+            claim_grace: Duration::from_secs(setting(ruby, config, "claim_grace_seconds")?),
+            string_cache_capacity: setting(ruby, config, "string_cache_capacity")?,
+            requeue_after: seconds_setting(ruby, config, "requeue_after_seconds", "requeue_after")?,
+            queue_lock_timeout: seconds_setting(ruby, config, "queue_lock_timeout_seconds", "queue_lock_timeout")?,
+            queue_breaker: crate::circuit_breakers::parse_config(
+                ruby,
+                "circuit_breakers pgmq",
+                setting(ruby, config, "queue_circuit_breaker")?,
+                defaults.queue_breaker,
+            )?,
+            handler_breaker: crate::circuit_breakers::parse_config(
+                ruby,
+                "circuit_breakers handlers",
+                setting(ruby, config, "handler_circuit_breaker")?,
+                defaults.handler_breaker,
+            )?,
+            telemetry: None,
+        };
+        let telemetry: Option<RHash> = setting(ruby, config, "telemetry")?;
+        let cfg = EngineConfig {
+            telemetry: telemetry
+                .map(|t| -> Result<_, Error> {
+                    Ok(tasker_core::telemetry::TelemetryConfig {
+                        endpoint: args::optional_text(ruby, "ConfigurationError", "telemetry endpoint", args::get(t, "endpoint"))?,
+                        service_name: args::text(ruby, "ConfigurationError", "telemetry service_name", args::get(t, "service_name"))?,
+                        export_interval: seconds_setting(ruby, t, "export_interval_seconds", "telemetry export_interval")?,
+                        sampling_ratio: setting(ruby, t, "sampling_ratio")?,
+                    })
+                })
+                .transpose()?,
+            ..cfg
+        };
+        let namespace_breakers: RHash = setting(ruby, config, "namespace_circuit_breakers")?;
+        let handler_class_breakers: RHash = setting(ruby, config, "handler_class_circuit_breakers")?;
+        let engine = nogvl::run(ruby, move || Engine::start(cfg))?
+            .map_err(|p| internal(ruby, p))?
+            .map_err(|e| to_ruby(ruby, e))?;
+        let engine = Arc::new(engine);
+        if let Err(e) = crate::circuit_breakers::configure_engine_breakers(
+            ruby,
+            &engine,
+            namespace_breakers,
+            handler_class_breakers,
+        ) {
+            let stopping = engine.clone();
+            let _ = nogvl::run(ruby, move || stopping.shutdown(Duration::from_secs(5)));
+            return Err(e);
+        }
+        Ok(RbEngine(engine))
+    }
+
+    /// `[{namespace, name, version, handlers, steps}, ...]` of the templates loaded at start.
+    fn templates(ruby: &Ruby, rb_self: &RbEngine) -> Result<RArray, Error> {
+        crate::native::template_summaries(ruby, rb_self.0.templates().iter().map(|r| &r.template))
+    }
+
+    fn is_running(ruby: &Ruby, rb_self: &RbEngine) -> Result<bool, Error> {
+        let _ = ruby;
+        Ok(rb_self.0.is_running())
+    }
+
+    fn memory_stats(ruby: &Ruby, rb_self: &RbEngine) -> Result<Option<RHash>, Error> {
+        let Ok(engine) = rb_self.engine(ruby) else {
+            return Ok(None);
+        };
+        let m = engine.memory_stats();
+        let cache = ruby.hash_new();
+        cache.aset("size", m.string_cache.size)?;
+        cache.aset("capacity", m.string_cache.capacity)?;
+        cache.aset("hits", m.string_cache.hits)?;
+        cache.aset("misses", m.string_cache.misses)?;
+        cache.aset("evictions", m.string_cache.evictions)?;
+        let out = ruby.hash_new();
+        out.aset("string_cache", cache)?;
+        out.aset("dispatch_queue_depth", m.dispatch_queue_depth)?;
+        out.aset("completions_pending", m.completions_pending)?;
+        out.aset("templates", m.templates)?;
+        Ok(Some(out))
+    }
+
+    /// Database reachability, the connection pool and queue depths; nil when the engine is
+    /// not running.
+    fn health(ruby: &Ruby, rb_self: &RbEngine) -> Result<Option<RHash>, Error> {
+        let Ok(engine) = rb_self.engine(ruby) else {
+            return Ok(None);
+        };
+        let h = engine.handle();
+        let report = call(ruby, engine, async move { Ok(h.health().await) })?;
+        let db = ruby.hash_new();
+        db.aset("reachable", report.database_error.is_none())?;
+        db.aset("latency_ms", report.database_latency.as_secs_f64() * 1000.0)?;
+        db.aset("error", report.database_error)?;
+        let pool = ruby.hash_new();
+        pool.aset("size", report.pool.size)?;
+        pool.aset("max", report.pool.max)?;
+        pool.aset("idle", report.pool.idle)?;
+        pool.aset("recent_failures", report.pool.recent_failures)?;
+        pool.aset("last_failure", report.pool.last_failure)?;
+        db.aset("pool", pool)?;
+        let queues = ruby.hash_new();
+        for q in report.queues {
+            let e = ruby.hash_new();
+            e.aset("depth", q.depth)?;
+            e.aset("oldest_message_age_seconds", q.oldest_message_age_seconds)?;
+            queues.aset(q.namespace, e)?;
+        }
+        let breakers = crate::circuit_breakers::breakers_hash(ruby, &engine.queue_breakers())?;
+        let handler_breakers =
+            crate::circuit_breakers::breakers_hash(ruby, &engine.handler_breakers().all())?;
+        let out = ruby.hash_new();
+        out.aset("database", db)?;
+        out.aset("queues", queues)?;
+        out.aset("queue_breakers", breakers)?;
+        out.aset("handler_breakers", handler_breakers)?;
+        Ok(Some(out))
+    }
+
+    fn begin_shutdown(ruby: &Ruby, rb_self: &RbEngine) -> Result<(), Error> {
+        if let Ok(engine) = rb_self.engine(ruby) {
+            engine.begin_shutdown();
+        }
+        Ok(())
+    }
+
+    /// Stop the engine: wait for handed-back results to be applied, close the pool.
+    /// `timeout`: seconds, or `Float::INFINITY` for no limit. False when it was not running.
+    fn shutdown(ruby: &Ruby, rb_self: &RbEngine, timeout: Value) -> Result<bool, Error> {
+        let timeout = args::seconds(ruby, "ValidationError", "stop timeout", timeout, true)?
+            .unwrap_or(Duration::from_secs_f64(tasker_core::limits::MAX_SECONDS));
+        let Ok(engine) = rb_self.engine(ruby) else {
+            return Ok(false);
+        };
+        let engine = engine.clone();
+        nogvl::run(ruby, move || engine.shutdown(timeout))?.map_err(|p| internal(ruby, p))?;
+        Ok(true)
+    }
+
+    /// Wait up to `timeout` seconds for a step. Returns a StepEvent, nil on timeout, or false
+    /// once the engine is shutting down and nothing is left to run.
+    fn next_step(ruby: &Ruby, rb_self: &RbEngine, timeout: Value) -> Result<Value, Error> {
+        let timeout = args::seconds(ruby, "ValidationError", "next_step timeout", timeout, true)?;
+        let Ok(engine) = rb_self.engine(ruby) else {
+            return Ok(ruby.qfalse().as_value());
+        };
+        let event = |dispatch| RbStepEvent::new(engine.handed_out(dispatch), engine.clone());
+        // A step already waiting is taken without releasing the GVL (no park, no wake-up).
+        if let Ok(dispatch) = engine.dispatch_receiver().try_recv() {
+            return Ok(event(dispatch).into_value_with(ruby));
+        }
+        match nogvl::recv(engine.dispatch_receiver(), timeout) {
+            Waited::Value(dispatch) => Ok(event(dispatch).into_value_with(ruby)),
+            Waited::TimedOut => Ok(ruby.qnil().as_value()),
+            Waited::Closed => Ok(ruby.qfalse().as_value()),
+            Waited::Interrupted => {
+                ruby.thread_check_ints()?;
+                Ok(ruby.qnil().as_value())
+            }
+            Waited::Panicked(p) => Err(internal(ruby, p)),
+        }
+    }
+
+    /// Change, at runtime, the breaker of a namespace queue (`kind` "namespace") or of a
+    /// handler class (`kind` "handler").
+    fn configure_breaker(ruby: &Ruby, rb_self: &RbEngine, kind: String, name: Value, settings: RHash) -> Result<(), Error> {
+        let engine = rb_self.engine(ruby)?;
+        let (namespaces, handlers) = (ruby.hash_new(), ruby.hash_new());
+        match kind.as_str() {
+            "namespace" => namespaces.aset(name, settings)?,
+            "handler" => handlers.aset(name, settings)?,
+            other => {
+                return Err(error(ruby, "ConfigurationError", format!("unknown breaker kind {other:?}")))
+            }
+        }
+        crate::circuit_breakers::configure_engine_breakers(ruby, engine, namespaces, handlers)
+    }
+
+    /// The engine's breakers of one kind ("queue" or "handler").
+    fn breaker_metrics(ruby: &Ruby, rb_self: &RbEngine, kind: String) -> Result<RHash, Error> {
+        let engine = rb_self.engine(ruby)?;
+        match kind.as_str() {
+            "queue" => crate::circuit_breakers::breakers_hash(ruby, &engine.queue_breakers()),
+            "handler" => crate::circuit_breakers::breakers_hash(ruby, &engine.handler_breakers().all()),
+            other => Err(error(ruby, "ConfigurationError", format!("unknown breaker kind {other:?}"))),
+        }
+    }
+}
+
+/// Run a core future on the engine and wait for it with the GVL released. An interrupt raises
+/// in this thread; the operation itself still completes in the background.
+fn call<T, F>(ruby: &Ruby, engine: &Engine, fut: F) -> Result<T, Error>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = tasker_core::Result<T>> + Send + 'static,
+{
+    let rx = engine.spawn_call(fut);
+    loop {
+        match nogvl::recv(&rx, None) {
+            Waited::Value(r) => return r.map_err(|e| to_ruby(ruby, e)),
+            Waited::Interrupted => ruby.thread_check_ints()?,
+            Waited::Panicked(p) => return Err(internal(ruby, p)),
+            Waited::TimedOut | Waited::Closed => {
+                return Err(error(
+                    ruby,
+                    "NotStartedError",
+                    "the engine stopped during the call",
+                ))
+            }
+        }
+    }
+}
+
+fn parse_uuid(ruby: &Ruby, what: &str, value: Value) -> Result<Uuid, Error> {
+    let s = args::text(ruby, "ValidationError", what, value)?;
+    Uuid::parse_str(&s).map_err(|_| {
+        let shown: String = s.chars().take(64).collect();
+        error(
+            ruby,
+            "ValidationError",
+            format!("{what} is not a UUID: {shown:?}"),
+        )
+    })
+}
+
+fn optional_uuid(ruby: &Ruby, args: RHash, key: &str) -> Result<Option<Uuid>, Error> {
+    let v = args::get(args, key);
+    if v.is_nil() {
+        return Ok(None);
+    }
+    parse_uuid(ruby, key, v).map(Some)
+}
+
+/// A required text argument of a call's Hash.
+fn text_arg(ruby: &Ruby, args: RHash, key: &str) -> Result<String, Error> {
+    args::text(ruby, "ValidationError", key, args::get(args, key))
+}
+
+/// An optional text argument of a call's Hash.
+fn optional_text_arg(ruby: &Ruby, args: RHash, key: &str) -> Result<Option<String>, Error> {
+    args::optional_text(ruby, "ValidationError", key, args::get(args, key))
+}
+
+/// A task request from its argument Hash (checked text, UUIDs, the context as JSON).
+fn task_request(ruby: &Ruby, args: RHash) -> Result<TaskRequest, Error> {
+    Ok(TaskRequest {
+        namespace: text_arg(ruby, args, "namespace")?,
+        name: text_arg(ruby, args, "name")?,
+        version: text_arg(ruby, args, "version")?,
+        context: convert::to_json(ruby, args::get(args, "context"), "context")?,
+        correlation_id: optional_uuid(ruby, args, "correlation_id")?,
+        parent_correlation_id: optional_uuid(ruby, args, "parent_correlation_id")?,
+        idempotency_key: optional_text_arg(ruby, args, "idempotency_key")?,
+        priority: args::integer(
+            ruby,
+            "ValidationError",
+            "priority",
+            args::get(args, "priority"),
+            -100,
+            100,
+        )? as i16,
+        traceparent: optional_text_arg(ruby, args, "traceparent")?,
+    })
+}
+
+fn created_hash(ruby: &Ruby, created: &tasker_core::CreatedTask) -> Result<RHash, Error> {
+    let out = ruby.hash_new();
+    out.aset("uuid", created.task_uuid.to_string())?;
+    out.aset("correlation_id", created.correlation_id.to_string())?;
+    out.aset(
+        "parent_correlation_id",
+        created.parent_correlation_id.map(|u| u.to_string()),
+    )?;
+    out.aset("status", created.status.as_str())?;
+    out.aset("created", created.created)?;
+    Ok(out)
+}
+
+/// Most tasks one `create_tasks` call takes.
+const MAX_CREATE_BATCH: usize = 10_000;
+
+guarded! {
+    fn create_task(ruby: &Ruby, rb_self: &RbEngine, args: RHash) -> Result<RHash, Error> {
+        let engine = rb_self.engine(ruby)?;
+        let req = task_request(ruby, args)?;
+        let h = engine.handle();
+        let created = call(ruby, engine, async move { h.create_task(req).await })?;
+        created_hash(ruby, &created)
+    }
+
+    /// Several tasks in one transaction and one round trip; all or none are written.
+    fn create_tasks(ruby: &Ruby, rb_self: &RbEngine, list: RArray) -> Result<RArray, Error> {
+        let engine = rb_self.engine(ruby)?;
+        if list.len() > MAX_CREATE_BATCH {
+            return Err(error(
+                ruby,
+                "ValidationError",
+                format!("create_tasks takes at most {MAX_CREATE_BATCH} tasks at once, got {}", list.len()),
+            ));
+        }
+        let mut reqs = Vec::with_capacity(list.len());
+        for (i, item) in list.into_iter().enumerate() {
+            let args = RHash::from_value(item).ok_or_else(|| {
+                error(ruby, "ValidationError", format!("create_tasks: item {i} is not a Hash"))
+            })?;
+            reqs.push(task_request(ruby, args).map_err(|e| {
+                error(ruby, "ValidationError", format!("create_tasks: item {i}: {e}"))
+            })?);
+        }
+        let out = ruby.ary_new_capa(reqs.len());
+        if reqs.is_empty() {
+            return Ok(out);
+        }
+        let h = engine.handle();
+        let created = call(ruby, engine, async move { h.create_tasks(reqs).await })?;
+        for c in &created {
+            out.push(created_hash(ruby, c)?)?;
+        }
+        Ok(out)
+    }
+
+    fn find_task(ruby: &Ruby, rb_self: &RbEngine, uuid: Value) -> Result<Value, Error> {
+        let engine = rb_self.engine(ruby)?;
+        let task_uuid = parse_uuid(ruby, "task uuid", uuid)?;
+        let h = engine.handle();
+        let view = call(ruby, engine, async move { h.find_task(task_uuid).await })?;
+        match view {
+            Some(v) => {
+                let json = serde_json::to_value(&v)
+                    .map_err(|e| error(ruby, "InternalError", format!("cannot encode task: {e}")))?;
+                convert::to_ruby(ruby, &json)
+            }
+            None => Ok(ruby.qnil().as_value()),
+        }
+    }
+
+    fn request_task(ruby: &Ruby, rb_self: &RbEngine, args: RHash) -> Result<i64, Error> {
+        let engine = rb_self.engine(ruby)?;
+        let mut request = convert::to_json(ruby, args.as_value(), "request")?;
+        if let Some(map) = request.as_object_mut() {
+            map.retain(|_, v| !v.is_null());
+        }
+        let h = engine.handle();
+        call(ruby, engine, async move { h.request_task(request).await })
+    }
+
+    fn find_tasks(ruby: &Ruby, rb_self: &RbEngine, args: RHash) -> Result<Value, Error> {
+        let engine = rb_self.engine(ruby)?;
+        let correlation_id = optional_uuid(ruby, args, "correlation_id")?;
+        let parent_correlation_id = optional_uuid(ruby, args, "parent_correlation_id")?;
+        let limit = args::integer(
+            ruby,
+            "ValidationError",
+            "limit",
+            args::get(args, "limit"),
+            1,
+            tasker_core::limits::MAX_LIST_LIMIT,
+        )?;
+        let h = engine.handle();
+        let tasks = call(ruby, engine, async move {
+            h.find_tasks(correlation_id, parent_correlation_id, limit)
+                .await
+        })?;
+        let json = serde_json::to_value(&tasks)
+            .map_err(|e| error(ruby, "InternalError", format!("cannot encode tasks: {e}")))?;
+        convert::to_ruby(ruby, &json)
+    }
+
+    /// Block until the task is terminal and return its status; raise TimeoutError after
+    /// `timeout` seconds (`Float::INFINITY`: no limit). The waiting is the core's
+    /// (`EngineHandle::wait_for`), in slices of at most a second with the GVL released, so that
+    /// an interrupt (`Thread#raise`, `Timeout`) ends it within one.
+    fn wait_for(ruby: &Ruby, rb_self: &RbEngine, uuid: Value, timeout: Value) -> Result<String, Error> {
+        let limit = args::seconds(ruby, "ValidationError", "wait_for timeout", timeout, true)?;
+        let engine = rb_self.engine(ruby)?;
+        let task_uuid = parse_uuid(ruby, "task uuid", uuid)?;
+        let deadline = limit.map(|l| Instant::now() + l);
+        loop {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let slice = left.map_or(Duration::from_secs(1), |l| l.min(Duration::from_secs(1)));
+            let h = engine.handle();
+            match call(ruby, engine, async move { h.wait_for(task_uuid, slice).await })? {
+                TaskWait::Finished(state) => return Ok(state.as_str().to_owned()),
+                TaskWait::Running(state) if left.is_some_and(|l| l <= slice) => {
+                    return Err(error(
+                        ruby,
+                        "TimeoutError",
+                        format!(
+                            "task {task_uuid} is still {state} after {}s",
+                            limit.unwrap_or_default().as_secs_f64()
+                        ),
+                    ))
+                }
+                TaskWait::Running(_) => {}
+            }
+        }
+    }
+}
+
+fn intervention(ruby: &Ruby, who: RHash) -> Result<Intervention, Error> {
+    Ok(Intervention {
+        actor: optional_text_arg(ruby, who, "actor")?,
+        reason: optional_text_arg(ruby, who, "reason")?,
+    })
+}
+
+fn step_name(ruby: &Ruby, step: Value) -> Result<String, Error> {
+    args::text(ruby, "ValidationError", "step name", step)
+}
+
+guarded! {
+    fn cancel_task(ruby: &Ruby, rb_self: &RbEngine, uuid: Value, who: RHash) -> Result<String, Error> {
+        let engine = rb_self.engine(ruby)?;
+        let task_uuid = parse_uuid(ruby, "task uuid", uuid)?;
+        let who = intervention(ruby, who)?;
+        let h = engine.handle();
+        let state = call(ruby, engine, async move { h.cancel_task(task_uuid, who).await })?;
+        Ok(state.as_str().to_owned())
+    }
+
+    fn retry_step(ruby: &Ruby, rb_self: &RbEngine, uuid: Value, step: Value, who: RHash) -> Result<String, Error> {
+        let engine = rb_self.engine(ruby)?;
+        let task_uuid = parse_uuid(ruby, "task uuid", uuid)?;
+        let step = step_name(ruby, step)?;
+        let who = intervention(ruby, who)?;
+        let h = engine.handle();
+        let state = call(ruby, engine, async move {
+            h.retry_step(task_uuid, step, who).await
+        })?;
+        Ok(state.as_str().to_owned())
+    }
+
+    fn resolve_step_manually(
+        ruby: &Ruby,
+        rb_self: &RbEngine,
+        uuid: Value,
+        step: Value,
+        result: Value,
+        who: RHash,
+    ) -> Result<String, Error> {
+        let engine = rb_self.engine(ruby)?;
+        let task_uuid = parse_uuid(ruby, "task uuid", uuid)?;
+        let step = step_name(ruby, step)?;
+        let result = convert::to_json(ruby, result, "result")?;
+        let who = intervention(ruby, who)?;
+        let h = engine.handle();
+        let state = call(ruby, engine, async move {
+            h.resolve_step_manually(task_uuid, step, result, who).await
+        })?;
+        Ok(state.as_str().to_owned())
+    }
+}
