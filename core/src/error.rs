@@ -1,5 +1,5 @@
 //! The one error type of the core. Every variant maps to exactly one Ruby exception class in the
-//! extension (see `ext/tasker_core/src/errors.rs`), so keep the set small and meaningful.
+//! extension (see `ext/tasker_core/src/helpers/errors.rs`), so keep the set small and meaningful.
 
 use std::fmt;
 

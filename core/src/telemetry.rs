@@ -5,7 +5,10 @@
 //! correlation ids go on spans. A task's trace: `task.initialize` (at creation, a child of the
 //! caller's W3C `traceparent` when one is given; stored with the task), then per attempt
 //! `step.attempt` (claim → outcome applied) with `step.handler` (the handler's run) inside it.
-//! Spans are built with explicit timestamps, so no span is open across the Ruby boundary.
+//! No span is ever entered on a Ruby thread: `step.attempt` is started with the claim's
+//! timestamp, and `step.handler` is started when a handler thread takes the step and ended
+//! when its outcome is handed back (held by the step's slot meanwhile, never as a current
+//! context).
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Weak};

@@ -54,7 +54,7 @@ module TaskerCore
       when nil, "help", "--help", "-h" then @out.puts(USAGE) || 0
       else fail_with("unknown command #{command.inspect} (see tasker_core --help)")
       end
-    rescue Errors::Error, OptionParser::ParseError => e
+    rescue Errors::Error, OptionParser::ParseError, LoadError, SystemCallError => e
       fail_with(e.message)
     end
 
@@ -116,7 +116,8 @@ module TaskerCore
 
     def templates(argv)
       OptionParser.new("Usage: tasker_core templates validate PATH...\n\n" \
-                       "Check task template files or directories; exit 1 at the first invalid one.").parse!(argv)
+                       "Check task template files or directories: each listed when all are valid, " \
+                       "else the first error and exit 1.").parse!(argv)
       sub = argv.shift
       return fail_with("usage: tasker_core templates validate PATH...") unless sub == "validate" && argv.any?
 

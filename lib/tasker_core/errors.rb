@@ -2,7 +2,9 @@
 
 module TaskerCore
   # The one error hierarchy of the gem. The native extension raises these classes by name, so
-  # every failure a caller can see is a `TaskerCore::Errors::Error`.
+  # every failure of the gem itself is a `TaskerCore::Errors::Error`. (What passes through it
+  # keeps its own class: a block's exception from {CircuitBreaker.call}, a handler's from
+  # {Testing.run_step}; a step's timeout is `Worker::HandlerTimeout`, an Exception on purpose.)
   module Errors
     # Base class of every error raised by tasker_core.
     class Error < StandardError; end

@@ -40,7 +40,7 @@ module TaskerCore
     # @param logger [#warn, #error] TaskerCore::Logger or a ::Logger
     # @param timeout_grace [Numeric] seconds a handler gets to react to its timeout before its
     #   thread is retired and replaced
-    def initialize(engine:, registry:, concurrency:, logger:, timeout_grace: 5)
+    def initialize(engine:, registry:, concurrency:, logger:, timeout_grace:)
       @engine = engine
       @registry = registry
       @concurrency = concurrency

@@ -21,6 +21,13 @@ RSpec.describe "exe/tasker_core" do
     expect([err, code]).to eq(["tasker_core: unknown command \"launch\" (see tasker_core --help)\n", 1])
   end
 
+  it "reports a handler file that cannot be loaded in one line, without a backtrace" do
+    _, err, code = run_cli("worker", "--namespaces", "spec_cli", "-r", "/nonexistent/handlers.rb")
+    expect(code).to eq(1)
+    expect(err.lines.size).to eq(1)
+    expect(err).to start_with("tasker_core: ").and include("/nonexistent/handlers.rb")
+  end
+
   it "names what is wrong with a file that is not a template, never echoing its content" do
     Tempfile.create(["secrets", ".yaml"]) do |f|
       f.write("DATABASE_PASSWORD=hunter2 and the rest of a secrets file\n")

@@ -580,11 +580,18 @@ impl Engine {
 }
 
 impl Drop for Engine {
+    /// An engine dropped without [`Engine::shutdown`] (e.g. one whose start was interrupted)
+    /// is shut down here, giving its outcomes 5 s — unless it is dropped on a runtime thread,
+    /// where blocking is not allowed (its runtime is then dropped, cancelling its tasks).
+    ///
     /// In a child forked after start, the parent's runtime threads do not exist and its
     /// sockets belong to the parent: the runtime, the exporters and the task handles are left
     /// untouched (leaked) instead of being shut down from here.
     fn drop(&mut self) {
         if self.is_current_process() {
+            if tokio::runtime::Handle::try_current().is_err() {
+                self.shutdown(Duration::from_secs(5));
+            }
             return;
         }
         let runtime = self

@@ -1,5 +1,7 @@
 //! What travels through pgmq: queue names, the step message and the notification channels.
-//! The statements that send, read and settle messages are in [`crate::store::queues`].
+//! The statements that send, read and settle messages are in [`crate::store`] (`queues` for
+//! queue tables and task requests; a namespace queue is read and settled by `tasker.claim_steps`
+//! through `store::steps`).
 
 pub mod queue;
 

@@ -1,5 +1,7 @@
-//! Task creation, result application, retry release and finalization: every state change of
-//! a workflow happens here, each in one transaction.
+//! The policy of a workflow's state changes — task creation, result application, retry
+//! release, finalization, operator controls — each in one transaction. Claims (and failing a
+//! claim that expired on the last attempt) are the engine's pollers' (`engine::poller`,
+//! through `store::steps`).
 
 pub mod backoff;
 pub(crate) mod controls;

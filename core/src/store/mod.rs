@@ -1,7 +1,8 @@
 //! PostgreSQL persistence: every SQL statement of the engine, one module per table family
 //! (tasks, steps, templates, queues, transition history, read models), and the embedded
 //! migrations. Rows are named structs (`sqlx::FromRow`); all SQL is runtime-checked
-//! (`sqlx::query`) and parameterized, and `core/tests` runs every statement against a real
+//! (`sqlx::query`) and every value is a bind parameter — only queue table names, validated by
+//! `QueueName` first, are put into the text. `core/tests` runs these statements against a real
 //! database. The modules above this one decide; this one reads and writes.
 
 use std::time::Duration;

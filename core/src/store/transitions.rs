@@ -1,6 +1,8 @@
-//! Append-only transition history, written by the SQL functions `tasker.record_step_transition`
-//! and `tasker.record_task_transition` (migration 3): one inserted row per state change, never
-//! updated; rows are ordered by `id`.
+//! Append-only transition history: one inserted row per state change, never updated; rows are
+//! ordered by `id`. The operator paths here (and `tasker.fail_exhausted_claim`) write through
+//! the SQL functions `tasker.record_step_transition` / `tasker.record_task_transition`; the
+//! set-based hot-path functions (`create_tasks`, `claim_steps`, `apply_step_results`,
+//! `release_children`, `finalize_tasks`) insert their rows in bulk with the same columns.
 
 use serde_json::Value;
 use sqlx::PgConnection;
@@ -19,8 +21,7 @@ pub(crate) struct StepTransition {
 }
 
 /// Record transitions for distinct steps: one statement that applies
-/// `tasker.record_step_transition` (the one definition of how a transition is written, shared
-/// with the hot-path functions) to each item.
+/// `tasker.record_step_transition` to each item.
 pub(crate) async fn record_steps(conn: &mut PgConnection, items: &[StepTransition]) -> Result<()> {
     if items.is_empty() {
         return Ok(());

@@ -88,7 +88,7 @@ pub fn recv<T: Send>(rx: &Receiver<T>, timeout: Option<Duration>) -> Waited<T> {
 /// released and interruptibly: it runs on a thread of its own while this one waits in
 /// [`recv`], so `Thread#raise`, `Timeout` and signals interrupt the wait like any other. An
 /// interrupted caller raises at once; the operation still completes on its thread and its
-/// value is dropped there (an engine started that way shuts down as it drops).
+/// value is dropped there (an engine started that way is shut down by its `Drop`).
 pub fn run<F, T>(ruby: &Ruby, f: F) -> Result<std::thread::Result<T>, Error>
 where
     F: FnOnce() -> T + Send + 'static,

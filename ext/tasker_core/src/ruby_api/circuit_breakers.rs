@@ -29,26 +29,30 @@ pub fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
 /// `retry_after` = seconds until a trial call is allowed). Exceptions from the block count as
 /// failures, except TaskerCore::PermanentError (a business outcome, not an outage).
 fn call(ruby: &Ruby, name: Value, block: Proc) -> Result<Value, Error> {
-    let name = breaker_name(ruby, name)?;
-    let breaker = crate::errors::guard(ruby, || Ok(registry().get(&name)))?;
-    let permit = match breaker.try_acquire() {
-        Ok(p) => p,
-        Err(retry_after) => return Err(open_error(ruby, &name, retry_after)),
-    };
-    match block.call::<_, Value>(()) {
-        Ok(v) => {
-            permit.success();
-            Ok(v)
+    // Guarded like every entry point; the block's own exceptions come back as values
+    // (magnus calls it under rb_protect), so nothing unwinds through here.
+    crate::errors::guard(ruby, move || {
+        let name = breaker_name(ruby, name)?;
+        let breaker = registry().get(&name);
+        let permit = match breaker.try_acquire() {
+            Ok(p) => p,
+            Err(retry_after) => return Err(open_error(ruby, &name, retry_after)),
+        };
+        match block.call::<_, Value>(()) {
+            Ok(v) => {
+                permit.success();
+                Ok(v)
+            }
+            Err(e) => {
+                // A PermanentError is the component's answer, not its outage.
+                let business = e
+                    .value()
+                    .is_some_and(|exc| exc.is_kind_of(class(ruby, "PermanentError")));
+                permit.settle(!business);
+                Err(e)
+            }
         }
-        Err(e) => {
-            // A PermanentError is the component's answer, not its outage.
-            let business = e
-                .value()
-                .is_some_and(|exc| exc.is_kind_of(class(ruby, "PermanentError")));
-            permit.settle(!business);
-            Err(e)
-        }
-    }
+    })
 }
 
 fn open_error(ruby: &Ruby, name: &str, retry_after: Duration) -> Error {

@@ -83,7 +83,8 @@ fn seconds_setting(ruby: &Ruby, config: RHash, key: &str, what: &str) -> Result<
 
 guarded! {
     /// Connect, register the templates and start the services (GVL released; an interrupt
-    /// raises here and the engine, once started, is stopped in the background).
+    /// raises here, and the engine, once started in the background, is dropped there, which
+    /// shuts it down).
     fn start(ruby: &Ruby, config: RHash) -> Result<RbEngine, Error> {
         let defaults = EngineConfig::default();
         let cfg = EngineConfig {
