@@ -28,6 +28,7 @@ Gem::Specification.new do |spec|
   # workspace ships (benches too); core's build embeds ../migrations.
   patterns = %w[
     lib/**/*.rb
+    lib/tasker_core/web/views/*.erb
     lib/generators/**/*
     exe/*
     ext/tasker_core/{extconf.rb,Cargo.toml,build.rs}

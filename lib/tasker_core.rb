@@ -20,7 +20,7 @@ require_relative "tasker_core/error_reporter"
 require_relative "tasker_core/worker"
 require_relative "tasker_core/client"
 require_relative "tasker_core/circuit_breaker"
-require_relative "tasker_core/web/health"
+require_relative "tasker_core/web"
 require_relative "tasker_core/boot_retry"
 
 # Workflow orchestration with a Rust core: DAGs of Ruby step handlers, persisted in

@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::orchestration::registry::Registry;
 use crate::orchestration::{self, CreatedTask, Intervention, TaskRequest};
 use crate::state::TaskState;
+use crate::store;
 use crate::store::snapshot::{self, TaskView};
 
 /// What [`EngineHandle::wait_for`] found.
@@ -172,6 +173,27 @@ impl EngineHandle {
             limit,
         )
         .await
+    }
+
+    /// The dashboard's overview figures (task and step counts, the last hour's throughput,
+    /// the registered namespaces) and every namespace queue's depth.
+    pub async fn dashboard_overview(
+        &self,
+    ) -> Result<(store::dashboard::Overview, Vec<health::QueueHealth>)> {
+        let overview = store::dashboard::overview(&self.0.db.pool).await?;
+        let names: Vec<&str> = overview.namespaces.iter().map(String::as_str).collect();
+        let queues = health::queue_health(&self.0.db, &names).await;
+        Ok((overview, queues))
+    }
+
+    /// One page of tasks for the dashboard, newest first.
+    pub async fn list_tasks(
+        &self,
+        filter: store::dashboard::TaskFilter,
+        cursor: Option<String>,
+        limit: i64,
+    ) -> Result<store::dashboard::TaskPage> {
+        store::dashboard::list_tasks(&self.0.db.pool, &filter, cursor.as_deref(), limit).await
     }
 
     /// A task's current status.

@@ -79,25 +79,33 @@ pub(super) async fn check(db: &Db, namespaces: &[&str]) -> HealthReport {
         recent_failures,
         last_failure,
     };
-    let mut queues = Vec::new();
-    if database_error.is_none() {
-        for &ns in namespaces {
-            let Ok(queue) = QueueName::for_namespace(ns) else {
-                continue;
-            };
-            // On the queue pool: a locked queue table answers "unknown" at once.
-            let metrics = store::queues::metrics(&db.queue_pool, &queue).await.ok();
-            queues.push(QueueHealth {
-                namespace: ns.to_owned(),
-                depth: metrics.map(|m| m.queue_length),
-                oldest_message_age_seconds: metrics.and_then(|m| m.oldest_msg_age_sec),
-            });
-        }
-    }
+    let queues = if database_error.is_none() {
+        queue_health(db, namespaces).await
+    } else {
+        Vec::new()
+    };
     HealthReport {
         database_error,
         database_latency,
         pool,
         queues,
     }
+}
+
+/// The depth and oldest message's age of each of `namespaces`' queues (None where unknown).
+pub(crate) async fn queue_health(db: &Db, namespaces: &[&str]) -> Vec<QueueHealth> {
+    let mut queues = Vec::with_capacity(namespaces.len());
+    for &ns in namespaces {
+        let Ok(queue) = QueueName::for_namespace(ns) else {
+            continue;
+        };
+        // On the queue pool: a locked queue table answers "unknown" at once.
+        let metrics = store::queues::metrics(&db.queue_pool, &queue).await.ok();
+        queues.push(QueueHealth {
+            namespace: ns.to_owned(),
+            depth: metrics.map(|m| m.queue_length),
+            oldest_message_age_seconds: metrics.and_then(|m| m.oldest_msg_age_sec),
+        });
+    }
+    queues
 }

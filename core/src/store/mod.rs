@@ -12,6 +12,7 @@ use sqlx::PgPool;
 
 use crate::error::{Error, Result};
 
+pub mod dashboard;
 pub mod migrate;
 pub mod queues;
 pub mod snapshot;

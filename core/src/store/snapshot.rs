@@ -50,6 +50,8 @@ pub struct TaskView {
     pub parent_correlation_id: Option<Uuid>,
     pub idempotency_key: Option<String>,
     pub priority: i16,
+    /// The task's W3C trace context (its trace id is the second field).
+    pub traceparent: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
@@ -79,7 +81,7 @@ pub async fn find_task(pool: &PgPool, task_uuid: Uuid) -> Result<Option<TaskView
     let task: Option<TaskView> = sqlx::query_as(
         "SELECT t.task_uuid AS uuid, t.namespace, n.name, n.version, t.status, t.context, \
                 t.correlation_id, t.parent_correlation_id, t.idempotency_key, t.priority, \
-                t.created_at, t.updated_at, t.completed_at \
+                t.traceparent, t.created_at, t.updated_at, t.completed_at \
          FROM tasker.tasks t JOIN tasker.named_tasks n USING (named_task_id) \
          WHERE t.task_uuid = $1",
     )

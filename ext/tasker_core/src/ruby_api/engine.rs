@@ -46,6 +46,8 @@ pub fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     class.define_method("retry_step", method!(retry_step, 3))?;
     class.define_method("resolve_step_manually", method!(resolve_step_manually, 4))?;
     class.define_method("configure_breaker", method!(configure_breaker, 3))?;
+    class.define_method("dashboard_overview", method!(dashboard_overview, 0))?;
+    class.define_method("list_tasks", method!(list_tasks, 3))?;
     class.define_method("breaker_metrics", method!(breaker_metrics, 1))?;
     Ok(())
 }
@@ -546,5 +548,77 @@ guarded! {
             h.resolve_step_manually(task_uuid, step, result, who).await
         })?;
         Ok(state.as_str().to_owned())
+    }
+}
+
+/// A dashboard task filter from its Hash (every key optional).
+fn task_filter(
+    ruby: &Ruby,
+    args: RHash,
+) -> Result<tasker_core::store::dashboard::TaskFilter, Error> {
+    let status = optional_text_arg(ruby, args, "status")?;
+    if let Some(s) = &status {
+        s.parse::<tasker_core::state::TaskState>()
+            .map_err(|e| to_ruby(ruby, e))?;
+    }
+    let context = args::get(args, "context");
+    let time = |key: &str| -> Result<_, Error> {
+        optional_text_arg(ruby, args, key)?
+            .map(|t| tasker_core::store::dashboard::parse_time(key, &t))
+            .transpose()
+            .map_err(|e| to_ruby(ruby, e))
+    };
+    Ok(tasker_core::store::dashboard::TaskFilter {
+        status,
+        namespace: optional_text_arg(ruby, args, "namespace")?,
+        name: optional_text_arg(ruby, args, "name")?,
+        version: optional_text_arg(ruby, args, "version")?,
+        created_from: time("created_from")?,
+        created_to: time("created_to")?,
+        correlation_id: optional_uuid(ruby, args, "correlation_id")?,
+        idempotency_key: optional_text_arg(ruby, args, "idempotency_key")?,
+        task_uuid: optional_uuid(ruby, args, "task_uuid")?,
+        context: if context.is_nil() {
+            None
+        } else {
+            Some(convert::to_json(ruby, context, "context filter")?)
+        },
+    })
+}
+
+guarded! {
+    /// The dashboard's overview: `{"tasks" => counts, "steps" => counts, "throughput" =>
+    /// [{minute, completed, failed}] (the last hour), "namespaces", "queues" => [{namespace,
+    /// depth, oldest_message_age_seconds}]}`; counts are `{"exact", "total", "states" =>
+    /// [{state, count}]}`.
+    fn dashboard_overview(ruby: &Ruby, rb_self: &RbEngine) -> Result<Value, Error> {
+        let engine = rb_self.engine(ruby)?;
+        let h = engine.handle();
+        let (overview, queues) = call(ruby, engine, async move { h.dashboard_overview().await })?;
+        let mut json = serde_json::to_value(&overview)
+            .map_err(|e| error(ruby, "InternalError", format!("cannot encode the overview: {e}")))?;
+        json["queues"] = queues
+            .iter()
+            .map(|q| {
+                serde_json::json!({
+                    "namespace": q.namespace, "depth": q.depth,
+                    "oldest_message_age_seconds": q.oldest_message_age_seconds,
+                })
+            })
+            .collect();
+        convert::to_ruby(ruby, &json)
+    }
+
+    /// One page of tasks, newest first: `{"tasks" => [...], "next" => cursor or nil}`.
+    fn list_tasks(ruby: &Ruby, rb_self: &RbEngine, filter: RHash, cursor: Value, limit: Value) -> Result<Value, Error> {
+        let engine = rb_self.engine(ruby)?;
+        let filter = task_filter(ruby, filter)?;
+        let cursor = args::optional_text(ruby, "ValidationError", "cursor", cursor)?;
+        let limit = args::integer(ruby, "ValidationError", "limit", limit, 1, tasker_core::store::dashboard::MAX_PAGE)?;
+        let h = engine.handle();
+        let page = call(ruby, engine, async move { h.list_tasks(filter, cursor, limit).await })?;
+        let json = serde_json::to_value(&page)
+            .map_err(|e| error(ruby, "InternalError", format!("cannot encode tasks: {e}")))?;
+        convert::to_ruby(ruby, &json)
     }
 }

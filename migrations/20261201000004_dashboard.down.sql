@@ -1,0 +1,2 @@
+DROP INDEX IF EXISTS tasker.workflow_step_transitions_created_brin;
+DROP INDEX IF EXISTS tasker.tasks_created_idx;
