@@ -9,3 +9,17 @@ CREATE INDEX tasks_created_idx ON tasker.tasks (created_at, task_uuid);
 -- block-range index finds the last hour's blocks for a few pages of index.
 CREATE INDEX workflow_step_transitions_created_brin ON tasker.workflow_step_transitions
     USING brin (created_at) WITH (autosummarize = on);
+
+-- One row per running engine, refreshed every few seconds (the dashboard's Processes page):
+-- removed at shutdown; a row whose heartbeat stopped is a process that died (kept a day).
+CREATE TABLE tasker.processes (
+    instance_id   text PRIMARY KEY,
+    worker_id     text NOT NULL,
+    hostname      text NOT NULL,
+    pid           integer NOT NULL,
+    namespaces    text[] NOT NULL,
+    concurrency   integer NOT NULL,
+    busy          integer NOT NULL,
+    started_at    timestamptz NOT NULL DEFAULT now(),
+    heartbeat_at  timestamptz NOT NULL DEFAULT now()
+);

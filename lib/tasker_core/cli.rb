@@ -23,6 +23,8 @@ module TaskerCore
         worker --namespaces a,b [--concurrency N] [--templates PATH] [-r FILE | --rails]
                                    run handlers until SIGTERM/SIGINT (drains, then exits 0)
         health                     print TaskerCore.health as JSON (exit 1 unless ok/degraded)
+        web [--port N] [--bind ADDR] [-r FILE]
+                                   serve the dashboard (TaskerCore::Web) until SIGTERM/SIGINT
         demo [--number N]          run the linear demo workflow and print each step
         version                    print the version
 
@@ -50,6 +52,7 @@ module TaskerCore
       when "task" then task(argv)
       when "worker" then worker(argv)
       when "health" then health(argv)
+      when "web" then web(argv)
       when "version", "--version", "-v" then @out.puts(VERSION) || 0
       when nil, "help", "--help", "-h" then @out.puts(USAGE) || 0
       else fail_with("unknown command #{command.inspect} (see tasker_core --help)")
@@ -290,6 +293,60 @@ module TaskerCore
       with_client(options[:database_url]) { report = TaskerCore.health }
       @out.puts(JSON.pretty_generate(report))
       %w[ok degraded].include?(report["status"]) ? 0 : 1
+    end
+
+    def web(argv)
+      options = database_options(argv, "Usage: tasker_core web [--port N] [--bind ADDR] [-r FILE] [--database-url URL]\n\n" \
+                                       "Access: TASKER_WEB_USER and TASKER_WEB_PASSWORD (basic authentication), or a " \
+                                       "file given with -r that calls TaskerCore::Web.authorize.") do |o, opts|
+        opts.merge!(port: 9292, bind: "127.0.0.1", requires: [])
+        o.on("--port N", Integer, "TCP port (default 9292)") { |v| opts[:port] = v }
+        o.on("--bind ADDR", "address to listen on (default 127.0.0.1)") { |v| opts[:bind] = v }
+        o.on("-r", "--require FILE", "Ruby file loaded first, e.g. one calling TaskerCore::Web.authorize") do |v|
+          opts[:requires] << v
+        end
+      end
+      options[:requires].each { |f| require File.expand_path(f) }
+      with_client(options[:database_url]) { serve_web(options[:bind], options[:port]) }
+      0
+    end
+
+    # Serve TaskerCore::Web with Puma when it is installed, else WEBrick, until SIGTERM/SIGINT.
+    def serve_web(bind, port)
+      stop = Queue.new
+      %w[TERM INT].each { |sig| trap(sig) { stop << sig } }
+      server = web_server(bind, port)
+      @err.puts("tasker_core web: the dashboard is at http://#{bind}:#{port}/ (#{server[:name]}); " \
+                "#{web_access_note}")
+      stop.pop
+      server[:stop].call
+    end
+
+    def web_server(bind, port)
+      require "puma"
+      require "puma/server"
+      require "puma/events"
+      puma = Puma::Server.new(Web, Puma::Events.strings, { min_threads: 0, max_threads: 8 })
+      puma.add_tcp_listener(bind, port)
+      puma.run
+      { name: "puma #{Puma::Const::PUMA_VERSION}", stop: -> { puma.stop(true) } }
+    rescue LoadError
+      require "webrick"
+      require "rack"
+      require "rack/handler/webrick"
+      webrick = WEBrick::HTTPServer.new(BindAddress: bind, Port: port, AccessLog: [],
+                                        Logger: WEBrick::Log.new(@err, WEBrick::BasicLog::WARN))
+      webrick.mount("/", Rack::Handler::WEBrick, Web)
+      thread = Thread.new { webrick.start }
+      { name: "WEBrick #{WEBrick::VERSION}", stop: -> { webrick.shutdown && thread.join(5) } }
+    end
+
+    def web_access_note
+      if ENV["TASKER_WEB_USER"].to_s.empty? || ENV["TASKER_WEB_PASSWORD"].to_s.empty?
+        "access as configured by -r files (closed, 403, unless one calls TaskerCore::Web.authorize or basic_auth)"
+      else
+        "basic authentication as TASKER_WEB_USER"
+      end
     end
 
     def demo(argv)

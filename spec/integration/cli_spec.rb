@@ -4,6 +4,7 @@ require "json"
 require "open3"
 require "tempfile"
 require "rbconfig"
+require "timeout"
 
 RSpec.describe "exe/tasker_core" do
   let(:exe) { File.expand_path("../../exe/tasker_core", __dir__) }
@@ -19,6 +20,30 @@ RSpec.describe "exe/tasker_core" do
     expect(out).to include("task create NAMESPACE/NAME@VERSION")
     _, err, code = run_cli("launch")
     expect([err, code]).to eq(["tasker_core: unknown command \"launch\" (see tasker_core --help)\n", 1])
+  end
+
+  it "serves the dashboard until SIGTERM, behind basic authentication from the environment" do
+    require "net/http"
+    require "socket"
+    port = TCPServer.open("127.0.0.1", 0) { |s| s.addr[1] }
+    env = { "DATABASE_URL" => DatabaseSupport.url, "TASKER_WEB_USER" => "ops", "TASKER_WEB_PASSWORD" => "pw" }
+    err_r, err_w = IO.pipe
+    pid = Process.spawn(env, RbConfig.ruby, exe, "web", "--port", port.to_s, err: err_w, out: File::NULL)
+    err_w.close
+    banner = Timeout.timeout(30) { err_r.gets }
+    expect(banner).to include("http://127.0.0.1:#{port}/", "basic authentication")
+    http = Net::HTTP.new("127.0.0.1", port)
+    expect(http.get("/").code).to eq("401")
+    request = Net::HTTP::Get.new("/tasks")
+    request.basic_auth("ops", "pw")
+    response = http.request(request)
+    expect(response.code).to eq("200")
+    expect(response.body).to include("Tasks")
+    Process.kill("TERM", pid)
+    _, status = Timeout.timeout(20) { Process.wait2(pid) }
+    expect(status.exitstatus).to eq(0)
+  ensure
+    Process.kill("KILL", pid) if pid && (Process.getpgid(pid) rescue nil) # rubocop:disable Style/RescueModifier
   end
 
   it "reports a handler file that cannot be loaded in one line, without a backtrace" do

@@ -246,6 +246,52 @@ RSpec.describe TaskerCore::Web do
       expect(last_response.body).to include('<svg class="chart"', "spec_web", "Live refresh")
     end
 
+    it "retries every failed task matching the filter at once, bounded, and says how many" do
+      batch = SecureRandom.hex(8)
+      failed = Array.new(3) { |i| failed_task("order_id" => i, "batch" => batch) }
+      get "/tasks", status: "error", "context.batch" => batch
+      page = last_response.body
+      expect(page).to include("Retry every failed task matching this filter")
+      WebSpec.fixed = true
+      post "/tasks/retry", { "status" => "error", "context.batch" => batch, "reason" => "gateway back",
+                             "authenticity_token" => token_from(page) }
+      expect(last_response.status).to eq(303)
+      location = last_response.headers["location"]
+      expect(location).to include("done=bulk", "steps=3", "tasks=3", "context.batch=#{batch}")
+      expect(failed.map { |t| TaskerCore::Client.wait_for(t.uuid, timeout: 15).status }).to all(eq("complete"))
+      get location
+      expect(last_response.body).to include("Retried 3 failed step(s) of 3 task(s).")
+      post "/tasks/retry", { "context.batch" => batch, "reason" => "again", "authenticity_token" => token_from(page) },
+           "HTTP_ACCEPT" => "application/json"
+      expect(JSON.parse(last_response.body)).to include("tasks" => 0, "steps" => 0)
+    end
+
+    it "lists the queues, the breakers, the live processes and the dead letters with their reasons" do
+      data = json_get("/queues")
+      expect(data["queues"]).to include(a_hash_including("namespace" => "spec_web"))
+      breakers = json_get("/breakers")["groups"]
+      expect(breakers.keys.join(" ")).to include("named", "queue", "handler")
+
+      procs = eventually { json_get("/processes")["processes"].find { |p| p["pid"] == Process.pid && p["alive"] } }
+      expect(procs).to include("namespaces" => ["spec_web"], "concurrency" => 2, "hostname" => a_kind_of(String))
+      expect(json_get("/")["live_processes"]).to be >= 1
+
+      psql("SELECT pgmq.send('tasker_ns_spec_web', '\"<b>not a step</b>\"'::jsonb)")
+      letter = eventually { json_get("/dead", namespace: "spec_web")["letters"].find { |l| l["message"] == "<b>not a step</b>" } }
+      expect(letter["reason"]).to include("not a step message")
+      get "/dead", namespace: "spec_web"
+      expect(last_response.body).to include("&lt;b&gt;not a step&lt;/b&gt;").and include("not a step message")
+      expect(json_get("/dead", namespace: "task_requests")["queue"]).to eq("tasker_task_requests")
+      get "/dead", namespace: "Bad Name"
+      expect(last_response.status).to eq(422)
+      get "/dead", namespace: "spec_web", before: "x"
+      expect(last_response.status).to eq(422)
+      %w[/queues /breakers /processes /dead].each do |path|
+        get path
+        expect(last_response.status).to eq(200), path
+      end
+    end
+
     it "answers 404 and 405 plainly, and builds every link under its mount point" do
       get "/tasks/#{SecureRandom.uuid}"
       expect(last_response.status).to eq(404)
@@ -276,5 +322,19 @@ RSpec.describe TaskerCore::Web do
       expect(last_response.body).to include("read-only")
       expect(TaskerCore::Client.find_task(task.uuid).step("charge").state).to eq("error")
     end
+  end
+end
+
+RSpec.describe "the process heartbeat" do
+  it "writes a row while the engine runs and removes it at stop" do
+    with_engine(namespaces: []) do
+      row = eventually do
+        psql("SELECT namespaces, concurrency FROM tasker.processes WHERE pid = #{Process.pid}").then do |r|
+          r.empty? ? nil : r
+        end
+      end
+      expect(row).to eq("{}|2")
+    end
+    expect(psql("SELECT count(*) FROM tasker.processes WHERE pid = #{Process.pid}")).to eq("0")
   end
 end

@@ -196,6 +196,25 @@ impl EngineHandle {
         store::dashboard::list_tasks(&self.0.db.pool, &filter, cursor.as_deref(), limit).await
     }
 
+    /// Every engine's heartbeat row, most recently heard from first.
+    pub async fn processes(&self) -> Result<Vec<store::processes::ProcessRow>> {
+        store::processes::list(&self.0.db.pool, 200).await
+    }
+
+    /// Dead letters of a namespace's queue, or of the task requests queue (`namespace` None).
+    pub async fn dead_letters(
+        &self,
+        namespace: Option<String>,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<store::dashboard::DeadPage> {
+        let queue = match namespace {
+            Some(ns) => crate::messaging::queue::QueueName::for_namespace(&ns)?,
+            None => orchestration::requests::queue(),
+        };
+        store::dashboard::dead_letters(&self.0.db.pool, &queue, before, limit).await
+    }
+
     /// A task's current status.
     pub async fn task_status(&self, task_uuid: Uuid) -> Result<Option<TaskState>> {
         snapshot::task_status(&self.0.db.pool, task_uuid).await

@@ -299,6 +299,17 @@ impl Engine {
                 stop_rx.clone(),
             )));
         }
+        services.push(tokio::spawn(services::heartbeat(
+            services::Heartbeat {
+                db: db.clone(),
+                instance_id: instance_id.clone(),
+                worker_id: claimer.worker_id.clone(),
+                namespaces: config.namespaces.clone(),
+                concurrency: config.concurrency,
+                slots: claimer.slots.clone(),
+            },
+            stop_rx.clone(),
+        )));
         services.push(tokio::spawn(listener::listen(
             db.clone(),
             signals.clone(),
@@ -695,8 +706,12 @@ pub fn migration_status(database_url: &str) -> Result<Vec<(i64, String, bool)>> 
 }
 
 fn default_worker_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+    format!("{}:{}", hostname(), std::process::id())
+}
+
+/// This machine's host name ("localhost" when it cannot be read).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "localhost".into());
-    format!("{host}:{}", std::process::id())
+        .unwrap_or_else(|_| "localhost".into())
 }

@@ -1,6 +1,6 @@
 //! The engine's background loops, each holding only what it uses: releasing steps due for
-//! retry, re-sending lost messages, turning task requests into tasks, and refreshing the queue
-//! depth gauges.
+//! retry, re-sending lost messages, turning task requests into tasks, refreshing the queue
+//! depth gauges, and the process heartbeat.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -173,4 +173,45 @@ pub(super) async fn refresh_queue_depths(
             _ = stop.changed() => break,
         }
     }
+}
+
+/// How often an engine writes its heartbeat row.
+pub(super) const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+
+/// What the heartbeat reports about this engine.
+pub(super) struct Heartbeat {
+    pub db: Arc<Db>,
+    pub instance_id: Arc<str>,
+    pub worker_id: String,
+    pub namespaces: Vec<String>,
+    pub concurrency: usize,
+    pub slots: Arc<tokio::sync::Semaphore>,
+}
+
+/// Write this engine's row in `tasker.processes` every [`HEARTBEAT_EVERY`] (busy = handler
+/// slots taken); remove it at shutdown. A failed write is retried at the next beat.
+pub(super) async fn heartbeat(h: Heartbeat, mut stop: watch::Receiver<bool>) {
+    let hostname = super::hostname();
+    loop {
+        let busy = h.concurrency.saturating_sub(h.slots.available_permits());
+        let beat = crate::store::processes::Beat {
+            instance_id: &h.instance_id,
+            worker_id: &h.worker_id,
+            hostname: &hostname,
+            pid: std::process::id() as i32,
+            namespaces: &h.namespaces,
+            concurrency: h.concurrency as i32,
+            busy: busy as i32,
+        };
+        if let Err(e) = crate::store::processes::beat(&h.db.pool, &beat).await {
+            if !h.db.trouble.note("writing the heartbeat", &e) {
+                tracing::warn!(error = %e, "writing the process heartbeat failed; retrying");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(HEARTBEAT_EVERY) => {}
+            _ = stop.changed() => break,
+        }
+    }
+    let _ = crate::store::processes::remove(&h.db.pool, &h.instance_id).await;
 }

@@ -252,3 +252,64 @@ pub async fn list_tasks(
     };
     Ok(TaskPage { tasks, next })
 }
+
+/// A message archived because it could not be processed, with the reason the engine gave.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct DeadLetter {
+    pub msg_id: i64,
+    pub read_ct: i32,
+    pub enqueued_at: DateTime<Utc>,
+    pub archived_at: DateTime<Utc>,
+    pub reason: Option<String>,
+    pub message: Option<Value>,
+}
+
+/// One page of a queue's dead letters (newest first) and the cursor of the next.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadPage {
+    pub queue: String,
+    pub letters: Vec<DeadLetter>,
+    pub next: Option<i64>,
+}
+
+/// The archived messages of `queue` that the engine archived with a reason (poison messages,
+/// refused task requests), newest first, before message id `before`.
+pub async fn dead_letters(
+    pool: &PgPool,
+    queue: &crate::messaging::queue::QueueName,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<DeadPage> {
+    let limit = limit.clamp(1, MAX_PAGE);
+    // The table name is a validated QueueName; every value is a parameter.
+    let sql = format!(
+        "SELECT msg_id, read_ct, enqueued_at, archived_at, \
+                headers ->> 'tasker_archive_reason' AS reason, message \
+         FROM pgmq.a_{q} \
+         WHERE headers ? 'tasker_archive_reason' AND ($1::bigint IS NULL OR msg_id < $1) \
+         ORDER BY msg_id DESC LIMIT $2",
+        q = queue.as_str()
+    );
+    let found = sqlx::query_as(&sql)
+        .bind(before)
+        .bind(limit + 1)
+        .fetch_all(pool)
+        .await;
+    let mut letters: Vec<DeadLetter> = match found {
+        Ok(rows) => rows,
+        // A namespace whose queue no engine has created yet has no archive either.
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    let next = if letters.len() as i64 > limit {
+        letters.truncate(limit as usize);
+        letters.last().map(|l| l.msg_id)
+    } else {
+        None
+    };
+    Ok(DeadPage {
+        queue: queue.as_str().to_owned(),
+        letters,
+        next,
+    })
+}

@@ -15,6 +15,12 @@ module TaskerCore
       CSRF_FIELD = "authenticity_token"
       # Tasks on one page.
       PAGE_SIZE = 50
+      # Most tasks one bulk retry touches.
+      BULK_LIMIT = 200
+      # Seconds without a heartbeat after which a process is shown as gone.
+      PROCESS_SILENT_AFTER = 30
+      # The `namespace` of the dead letters page that means the task requests queue.
+      REQUESTS_QUEUE_PARAM = "task_requests"
       # Characters of a result shown before "show all".
       RESULT_PREVIEW = 2_000
       # The filters of the task list, as query parameters.
@@ -28,6 +34,9 @@ module TaskerCore
       TEMPLATES = {} # rubocop:disable Style/MutableConstant -- filled once per view, under a lock
       # Guards {TEMPLATES}.
       TEMPLATES_LOCK = Mutex.new
+      # The pages (GET) by path.
+      PAGES = { "/" => :overview, "/tasks" => :tasks, "/queues" => :queues, "/breakers" => :breakers,
+                "/processes" => :processes, "/dead" => :dead }.freeze
       # A task or step uuid in a path.
       UUID = /\A\h{8}-\h{4}-\h{4}-\h{4}-\h{12}\z/
 
@@ -101,6 +110,11 @@ module TaskerCore
         when "cancel" then "Task cancelled."
         when "retry" then "Step #{step} will run again."
         when "resolve" then "Step #{step} resolved by hand."
+        when "bulk"
+          q = request.query
+          "Retried #{q['steps'].to_i} failed step(s) of #{q['tasks'].to_i} task(s)" \
+            "#{", #{q['refused'].to_i} refused" if q['refused'].to_i.positive?}" \
+            "#{"; more tasks match: retry again for the next #{BULK_LIMIT}" if q['more']}."
         end
       end
 
@@ -129,24 +143,29 @@ module TaskerCore
 
       def route
         path = request.path
-        get = request.request_method == "GET" || request.request_method == "HEAD"
-        post = request.request_method == "POST"
+        page = PAGES[path]
+        return get? ? send(page) : not_allowed if page
+        return post? ? act { bulk_retry } : not_allowed if path == "/tasks/retry"
+
         case path
-        when "/" then get ? overview : not_allowed
-        when "/tasks" then get ? tasks : not_allowed
-        when %r{\A/tasks/([^/]+)\z}
-          get ? task(Regexp.last_match(1)) : not_allowed
+        when %r{\A/tasks/([^/]+)\z} then get? ? task(Regexp.last_match(1)) : not_allowed
         when %r{\A/tasks/([^/]+)/cancel\z}
-          post ? act { cancel(Regexp.last_match(1)) } : not_allowed
-        when %r{\A/tasks/([^/]+)/steps/([^/]+)/(retry|resolve)\z}
           uuid = Regexp.last_match(1)
-          step = URI.decode_www_form_component(Regexp.last_match(2))
-          action = Regexp.last_match(3)
-          not_allowed unless post
-          act { action == "retry" ? retry_step(uuid, step) : resolve(uuid, step) }
+          post? ? act { cancel(uuid) } : not_allowed
+        when %r{\A/tasks/([^/]+)/steps/([^/]+)/(retry|resolve)\z}
+          step_action(Regexp.last_match(1), URI.decode_www_form_component(Regexp.last_match(2)), Regexp.last_match(3))
         else raise Halt.new(404, "no page at #{path}")
         end
       end
+
+      def step_action(uuid, step, action)
+        not_allowed unless post?
+        act { action == "retry" ? retry_step(uuid, step) : resolve(uuid, step) }
+      end
+
+      def get? = %w[GET HEAD].include?(request.request_method)
+
+      def post? = request.request_method == "POST"
 
       def not_allowed = raise(Halt.new(405, "#{request.request_method} is not allowed here"))
 
@@ -155,8 +174,45 @@ module TaskerCore
       def overview
         data = engine.dashboard_overview
         data["breakers"] = open_breakers
+        data["live_processes"] = engine.processes.count do |p|
+          p["silent_seconds"] < PROCESS_SILENT_AFTER && !p["namespaces"].empty?
+        end
         data["this_process"] = { "pid" => Process.pid, "handler_threads" => TaskerCore.health["handler_threads"] }
         respond("overview", data, title: "Overview", refresh: true)
+      end
+
+      def queues
+        overview = engine.dashboard_overview
+        respond("queues", { "queues" => overview["queues"] }, title: "Queues", refresh: true)
+      end
+
+      def breakers
+        health = TaskerCore.health
+        groups = { "named (CircuitBreaker.call)" => health["circuit_breakers"],
+                   "queue (one per namespace)" => health["queue_breakers"],
+                   "handler (one per handler class)" => health["handler_breakers"] }
+        respond("breakers", { "groups" => groups.transform_values { |g| g || {} } }, title: "Circuit breakers", refresh: true)
+      end
+
+      def processes
+        rows = engine.processes.map { |p| p.merge("alive" => p["silent_seconds"] < PROCESS_SILENT_AFTER) }
+        data = { "processes" => rows, "silent_after" => PROCESS_SILENT_AFTER }
+        respond("processes", data, title: "Processes", refresh: true)
+      end
+
+      def dead
+        names = engine.dashboard_overview["namespaces"]
+        chosen = presence(request.query["namespace"]) || names.first || REQUESTS_QUEUE_PARAM
+        namespace = chosen == REQUESTS_QUEUE_PARAM ? nil : chosen
+        page = engine.dead_letters(namespace, message_id(request.query["before"]), PAGE_SIZE)
+        respond("dead", page.merge("namespace" => namespace, "namespaces" => names), title: "Dead letters")
+      end
+
+      def message_id(text)
+        text = presence(text)
+        text && Integer(text, 10)
+      rescue ArgumentError
+        raise Halt.new(422, "before must be a message id")
       end
 
       def tasks
@@ -168,6 +224,32 @@ module TaskerCore
       def task(uuid)
         task = find(uuid)
         respond("task", task, title: "Task #{uuid}", refresh: true)
+      end
+
+      # Every step in `error` of the tasks in `error` that match the list's filter (at most
+      # BULK_LIMIT tasks, newest first) runs again; the answer says how many.
+      def bulk_retry
+        filter = task_filter_from(request.form).merge("status" => "error")
+        page = engine.list_tasks(filter, nil, BULK_LIMIT)
+        why = reason
+        steps = 0
+        refused = 0
+        page["tasks"].each do |t|
+          (engine.find_task(t["uuid"])&.fetch("steps") || []).select { |st| st["state"] == "error" }.each do |st|
+            Client.retry_step(t["uuid"], st["name"], reason: why, actor: access.actor)
+            steps += 1
+          rescue Errors::InvalidTransitionError, Errors::NotFoundError
+            refused += 1
+          end
+        end
+        report = { "tasks" => page["tasks"].size, "steps" => steps, "refused" => refused, "more" => !page["next"].nil? }
+        return [200, json_body(report.merge("ok" => true))] if request.json?
+
+        contexts = request.form.select { |k, _| k.start_with?("context.") }
+        back = filter.slice(*FILTERS).merge(contexts).merge("done" => "bulk", "tasks" => report["tasks"], "steps" => steps,
+                                                            "refused" => refused, "more" => report["more"] ? 1 : nil)
+        @headers["location"] = url("/tasks", back)
+        [303, ""]
       end
 
       # --- actions (POST): access, origin and token are checked first; then a 303 to the task
@@ -286,8 +368,10 @@ module TaskerCore
         engine.find_task(uuid) || raise(Halt.new(404, "no task #{uuid}"))
       end
 
-      def task_filter
-        q = request.query
+      def task_filter = task_filter_from(request.query)
+
+      # The list's filter from query (or form) parameters, ready for the engine.
+      def task_filter_from(q)
         filter = FILTERS.to_h { |k| [k, presence(q[k])] }.compact
         %w[created_from created_to].each { |k| filter[k] = time_param(k, filter[k]) if filter[k] }
         context = q.select { |k, _| k.start_with?("context.") && k.size > 8 }

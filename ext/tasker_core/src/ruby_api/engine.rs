@@ -48,6 +48,8 @@ pub fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     class.define_method("configure_breaker", method!(configure_breaker, 3))?;
     class.define_method("dashboard_overview", method!(dashboard_overview, 0))?;
     class.define_method("list_tasks", method!(list_tasks, 3))?;
+    class.define_method("processes", method!(processes, 0))?;
+    class.define_method("dead_letters", method!(dead_letters, 3))?;
     class.define_method("breaker_metrics", method!(breaker_metrics, 1))?;
     Ok(())
 }
@@ -619,6 +621,37 @@ guarded! {
         let page = call(ruby, engine, async move { h.list_tasks(filter, cursor, limit).await })?;
         let json = serde_json::to_value(&page)
             .map_err(|e| error(ruby, "InternalError", format!("cannot encode tasks: {e}")))?;
+        convert::to_ruby(ruby, &json)
+    }
+}
+
+guarded! {
+    /// Every engine's heartbeat: `[{instance_id, worker_id, hostname, pid, namespaces,
+    /// concurrency, busy, started_at, heartbeat_at, silent_seconds}]`.
+    fn processes(ruby: &Ruby, rb_self: &RbEngine) -> Result<Value, Error> {
+        let engine = rb_self.engine(ruby)?;
+        let h = engine.handle();
+        let rows = call(ruby, engine, async move { h.processes().await })?;
+        let json = serde_json::to_value(&rows)
+            .map_err(|e| error(ruby, "InternalError", format!("cannot encode processes: {e}")))?;
+        convert::to_ruby(ruby, &json)
+    }
+
+    /// Dead letters of `namespace`'s queue (nil: the task requests queue), newest first, before
+    /// message id `before`: `{"queue", "letters" => [...], "next"}`.
+    fn dead_letters(ruby: &Ruby, rb_self: &RbEngine, namespace: Value, before: Value, limit: Value) -> Result<Value, Error> {
+        let engine = rb_self.engine(ruby)?;
+        let namespace = args::optional_text(ruby, "ValidationError", "namespace", namespace)?;
+        let before = if before.is_nil() {
+            None
+        } else {
+            Some(args::integer(ruby, "ValidationError", "before", before, 1, i64::MAX)?)
+        };
+        let limit = args::integer(ruby, "ValidationError", "limit", limit, 1, tasker_core::store::dashboard::MAX_PAGE)?;
+        let h = engine.handle();
+        let page = call(ruby, engine, async move { h.dead_letters(namespace, before, limit).await })?;
+        let json = serde_json::to_value(&page)
+            .map_err(|e| error(ruby, "InternalError", format!("cannot encode dead letters: {e}")))?;
         convert::to_ruby(ruby, &json)
     }
 }
