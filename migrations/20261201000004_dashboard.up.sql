@@ -5,6 +5,11 @@
 -- costs an entry per task at creation and nothing on the task's later updates.
 CREATE INDEX tasks_created_idx ON tasker.tasks (created_at, task_uuid);
 
+-- Search inside the context (`?context.order_id=42`: `context @> '{"order_id": 42}'`). A
+-- task's context never changes, so this costs one (batched, fastupdate) entry set per task at
+-- creation; measured within noise of creation throughput (docs/benchmarks.md, rake bench:web).
+CREATE INDEX tasks_context_idx ON tasker.tasks USING gin (context jsonb_path_ops);
+
 -- Steps finished per minute over the last hour: history rows are appended in time order, so a
 -- block-range index finds the last hour's blocks for a few pages of index.
 CREATE INDEX workflow_step_transitions_created_brin ON tasker.workflow_step_transitions

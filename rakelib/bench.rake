@@ -69,6 +69,25 @@ namespace :bench do
     Dir.chdir(root) { sh "bash", "-c", script, verbose: false }
   end
 
+  desc "The dashboard at scale (release build, a private PostgreSQL unless DATABASE_URL): seeds TASKS tasks " \
+       "with 5 steps each (set-based SQL), renders every page RENDERS times, prints p50/p95 and queries per page. " \
+       "TASKS=1000000 RENDERS=50"
+  task :web do
+    _, release = release_build.call
+    script = <<~SH
+      set -euo pipefail
+      if [[ -z ${DATABASE_URL:-} ]]; then
+        # pg_stat_statements counts the statements each page runs.
+        export PG_CLUSTER_OPTIONS="-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=top"
+        source bin/lib/pg_cluster.sh
+        pg_cluster_start tasker_web
+      fi
+      echo "web.meta.date=$(date -u +%Y-%m-%dT%H:%MZ) web.meta.tree=$(git rev-parse --short HEAD) web.meta.cores=$(nproc)"
+      TASKER_CORE_NATIVE=#{release}/tasker_core_rb.so ruby benches/ruby/web.rb
+    SH
+    Dir.chdir(root) { sh "bash", "-c", script, verbose: false }
+  end
+
   desc "Cost of exporting metrics and traces: rake bench:e2e's Ruby runs, telemetry off and on " \
        "(to a local OTLP receiver), alternated ROUNDS=2 times. ITERATIONS=200 TASKS=2000"
   task :otel do

@@ -13,7 +13,8 @@
 # shared_buffers=128MB; fsync and synchronous_commit keep their defaults (printed at start).
 #
 # Environment: PG_BIN (server binaries; default: the newest /usr/lib/postgresql/*/bin, 15 when
-# present), PG_CLUSTER_TIMEOUT (seconds to wait for readiness, default 30).
+# present), PG_CLUSTER_TIMEOUT (seconds to wait for readiness, default 30), PG_CLUSTER_OPTIONS
+# (more server settings, e.g. "-c shared_preload_libraries=pg_stat_statements").
 
 PG_CLUSTER_DIR=""
 PG_CLUSTER_PORT=""
@@ -101,7 +102,7 @@ pg_cluster_start() {
 		PG_CLUSTER_PORT=$(_pgc_free_port) || { _pgc_say "could not find a free port (is ruby installed?)"; return 1; }
 		if _pgc_run "$PG_BIN/pg_ctl" -D "$PG_CLUSTER_DIR/data" -l "$PG_CLUSTER_DIR/log" -w -t "$timeout" \
 			-o "-c listen_addresses=127.0.0.1 -p $PG_CLUSTER_PORT -k $PG_CLUSTER_DIR" \
-			-o "-c max_connections=300 -c shared_buffers=128MB" start >/dev/null 2>&1; then
+			-o "-c max_connections=300 -c shared_buffers=128MB ${PG_CLUSTER_OPTIONS:-}" start >/dev/null 2>&1; then
 			break
 		fi
 		# Another process may take the port between the probe and the server's bind: try again.

@@ -136,6 +136,15 @@ pub async fn overview(pool: &PgPool) -> Result<Overview> {
     })
 }
 
+/// Every registered namespace, by name.
+pub async fn namespaces(pool: &PgPool) -> Result<Vec<String>> {
+    Ok(
+        sqlx::query_scalar("SELECT name FROM tasker.task_namespaces ORDER BY name")
+            .fetch_all(pool)
+            .await?,
+    )
+}
+
 /// Rows of `tasker.<table>` per value of `column`: exact while the table is small, else
 /// estimated from the planner's statistics. `table` and `column` are this module's constants.
 async fn counts(pool: &PgPool, table: &'static str, column: &'static str) -> Result<Counts> {

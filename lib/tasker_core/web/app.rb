@@ -182,8 +182,7 @@ module TaskerCore
       end
 
       def queues
-        overview = engine.dashboard_overview
-        respond("queues", { "queues" => overview["queues"] }, title: "Queues", refresh: true)
+        respond("queues", { "queues" => engine.dashboard_queues["queues"] }, title: "Queues", refresh: true)
       end
 
       def breakers
@@ -201,7 +200,7 @@ module TaskerCore
       end
 
       def dead
-        names = engine.dashboard_overview["namespaces"]
+        names = engine.dashboard_queues["namespaces"]
         chosen = presence(request.query["namespace"]) || names.first || REQUESTS_QUEUE_PARAM
         namespace = chosen == REQUESTS_QUEUE_PARAM ? nil : chosen
         page = engine.dead_letters(namespace, message_id(request.query["before"]), PAGE_SIZE)

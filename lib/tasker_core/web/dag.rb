@@ -17,6 +17,9 @@ module TaskerCore
       ROW_GAP = 18
       # Space around the drawing.
       MARGIN = 10
+      # The arrowhead at the child's end of every edge.
+      ARROW = '<defs><marker id="dag-arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" ' \
+              'markerHeight="7" orient="auto"><path class="arrowhead" d="M0,0 L10,5 L0,10 z"/></marker></defs>'
 
       module_function
 
@@ -27,7 +30,7 @@ module TaskerCore
         edges = steps.flat_map { |s| s["dependencies"].to_a.map { |p| edge(place[p], place[s["name"]]) } }
         nodes = steps.map { |s| node(s, place.fetch(s["name"])) }
         %(<svg class="dag" role="img" aria-label="workflow graph" xmlns="http://www.w3.org/2000/svg" \
-width="#{width}" height="#{height}" viewBox="0 0 #{width} #{height}">#{edges.compact.join}#{nodes.join}</svg>)
+width="#{width}" height="#{height}" viewBox="0 0 #{width} #{height}">#{ARROW}#{edges.compact.join}#{nodes.join}</svg>)
       end
 
       # Where each step's node goes (its top-left corner), and the drawing's size.
@@ -87,7 +90,7 @@ width="#{width}" height="#{height}" viewBox="0 0 #{width} #{height}">#{edges.com
         x2 = to[0]
         y2 = to[1] + (NODE_H / 2)
         mid = (x1 + x2) / 2
-        %(<path class="edge" d="M#{x1},#{y1} C#{mid},#{y1} #{mid},#{y2} #{x2},#{y2}"/>)
+        %(<path class="edge" marker-end="url(#dag-arrow)" d="M#{x1},#{y1} C#{mid},#{y1} #{mid},#{y2} #{x2},#{y2}"/>)
       end
 
       # The HTML id of a step's section.

@@ -48,6 +48,7 @@ pub fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     class.define_method("configure_breaker", method!(configure_breaker, 3))?;
     class.define_method("dashboard_overview", method!(dashboard_overview, 0))?;
     class.define_method("list_tasks", method!(list_tasks, 3))?;
+    class.define_method("dashboard_queues", method!(dashboard_queues, 0))?;
     class.define_method("processes", method!(processes, 0))?;
     class.define_method("dead_letters", method!(dead_letters, 3))?;
     class.define_method("breaker_metrics", method!(breaker_metrics, 1))?;
@@ -553,6 +554,19 @@ guarded! {
     }
 }
 
+/// Queue figures as JSON.
+fn queues_json(queues: &[tasker_core::engine::QueueHealth]) -> serde_json::Value {
+    queues
+        .iter()
+        .map(|q| {
+            serde_json::json!({
+                "namespace": q.namespace, "depth": q.depth,
+                "oldest_message_age_seconds": q.oldest_message_age_seconds,
+            })
+        })
+        .collect()
+}
+
 /// A dashboard task filter from its Hash (every key optional).
 fn task_filter(
     ruby: &Ruby,
@@ -599,16 +613,16 @@ guarded! {
         let (overview, queues) = call(ruby, engine, async move { h.dashboard_overview().await })?;
         let mut json = serde_json::to_value(&overview)
             .map_err(|e| error(ruby, "InternalError", format!("cannot encode the overview: {e}")))?;
-        json["queues"] = queues
-            .iter()
-            .map(|q| {
-                serde_json::json!({
-                    "namespace": q.namespace, "depth": q.depth,
-                    "oldest_message_age_seconds": q.oldest_message_age_seconds,
-                })
-            })
-            .collect();
+        json["queues"] = queues_json(&queues);
         convert::to_ruby(ruby, &json)
+    }
+
+    /// `{"namespaces" => [...], "queues" => [{namespace, depth, oldest_message_age_seconds}]}`.
+    fn dashboard_queues(ruby: &Ruby, rb_self: &RbEngine) -> Result<Value, Error> {
+        let engine = rb_self.engine(ruby)?;
+        let h = engine.handle();
+        let (namespaces, queues) = call(ruby, engine, async move { h.dashboard_queues().await })?;
+        convert::to_ruby(ruby, &serde_json::json!({ "namespaces": namespaces, "queues": queues_json(&queues) }))
     }
 
     /// One page of tasks, newest first: `{"tasks" => [...], "next" => cursor or nil}`.
