@@ -89,11 +89,16 @@ fn migrations_go_up_down_and_up_again() {
         .await
         .unwrap();
 
-        // Only the newest: the functions go, the tables and the requests queue stay.
+        // Only the newest (the dashboard's): its heartbeat table goes, the rest stays.
         rollback(&pool, versions[known as usize - 2]).await.expect("down one");
         assert_eq!(applied(&pool).await, known - 1);
+        assert_eq!(tasker_tables(&pool).await, tables - 1);
+        assert_eq!(tasker_functions(&pool).await, functions);
+        // Then the step cycle's: the functions go, the tables and the requests queue stay.
+        rollback(&pool, versions[known as usize - 3]).await.expect("down two");
+        assert_eq!(applied(&pool).await, known - 2);
         assert_eq!(tasker_functions(&pool).await, 0);
-        assert_eq!(tasker_tables(&pool).await, tables);
+        assert_eq!(tasker_tables(&pool).await, tables - 1);
         assert_eq!(requests_queue(&pool).await, 1);
 
         // All of them: nothing of tasker is left; pgmq and its other queues stay.

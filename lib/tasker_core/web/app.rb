@@ -173,11 +173,12 @@ module TaskerCore
 
       def overview
         data = engine.dashboard_overview
-        data["breakers"] = open_breakers
+        health = TaskerCore.health
+        data["breakers"] = open_breakers(health)
         data["live_processes"] = engine.processes.count do |p|
           p["silent_seconds"] < PROCESS_SILENT_AFTER && !p["namespaces"].empty?
         end
-        data["this_process"] = { "pid" => Process.pid, "handler_threads" => TaskerCore.health["handler_threads"] }
+        data["this_process"] = { "pid" => Process.pid, "handler_threads" => health["handler_threads"] }
         respond("overview", data, title: "Overview", refresh: true)
       end
 
@@ -408,8 +409,7 @@ module TaskerCore
 
       def presence(text) = text.nil? || text.strip.empty? ? nil : text.strip
 
-      def open_breakers
-        health = TaskerCore.health
+      def open_breakers(health)
         { "circuit breaker" => health["circuit_breakers"], "queue breaker" => health["queue_breakers"],
           "handler breaker" => health["handler_breakers"] }.flat_map do |kind, group|
           (group || {}).reject { |_, b| b["state"] == "closed" }.map { |name, b| b.merge("kind" => kind, "name" => name) }
