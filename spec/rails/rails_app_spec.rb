@@ -77,6 +77,30 @@ RSpec.describe "Rails integration" do
     RUBY
   end
 
+  it "serves the dashboard mounted in the routes, under its prefix, with its CSRF token in the Rails session" do
+    out = in_app(app_dir, <<~'RUBY')
+      require "./config/environment"
+      require "rack/mock"
+      mock = Rack::MockRequest.new(Rails.application)
+      get = ->(path, env = {}) { mock.get(path, { "HTTP_HOST" => "localhost" }.merge(env)) } # a host Rails allows
+      puts "closed #{get.call('/tasker/').status}"
+      TaskerCore::Web.authorize { |request| { role: :admin, actor: request.env["HTTP_X_USER"] } }
+      page = get.call("/tasker/tasks")
+      puts "tasks #{page.status} #{page.body.include?('href="/tasker/tasks"')} #{page.body.include?('href="/tasker/processes"')}"
+      overview = get.call("/tasker/", "HTTP_ACCEPT" => "application/json")
+      cookies = Array(overview.headers["Set-Cookie"]).join("\n") # JSON pages carry the CSRF token
+      puts "json #{overview.status} #{JSON.parse(overview.body)['namespaces'].include?('dummy')} " \
+           "session #{cookies.include?('_dummy_app_session')} own-cookie #{cookies.include?('tasker_core_csrf')}"
+      task = TaskerCore::Client.create_task(namespace: "dummy", name: "report", version: "1.0.0", context: { "title" => "web" })
+      TaskerCore::Client.wait_for(task.uuid, timeout: 20)
+      shown = get.call("/tasker/tasks/#{task.uuid}")
+      puts "task #{shown.status} #{shown.body.include?('svg class="dag"')}"
+      TaskerCore.stop
+    RUBY
+    expect(out.lines.map(&:strip)).to eq(["closed 403", "tasks 200 true true",
+                                          "json 200 true session true own-cookie false", "task 200 true"])
+  end
+
   it "reloads handler code between steps in development (each call inside the Rails reloader)" do
     dir = copy_app
     out = in_app(dir, <<~'RUBY')

@@ -2,6 +2,7 @@
 
 # A minimal Rails 6.1 application for the Rails integration specs (spec/rails/).
 require "rails"
+require "action_controller/railtie" # routes and the session, as in any Rails app that mounts the dashboard
 require "tasker_core"
 
 module DummyApp

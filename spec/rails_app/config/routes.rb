@@ -1,0 +1,5 @@
+# frozen_string_literal: true
+
+Rails.application.routes.draw do
+  mount TaskerCore::Web => "/tasker"
+end
