@@ -141,7 +141,8 @@ module TaskerCore
     # `concurrency`; "down" when the database is unreachable; "stopped"), "reasons" (why it is
     # not "ok", e.g. "handler threads 1 of 2 alive"; empty when ok or stopped), the database
     # (reachable, latency), each served queue's depth and oldest message age, every circuit
-    # breaker's state and counters, and the handler threads (total, busy, idle).
+    # breaker's state and counters, the handler threads (total, busy, idle) and the paused
+    # namespaces ("paused", see {pause}).
     # {Web::Health} serves it over Rack.
     # @return [Hash]
     def health
@@ -161,6 +162,7 @@ module TaskerCore
         "database" => native&.fetch("database"), "queues" => native ? native["queues"] : {},
         "circuit_breakers" => breakers, "queue_breakers" => native ? native["queue_breakers"] : {},
         "handler_breakers" => native ? native["handler_breakers"] : {},
+        "paused" => native&.dig("database", "reachable") ? paused_namespaces : [],
         "handler_threads" => { "total" => total, "busy" => busy, "idle" => [total - busy, 0].max }
       }
     end
@@ -173,6 +175,26 @@ module TaskerCore
     # Wraps every handler call (the Railtie sets the Rails reloader); nil: called directly.
     # @return [#call, nil] a callable taking the call as a block
     attr_accessor :handler_wrapper
+
+    # Pause a namespace for every process sharing the database: none claims its steps from
+    # within one poll interval (this process at once); its work stays queued, retries and new
+    # tasks included, until {resume}. Persisted: a process that starts meanwhile obeys it.
+    # @param namespace [String, Symbol] a registered namespace
+    # @raise [Errors::NotFoundError] when no template of the namespace was ever registered
+    # @return [true]
+    def pause(namespace:, reason: nil, actor: nil)
+      engine.pause(namespace.to_s, Client.intervention(actor, reason))
+      true
+    end
+
+    # Let every process claim a paused namespace's steps again.
+    # @return [Boolean] false when it was not paused
+    def resume(namespace:)
+      engine.resume(namespace.to_s)
+    end
+
+    # @return [Array<Hash>] the paused namespaces: "namespace", "paused_at", "actor", "reason"
+    def paused = engine.paused
 
     # Stop, then start again with the current configuration.
     # @return [self]
@@ -235,6 +257,13 @@ module TaskerCore
           end
         end
       end
+    end
+
+    # The paused namespaces' names for {health} (none when they cannot be read).
+    def paused_namespaces
+      @engine.paused.map { |p| p["namespace"] }
+    rescue Errors::Error
+      []
     end
 
     # Why a running engine is not "ok".

@@ -22,6 +22,9 @@ module TaskerCore
         task resolve-step UUID STEP --result JSON [--reason TEXT]
         worker --namespaces a,b [--concurrency N] [--templates PATH] [-r FILE | --rails]
                                    run handlers until SIGTERM/SIGINT (drains, then exits 0)
+        pause NAMESPACE [--reason TEXT]
+                                   stop every process claiming the namespace's steps (work stays queued)
+        resume NAMESPACE           let them claim again
         health                     print TaskerCore.health as JSON (exit 1 unless ok/degraded)
         web [--port N] [--bind ADDR] [-r FILE]
                                    serve the dashboard (TaskerCore::Web) until SIGTERM/SIGINT
@@ -52,6 +55,7 @@ module TaskerCore
       when "task" then task(argv)
       when "worker" then worker(argv)
       when "health" then health(argv)
+      when "pause", "resume" then pause_or_resume(command, argv)
       when "web" then web(argv)
       when "version", "--version", "-v" then @out.puts(VERSION) || 0
       when nil, "help", "--help", "-h" then @out.puts(USAGE) || 0
@@ -295,6 +299,25 @@ module TaskerCore
       %w[ok degraded].include?(report["status"]) ? 0 : 1
     end
 
+    def pause_or_resume(command, argv)
+      usage = "Usage: tasker_core #{command} NAMESPACE#{' [--reason TEXT]' if command == 'pause'}"
+      options = database_options(argv, usage) do |o, opts|
+        o.on("--reason TEXT", "why (recorded)") { |v| opts[:reason] = v } if command == "pause"
+      end
+      namespace = argv.shift
+      return fail_with("usage: tasker_core #{command} NAMESPACE") if namespace.nil? || argv.any?
+
+      with_client(options[:database_url]) do
+        if command == "pause"
+          TaskerCore.pause(namespace: namespace, reason: options[:reason])
+          @out.puts("paused #{namespace}: no process claims its steps from within one poll interval")
+        else
+          @out.puts(TaskerCore.resume(namespace: namespace) ? "resumed #{namespace}" : "#{namespace} was not paused")
+        end
+      end
+      0
+    end
+
     def web(argv)
       options = database_options(argv, "Usage: tasker_core web [--port N] [--bind ADDR] [-r FILE] [--database-url URL]\n\n" \
                                        "Access: TASKER_WEB_USER and TASKER_WEB_PASSWORD (basic authentication), or a " \
@@ -311,34 +334,14 @@ module TaskerCore
       0
     end
 
-    # Serve TaskerCore::Web with Puma when it is installed, else WEBrick, until SIGTERM/SIGINT.
+    # Serve TaskerCore::Web until SIGTERM/SIGINT.
     def serve_web(bind, port)
       stop = Queue.new
       %w[TERM INT].each { |sig| trap(sig) { stop << sig } }
-      server = web_server(bind, port)
-      @err.puts("tasker_core web: the dashboard is at http://#{bind}:#{port}/ (#{server[:name]}); " \
-                "#{web_access_note}")
+      server = Web::Server.start(bind: bind, port: port, log: @err)
+      @err.puts("tasker_core web: the dashboard is at http://#{bind}:#{port}/ (#{server.name}); #{web_access_note}")
       stop.pop
-      server[:stop].call
-    end
-
-    def web_server(bind, port)
-      require "puma"
-      require "puma/server"
-      require "puma/events"
-      puma = Puma::Server.new(Web, Puma::Events.strings, { min_threads: 0, max_threads: 8 })
-      puma.add_tcp_listener(bind, port)
-      puma.run
-      { name: "puma #{Puma::Const::PUMA_VERSION}", stop: -> { puma.stop(true) } }
-    rescue LoadError
-      require "webrick"
-      require "rack"
-      require "rack/handler/webrick"
-      webrick = WEBrick::HTTPServer.new(BindAddress: bind, Port: port, AccessLog: [],
-                                        Logger: WEBrick::Log.new(@err, WEBrick::BasicLog::WARN))
-      webrick.mount("/", Rack::Handler::WEBrick, Web)
-      thread = Thread.new { webrick.start }
-      { name: "WEBrick #{WEBrick::VERSION}", stop: -> { webrick.shutdown && thread.join(5) } }
+      server.stop
     end
 
     def web_access_note

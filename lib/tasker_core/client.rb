@@ -154,6 +154,8 @@ module TaskerCore
       record
     end
 
+    # Who acts and why, as the engine records it (the actor defaults to $USER).
+    # @api private
     def intervention(actor, reason)
       { "actor" => (actor || ENV["USER"] || "unknown").to_s, "reason" => reason&.to_s }
     end
@@ -172,6 +174,6 @@ module TaskerCore
         raise Errors::ValidationError, "priority must be a Symbol or an Integer"
       end
     end
-    private_class_method :priority_value, :intervention, :native, :native_args, :created
+    private_class_method :priority_value, :native, :native_args, :created
   end
 end

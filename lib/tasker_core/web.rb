@@ -10,6 +10,7 @@ require_relative "web/health"
 require_relative "web/dag"
 require_relative "web/request"
 require_relative "web/app"
+require_relative "web/server"
 
 module TaskerCore
   # The operator dashboard: a Rack application (it needs no gem beyond Rack's calling

@@ -45,19 +45,23 @@ pub(crate) struct Claimer {
     /// Where fused claims go (None until [`Claimer::open`], in a process that serves no
     /// namespace, and once the engine is stopping).
     pub dispatch: Mutex<Option<crossbeam_channel::Sender<Dispatch>>>,
+    /// Paused namespaces: nothing of theirs is claimed.
+    pub pauses: Arc<super::pauses::Pauses>,
 }
 
 /// The slots taken for a fused claim and what the transaction needs to know about them.
 pub(crate) struct ClaimBudget {
     pub slots: Vec<OwnedSemaphorePermit>,
     blocked: Vec<String>,
+    /// The served queues minus the paused namespaces' (None: all of them).
+    queues: Option<Vec<String>>,
 }
 
 impl ClaimBudget {
     /// The claim settings for the SQL functions.
     pub fn settings<'a>(&'a self, claimer: &'a Claimer) -> ClaimSettings<'a> {
         ClaimSettings {
-            queues: &claimer.served_queues,
+            queues: self.queues.as_deref().unwrap_or(&claimer.served_queues),
             capacity: self.slots.len(),
             blocked_handlers: &self.blocked,
             worker_id: &claimer.worker_id,
@@ -111,7 +115,21 @@ impl Claimer {
                 .map(|b| b.name().to_owned())
                 .collect()
         };
-        ClaimBudget { slots, blocked }
+        let queues = (!slots.is_empty() && self.pauses.any()).then(|| {
+            self.served_queues
+                .iter()
+                .filter(|q| {
+                    crate::messaging::queue::QueueName::namespace_of(q)
+                        .is_none_or(|ns| !self.pauses.contains(ns))
+                })
+                .cloned()
+                .collect()
+        });
+        ClaimBudget {
+            slots,
+            blocked,
+            queues,
+        }
     }
 
     /// The event a handler receives for a claimed step.

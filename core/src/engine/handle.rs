@@ -34,6 +34,8 @@ pub(super) struct HandleParts {
     pub registry: Arc<Registry>,
     /// How long an operator's queue write waits for a lock on the queue table.
     pub lock_timeout: Duration,
+    /// This process's view of the paused namespaces (updated at once by its own pause/resume).
+    pub pauses: Arc<super::pauses::Pauses>,
 }
 
 /// A cheap, cloneable handle for async calls (task creation, reads) on the engine.
@@ -221,6 +223,38 @@ impl EngineHandle {
             None => orchestration::requests::queue(),
         };
         store::dashboard::dead_letters(&self.0.db.pool, &queue, before, limit).await
+    }
+
+    /// Pause a namespace for every process (each stops claiming its steps within one poll
+    /// interval; this one at once). Its messages stay queued.
+    pub async fn pause(&self, namespace: &str, who: Intervention) -> Result<()> {
+        store::pauses::pause(
+            &self.0.db.pool,
+            namespace,
+            who.actor.as_deref(),
+            who.reason.as_deref(),
+        )
+        .await?;
+        self.0.pauses.insert(namespace);
+        tracing::warn!(namespace, actor = ?who.actor, reason = ?who.reason, "namespace paused");
+        Ok(())
+    }
+
+    /// Resume a paused namespace; false when it was not paused.
+    pub async fn resume(&self, namespace: &str) -> Result<bool> {
+        let was = store::pauses::resume(&self.0.db.pool, namespace).await?;
+        self.0.pauses.remove(namespace);
+        if was {
+            tracing::warn!(namespace, "namespace resumed");
+            // Its pollers may be asleep for a poll interval: wake them.
+            self.0.signals.wake_namespace(namespace);
+        }
+        Ok(was)
+    }
+
+    /// Every paused namespace, with who paused it and why.
+    pub async fn paused(&self) -> Result<Vec<store::pauses::Paused>> {
+        store::pauses::list(&self.0.db.pool).await
     }
 
     /// A task's current status.

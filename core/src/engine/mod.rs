@@ -35,6 +35,7 @@ mod dispatch;
 mod handle;
 mod health;
 mod listener;
+mod pauses;
 mod poller;
 mod services;
 mod signals;
@@ -209,6 +210,15 @@ impl Engine {
             breakers: BreakerRegistry::with_defaults(config.queue_breaker),
             lock_timeout: config.queue_lock_timeout,
         });
+        // Paused namespaces are known before anything is claimed.
+        let pauses = Arc::new(pauses::Pauses::default());
+        pauses.replace(
+            store::pauses::list(&pool)
+                .await?
+                .into_iter()
+                .map(|p| p.namespace)
+                .collect(),
+        );
         let claimer = Arc::new(Claimer {
             pool: pool.clone(),
             registry: registry.clone(),
@@ -226,6 +236,7 @@ impl Engine {
             handler_classes: templates.iter().flat_map(|t| t.handler_classes()).collect(),
             telemetry: telemetry.clone(),
             dispatch: Mutex::new(None),
+            pauses: pauses.clone(),
         });
         let signals = Arc::new(Signals::new(&config.namespaces));
         let instance_id: Arc<str> = Uuid::new_v4().simple().to_string().into();
@@ -330,6 +341,12 @@ impl Engine {
                 config.poll_interval,
                 stop_rx.clone(),
             )));
+            services.push(tokio::spawn(services::refresh_pauses(
+                db.clone(),
+                claimer.pauses.clone(),
+                config.poll_interval,
+                stop_rx.clone(),
+            )));
             services.push(tokio::spawn(services::requeue_lost_messages(
                 db.clone(),
                 writer.clone(),
@@ -378,6 +395,7 @@ impl Engine {
             signals,
             registry,
             lock_timeout: writer.lock_timeout,
+            pauses: claimer.pauses.clone(),
         }));
         Engine {
             rt: runtime.handle().clone(),

@@ -67,6 +67,15 @@ impl Poller {
         let mut backlog = false;
         let mut last_read = Duration::ZERO;
         loop {
+            // A paused namespace is not read at all; its messages wait in the queue.
+            if self.claimer.pauses.contains(&self.namespace) {
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(self.poll_interval) => {}
+                    _ = self.stop.changed() => break,
+                }
+                continue;
+            }
             // One free handler slot at least, and as many more as are free right now: each
             // step claimed runs in one of them at once.
             let first = tokio::select! {

@@ -175,6 +175,30 @@ pub(super) async fn refresh_queue_depths(
     }
 }
 
+/// Keep this process's view of the paused namespaces current: once per poll interval (a read
+/// that fails keeps the last view).
+pub(super) async fn refresh_pauses(
+    db: Arc<Db>,
+    pauses: Arc<super::pauses::Pauses>,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => break,
+        }
+        match crate::store::pauses::list(&db.pool).await {
+            Ok(rows) => pauses.replace(rows.into_iter().map(|p| p.namespace).collect()),
+            Err(e) => {
+                if !db.trouble.note("reading paused namespaces", &e) {
+                    tracing::warn!(error = %e, "reading paused namespaces failed; retrying");
+                }
+            }
+        }
+    }
+}
+
 /// How often an engine writes its heartbeat row.
 pub(super) const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 

@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 
 pub mod dashboard;
 pub mod migrate;
+pub mod pauses;
 pub mod processes;
 pub mod queues;
 pub mod snapshot;

@@ -183,7 +183,8 @@ module TaskerCore
       end
 
       def queues
-        respond("queues", { "queues" => engine.dashboard_queues["queues"] }, title: "Queues", refresh: true)
+        paused = engine.paused.to_h { |p| [p["namespace"], p] }
+        respond("queues", { "queues" => engine.dashboard_queues["queues"], "paused" => paused }, title: "Queues", refresh: true)
       end
 
       def breakers

@@ -50,6 +50,9 @@ pub fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     class.define_method("list_tasks", method!(list_tasks, 3))?;
     class.define_method("dashboard_queues", method!(dashboard_queues, 0))?;
     class.define_method("processes", method!(processes, 0))?;
+    class.define_method("pause", method!(pause, 2))?;
+    class.define_method("resume", method!(resume, 1))?;
+    class.define_method("paused", method!(paused, 0))?;
     class.define_method("dead_letters", method!(dead_letters, 3))?;
     class.define_method("breaker_metrics", method!(breaker_metrics, 1))?;
     Ok(())
@@ -666,6 +669,41 @@ guarded! {
         let page = call(ruby, engine, async move { h.dead_letters(namespace, before, limit).await })?;
         let json = serde_json::to_value(&page)
             .map_err(|e| error(ruby, "InternalError", format!("cannot encode dead letters: {e}")))?;
+        convert::to_ruby(ruby, &json)
+    }
+}
+
+fn namespace_arg(ruby: &Ruby, namespace: Value) -> Result<String, Error> {
+    let namespace = args::text(ruby, "ValidationError", "namespace", namespace)?;
+    tasker_core::messaging::queue::validate_namespace(&namespace).map_err(|e| to_ruby(ruby, e))?;
+    Ok(namespace)
+}
+
+guarded! {
+    /// Pause `namespace` for every process; `who` carries actor and reason.
+    fn pause(ruby: &Ruby, rb_self: &RbEngine, namespace: Value, who: RHash) -> Result<(), Error> {
+        let engine = rb_self.engine(ruby)?;
+        let namespace = namespace_arg(ruby, namespace)?;
+        let who = intervention(ruby, who)?;
+        let h = engine.handle();
+        call(ruby, engine, async move { h.pause(&namespace, who).await })
+    }
+
+    /// Resume `namespace`; false when it was not paused.
+    fn resume(ruby: &Ruby, rb_self: &RbEngine, namespace: Value) -> Result<bool, Error> {
+        let engine = rb_self.engine(ruby)?;
+        let namespace = namespace_arg(ruby, namespace)?;
+        let h = engine.handle();
+        call(ruby, engine, async move { h.resume(&namespace).await })
+    }
+
+    /// `[{namespace, paused_at, actor, reason}]`.
+    fn paused(ruby: &Ruby, rb_self: &RbEngine) -> Result<Value, Error> {
+        let engine = rb_self.engine(ruby)?;
+        let h = engine.handle();
+        let rows = call(ruby, engine, async move { h.paused().await })?;
+        let json = serde_json::to_value(&rows)
+            .map_err(|e| error(ruby, "InternalError", format!("cannot encode paused namespaces: {e}")))?;
         convert::to_ruby(ruby, &json)
     }
 }
