@@ -8,32 +8,6 @@ require "capybara/rspec"
 require "selenium-webdriver"
 require "fileutils"
 
-module BrowserSpec
-  class << self
-    attr_accessor :fixed
-  end
-
-  # Reads the order.
-  class Load < TaskerCore::StepHandler::Base
-    def call(task, _sequence, _step) = { "order_id" => task.context["order_id"], "lines" => 3 }
-  end
-
-  # Declines every card until fixed; then charges, slowly enough for a page to show it running.
-  class Charge < TaskerCore::StepHandler::Base
-    def call(_task, sequence, _step)
-      raise TaskerCore::PermanentError.new("card declined by the gateway", error_code: "declined") unless BrowserSpec.fixed
-
-      sleep 3
-      { "charged" => sequence.get_results("load")["order_id"] }
-    end
-  end
-
-  # Runs after the charge.
-  class Ship < TaskerCore::StepHandler::Base
-    def call(*) = { "shipped" => true }
-  end
-end
-
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 
@@ -49,23 +23,6 @@ end
 
 RSpec.describe "the dashboard in a browser", type: :feature do
   let(:screenshots) { File.expand_path("../../tmp/screenshots", __dir__) }
-  let(:template) do
-    <<~YAML
-      name: checkout
-      namespace: spec_browser
-      version: "1.0.0"
-      steps:
-        - name: load
-          handler: { callable: BrowserSpec::Load }
-        - name: charge
-          handler: { callable: BrowserSpec::Charge }
-          dependencies: [load]
-          retry: { max_attempts: 1 }
-        - name: ship
-          handler: { callable: BrowserSpec::Ship }
-          dependencies: [charge]
-    YAML
-  end
 
   around do |example|
     unless File.executable?(CHROMIUM) && File.executable?(CHROMEDRIVER)
@@ -77,9 +34,9 @@ RSpec.describe "the dashboard in a browser", type: :feature do
     Capybara.server_host = "127.0.0.1"
     Capybara.default_driver = :tasker_chromium
     Capybara.default_max_wait_time = 10
-    BrowserSpec.fixed = false
+    CheckoutWorkflow.reset!
     FileUtils.mkdir_p(screenshots)
-    with_template_dir("checkout.yaml" => template) do |dir|
+    with_template_dir("checkout.yaml" => CheckoutWorkflow.template("spec_browser")) do |dir|
       with_engine(namespaces: ["spec_browser"], template_paths: [dir]) { example.run }
     end
   ensure
@@ -119,11 +76,12 @@ RSpec.describe "the dashboard in a browser", type: :feature do
     expect(page).to have_css("svg.dag g.node.state-error", count: 1)
     expect(page).to have_css("svg.dag g.node.state-error title", text: "charge: error", visible: :all)
     expect(page).to have_css("svg.dag path.edge", count: 2)
-    expect(page).to have_content("card declined by the gateway")
+    expect(page).to have_content("card <b>declined</b> by the gateway") # as text
     shot("task")
     shot("failed_step", page.find("#step-charge"))
 
-    BrowserSpec.fixed = true
+    CheckoutWorkflow.fixed = true
+    CheckoutWorkflow.charge_seconds = 3 # long enough to see the task running after the retry
     check "live" # live refresh on, before the retry (remembered by the browser)
     within("#step-charge") do
       fill_in "reason", with: "gateway fixed", match: :first

@@ -2,57 +2,14 @@
 
 require "rack/test"
 
-module WebSpec
-  class << self
-    attr_accessor :fixed
-  end
-
-  # Loads the order; its result carries markup that must render as text.
-  class Load < TaskerCore::StepHandler::Base
-    def call(task, _sequence, _step) = { "order" => task.context["order_id"], "note" => "<script>alert('r')</script>" }
-  end
-
-  # Fails for good until the spec "fixes" it.
-  class Charge < TaskerCore::StepHandler::Base
-    def call(_task, sequence, _step)
-      raise TaskerCore::PermanentError.new("card <b>declined</b>", error_code: "declined") unless WebSpec.fixed
-
-      { "charged" => sequence.get_results("load")["order"] }
-    end
-  end
-
-  # Runs after the charge.
-  class Ship < TaskerCore::StepHandler::Base
-    def call(*) = { "shipped" => true }
-  end
-end
-
 RSpec.describe TaskerCore::Web do
   include Rack::Test::Methods
-
-  let(:template) do
-    <<~YAML
-      name: checkout
-      namespace: spec_web
-      version: "1.0.0"
-      steps:
-        - name: load
-          handler: { callable: WebSpec::Load }
-        - name: charge
-          handler: { callable: WebSpec::Charge }
-          dependencies: [load]
-          retry: { max_attempts: 1 }
-        - name: ship
-          handler: { callable: WebSpec::Ship }
-          dependencies: [charge]
-    YAML
-  end
 
   def app = described_class
 
   around do |example|
-    WebSpec.fixed = false
-    with_template_dir("checkout.yaml" => template) do |dir|
+    CheckoutWorkflow.reset!
+    with_template_dir("checkout.yaml" => CheckoutWorkflow.template("spec_web")) do |dir|
       with_engine(namespaces: ["spec_web"], template_paths: [dir]) { example.run }
     end
   ensure
@@ -127,7 +84,7 @@ RSpec.describe TaskerCore::Web do
       expect(page).to match(%r{<g class="node state-error"><title>charge: error</title>})
       expect(page).to match(%r{<g class="node state-pending"><title>ship: pending</title>})
       expect(page.scan('<path class="edge"').size).to eq(2)
-      expect(page).to include("card &lt;b&gt;declined&lt;/b&gt;", "TaskerCore::Errors::PermanentError", "declined")
+      expect(page).to include("card &lt;b&gt;declined&lt;/b&gt; by the gateway", "TaskerCore::Errors::PermanentError", "declined")
 
       # No token: refused, nothing changed.
       post "/tasks/#{task.uuid}/steps/charge/retry", reason: "fixed the gateway"
@@ -146,7 +103,7 @@ RSpec.describe TaskerCore::Web do
       expect(last_response.status).to eq(422)
       expect(TaskerCore::Client.find_task(task.uuid).step("charge").state).to eq("error")
 
-      WebSpec.fixed = true
+      CheckoutWorkflow.fixed = true
       post "/tasks/#{task.uuid}/steps/charge/retry", { reason: "fixed the gateway", authenticity_token: token },
            "HTTP_SEC_FETCH_SITE" => "same-origin", "HTTP_ORIGIN" => "http://example.org"
       expect(last_response.status).to eq(303)
@@ -252,7 +209,7 @@ RSpec.describe TaskerCore::Web do
       get "/tasks", status: "error", "context.batch" => batch
       page = last_response.body
       expect(page).to include("Retry every failed task matching this filter")
-      WebSpec.fixed = true
+      CheckoutWorkflow.fixed = true
       post "/tasks/retry", { "status" => "error", "context.batch" => batch, "reason" => "gateway back",
                              "authenticity_token" => token_from(page) }
       expect(last_response.status).to eq(303)

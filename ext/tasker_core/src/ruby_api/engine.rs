@@ -22,6 +22,21 @@ use crate::errors::{error, guarded, internal, to_ruby};
 use crate::nogvl::{self, Waited};
 use crate::step_event::RbStepEvent;
 
+/// A core read model as a Ruby value (through its JSON form), or InternalError naming `what`.
+macro_rules! ruby_json {
+    ($ruby:expr, $what:expr, $value:expr) => {
+        serde_json::to_value($value)
+            .map_err(|e| {
+                error(
+                    $ruby,
+                    "InternalError",
+                    format!("cannot encode {}: {e}", $what),
+                )
+            })
+            .and_then(|json| convert::to_ruby($ruby, &json))
+    };
+}
+
 #[magnus::wrap(class = "TaskerCore::Native::Engine", free_immediately, size)]
 pub struct RbEngine(Arc<Engine>);
 
@@ -432,9 +447,7 @@ guarded! {
         let view = call(ruby, engine, async move { h.find_task(task_uuid).await })?;
         match view {
             Some(v) => {
-                let json = serde_json::to_value(&v)
-                    .map_err(|e| error(ruby, "InternalError", format!("cannot encode task: {e}")))?;
-                convert::to_ruby(ruby, &json)
+                ruby_json!(ruby, "task", &v)
             }
             None => Ok(ruby.qnil().as_value()),
         }
@@ -467,9 +480,7 @@ guarded! {
             h.find_tasks(correlation_id, parent_correlation_id, limit)
                 .await
         })?;
-        let json = serde_json::to_value(&tasks)
-            .map_err(|e| error(ruby, "InternalError", format!("cannot encode tasks: {e}")))?;
-        convert::to_ruby(ruby, &json)
+        ruby_json!(ruby, "tasks", &tasks)
     }
 
     /// Block until the task is terminal and return its status; raise TimeoutError after
@@ -636,9 +647,7 @@ guarded! {
         let limit = args::integer(ruby, "ValidationError", "limit", limit, 1, tasker_core::store::dashboard::MAX_PAGE)?;
         let h = engine.handle();
         let page = call(ruby, engine, async move { h.list_tasks(filter, cursor, limit).await })?;
-        let json = serde_json::to_value(&page)
-            .map_err(|e| error(ruby, "InternalError", format!("cannot encode tasks: {e}")))?;
-        convert::to_ruby(ruby, &json)
+        ruby_json!(ruby, "tasks", &page)
     }
 }
 
@@ -649,9 +658,7 @@ guarded! {
         let engine = rb_self.engine(ruby)?;
         let h = engine.handle();
         let rows = call(ruby, engine, async move { h.processes().await })?;
-        let json = serde_json::to_value(&rows)
-            .map_err(|e| error(ruby, "InternalError", format!("cannot encode processes: {e}")))?;
-        convert::to_ruby(ruby, &json)
+        ruby_json!(ruby, "processes", &rows)
     }
 
     /// Dead letters of `namespace`'s queue (nil: the task requests queue), newest first, before
@@ -667,9 +674,7 @@ guarded! {
         let limit = args::integer(ruby, "ValidationError", "limit", limit, 1, tasker_core::store::dashboard::MAX_PAGE)?;
         let h = engine.handle();
         let page = call(ruby, engine, async move { h.dead_letters(namespace, before, limit).await })?;
-        let json = serde_json::to_value(&page)
-            .map_err(|e| error(ruby, "InternalError", format!("cannot encode dead letters: {e}")))?;
-        convert::to_ruby(ruby, &json)
+        ruby_json!(ruby, "dead letters", &page)
     }
 }
 
@@ -702,8 +707,6 @@ guarded! {
         let engine = rb_self.engine(ruby)?;
         let h = engine.handle();
         let rows = call(ruby, engine, async move { h.paused().await })?;
-        let json = serde_json::to_value(&rows)
-            .map_err(|e| error(ruby, "InternalError", format!("cannot encode paused namespaces: {e}")))?;
-        convert::to_ruby(ruby, &json)
+        ruby_json!(ruby, "paused namespaces", &rows)
     }
 }
