@@ -700,7 +700,7 @@ END $$;
 CREATE FUNCTION tasker.create_tasks(
     p_named_task_ids bigint[], p_namespaces text[], p_queues text[], p_task_uuids uuid[],
     p_contexts jsonb[], p_correlations uuid[], p_parent_correlations uuid[], p_idempotency_keys text[],
-    p_priorities smallint[], p_traceparents text[],
+    p_priorities smallint[], p_traceparents text[], p_run_ats timestamptz[],
     p_step_tasks integer[], p_step_uuids uuid[], p_step_names text[], p_step_positions integer[],
     p_step_handlers text[], p_step_max_attempts integer[], p_step_retryable boolean[],
     p_step_backoff_base_ms integer[], p_step_max_backoff_ms integer[], p_step_timeouts integer[],
@@ -738,6 +738,10 @@ DECLARE
     sent_steps uuid[];
     m_ids bigint[] := '{}';
     m_steps uuid[] := '{}';
+    -- Roots of scheduled tasks (a run_at still ahead): they wait as waiting_for_retry with
+    -- next_retry_at = run_at, unsent, and the retry loop releases them when it comes.
+    s_steps uuid[];
+    s_tasks integer[];
 BEGIN
     WITH ins AS (
         INSERT INTO tasker.tasks AS tk (task_uuid, named_task_id, namespace, status, context, correlation_id,
@@ -758,7 +762,8 @@ BEGIN
                    p_queues[x.st] = ANY (claim_queues) AND NOT (x.sh = ANY (blocked)) AS claimable
               FROM unnest(p_step_tasks, p_step_uuids, p_step_handlers, p_step_pending, p_step_timeouts)
                    AS x(st, su, sh, spp, stt)
-             WHERE x.spp = 0 AND p_task_uuids[x.st] = ANY (inserted)),
+             WHERE x.spp = 0 AND p_task_uuids[x.st] = ANY (inserted)
+               AND NOT coalesce(p_run_ats[x.st] > now(), false)),
         ranked AS (
             SELECT r.*, r.claimable AND row_number() OVER (PARTITION BY r.claimable ORDER BY r.st, r.su) <= capacity AS claim
               FROM roots r)
@@ -771,18 +776,25 @@ BEGIN
                array_agg(CASE WHEN r.claim THEN now() + make_interval(secs => r.stt + p_grace) END ORDER BY r.st, r.su)
           INTO r_steps, r_tasks, r_queues, r_messages, r_claimed, r_expiry
           FROM ranked r;
+        SELECT array_agg(x.su ORDER BY x.st, x.su), array_agg(x.st ORDER BY x.st, x.su)
+          INTO s_steps, s_tasks
+          FROM unnest(p_step_tasks, p_step_uuids, p_step_pending) AS x(st, su, spp)
+         WHERE x.spp = 0 AND p_task_uuids[x.st] = ANY (inserted) AND p_run_ats[x.st] > now();
 
         -- Steps are inserted in their first state: pending, enqueued, or claimed here.
         INSERT INTO tasker.workflow_steps (step_uuid, task_uuid, name, position, handler_class, state,
                                            attempts, max_attempts, retryable, backoff_base_ms, max_backoff_ms,
                                            timeout_seconds, pending_parents, ancestors, claim_token,
-                                           claim_expires_at, claimed_by)
+                                           claim_expires_at, claimed_by, next_retry_at)
         SELECT x.su, p_task_uuids[x.st], x.sn, x.sp, x.sh,
-               CASE WHEN c.claimed THEN 'in_progress' WHEN x.spp = 0 THEN 'enqueued' ELSE 'pending' END,
+               CASE WHEN c.claimed THEN 'in_progress'
+                    WHEN x.spp = 0 AND p_run_ats[x.st] > now() THEN 'waiting_for_retry'
+                    WHEN x.spp = 0 THEN 'enqueued' ELSE 'pending' END,
                CASE WHEN c.claimed THEN 1 ELSE 0 END, x.sma, x.sr, x.sb, x.smb, x.stt, x.spp,
                string_to_array(x.sa, ','),
                CASE WHEN c.claimed THEN gen_random_uuid() END, c.expiry,
-               CASE WHEN c.claimed THEN p_worker END
+               CASE WHEN c.claimed THEN p_worker END,
+               CASE WHEN x.spp = 0 AND p_run_ats[x.st] > now() THEN p_run_ats[x.st] END
           FROM unnest(p_step_tasks, p_step_uuids, p_step_names, p_step_positions, p_step_handlers,
                       p_step_max_attempts, p_step_retryable, p_step_backoff_base_ms, p_step_max_backoff_ms,
                       p_step_timeouts, p_step_pending, p_step_ancestors)
@@ -803,6 +815,10 @@ BEGIN
                 SELECT r.s, p_task_uuids[r.st], r.st, 2, 'pending', 'enqueued', '{}'::jsonb
                   FROM unnest(r_steps, r_tasks) AS r(s, st)
                 UNION ALL
+                SELECT r.s, p_task_uuids[r.st], r.st, 2, 'pending', 'waiting_for_retry',
+                       jsonb_build_object('scheduled_for', p_run_ats[r.st])
+                  FROM unnest(s_steps, s_tasks) AS r(s, st)
+                UNION ALL
                 SELECT r.s, p_task_uuids[r.st], r.st, 3, 'enqueued', 'in_progress',
                        jsonb_build_object('attempt', 1, 'worker', p_worker, 'fused', true)
                   FROM unnest(r_steps, r_tasks, r_claimed) AS r(s, st, c) WHERE r.c) h
@@ -814,7 +830,8 @@ BEGIN
                 UNION ALL
                 SELECT u, k, 2, 'pending', 'in_progress',
                        jsonb_build_object('enqueued_steps', (SELECT count(*) FROM unnest(p_step_tasks, p_step_pending) AS y(st, spp)
-                                                              WHERE spp = 0 AND p_task_uuids[st] = u))
+                                                              WHERE spp = 0 AND p_task_uuids[st] = u
+                                                                AND NOT coalesce(p_run_ats[st] > now(), false)))
                   FROM unnest(inserted) WITH ORDINALITY AS i(u, k)) t
          ORDER BY t.k, t.n;
 

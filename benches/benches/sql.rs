@@ -58,6 +58,7 @@ fn sql(c: &mut Criterion) {
                     idempotency_key: None,
                     priority: 0,
                     traceparent: None,
+                    run_at: None,
                 })
                 .await
                 .expect("create");

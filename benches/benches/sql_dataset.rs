@@ -73,6 +73,7 @@ fn seed(engine: &Engine, pool: &PgPool) {
                     idempotency_key: Some(format!("seed-{i}")),
                     priority: 0,
                     traceparent: None,
+                    run_at: None,
                 })
                 .await
             })

@@ -50,6 +50,7 @@ pub fn create_task(engine: &Engine, namespace: &str, name: &str) -> Uuid {
         idempotency_key: None,
         priority: 0,
         traceparent: None,
+        run_at: None,
     };
     match engine.block_on(async move { h.create_task(req).await }) {
         Some(Ok(t)) => t.task_uuid,

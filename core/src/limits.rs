@@ -113,6 +113,16 @@ pub fn storable_json(value: &serde_json::Value) -> Result<(), String> {
     walk(value, 0)
 }
 
+/// An RFC 3339 time (`2026-12-01T10:00:00Z`, any offset) given for `what`, in UTC.
+pub fn parse_time(what: &str, text: &str) -> crate::Result<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|_| {
+            let shown: String = text.chars().take(64).collect();
+            crate::Error::InvalidInput(format!("{what} is not an RFC 3339 time: {shown:?}"))
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -59,6 +59,19 @@ async fn create(
     claims: &Claims<'_>,
     queue: &str,
 ) -> Result<(Diamond, Vec<sqlx::postgres::PgRow>), sqlx::Error> {
+    create_at(pool, named, key, max_attempts, claims, queue, None).await
+}
+
+/// [`create`], its roots to start at `run_at` (None: at once).
+async fn create_at(
+    pool: &PgPool,
+    named: i64,
+    key: Option<&str>,
+    max_attempts: i32,
+    claims: &Claims<'_>,
+    queue: &str,
+    run_at: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<(Diamond, Vec<sqlx::postgres::PgRow>), sqlx::Error> {
     let task = Uuid::now_v7();
     let steps = [
         Uuid::now_v7(),
@@ -68,7 +81,7 @@ async fn create(
     ];
     let rows = sqlx::query(
         "SELECT * FROM tasker.create_tasks($1, $2, $3, $4, $5::jsonb[], $6, $7, $8, $9, $10, $11, $12, \
-           $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32)",
+           $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33)",
     )
     .bind(vec![named])
     .bind(vec![NS])
@@ -80,6 +93,7 @@ async fn create(
     .bind(vec![key])
     .bind(vec![0i16])
     .bind(vec![None::<String>])
+    .bind(vec![run_at])
     .bind(vec![1i32; 4])
     .bind(steps.to_vec())
     .bind(vec!["a", "b", "c", "d"])
@@ -399,6 +413,53 @@ async fn create_tasks_claims_served_roots_and_hides_their_message(pool: PgPool) 
         (messages(&pool, false).await, messages(&pool, true).await),
         (1, 0)
     );
+}
+
+#[sqlx::test(migrations = false)]
+async fn create_tasks_holds_a_scheduled_tasks_roots_until_their_time(pool: PgPool) {
+    let named = setup(&pool).await;
+    let claims = Claims {
+        queues: &[QUEUE],
+        capacity: 4,
+    };
+    let at = chrono::Utc::now() + chrono::Duration::seconds(60);
+    let (d, rows) = create_at(&pool, named, None, 3, &claims, QUEUE, Some(at))
+        .await
+        .unwrap();
+    // Not claimed (even with free slots), not sent: waiting for its time as a retry would.
+    assert!(rows.iter().all(|r| r.get::<String, _>("kind") == "task"));
+    assert_eq!(messages(&pool, false).await, 0);
+    assert_eq!(status(&pool, d.task).await, "in_progress");
+    assert_eq!(state(&pool, d.steps[0]).await, "waiting_for_retry");
+    assert_eq!(state(&pool, d.steps[1]).await, "pending");
+    let (due, attempts): (chrono::DateTime<chrono::Utc>, i32) = sqlx::query_as(
+        "SELECT next_retry_at, attempts FROM tasker.workflow_steps WHERE step_uuid = $1",
+    )
+    .bind(d.steps[0])
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(attempts, 0);
+    assert!(
+        (due - at).num_milliseconds().abs() < 1,
+        "next_retry_at is run_at"
+    );
+    let meta: Value = sqlx::query_scalar(
+        "SELECT metadata FROM tasker.workflow_step_transitions WHERE step_uuid = $1 AND to_state = 'waiting_for_retry'",
+    )
+    .bind(d.steps[0])
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(meta.get("scheduled_for").is_some(), "{meta}");
+
+    // A run_at already passed starts at once, as without one.
+    let past = chrono::Utc::now() - chrono::Duration::seconds(5);
+    let (now, _) = create_at(&pool, named, None, 3, &NO_CLAIMS, QUEUE, Some(past))
+        .await
+        .unwrap();
+    assert_eq!(state(&pool, now.steps[0]).await, "enqueued");
+    assert_eq!(messages(&pool, false).await, 1);
 }
 
 #[sqlx::test(migrations = false)]

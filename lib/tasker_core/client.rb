@@ -1,5 +1,7 @@
 # frozen_string_literal: true
 
+require "time"
+
 module TaskerCore
   # Create and read tasks. Works in any process where TaskerCore is started, including one
   # that serves no namespaces (a web process).
@@ -24,13 +26,17 @@ module TaskerCore
     # @param priority [Symbol, Integer] :low, :normal, :high, :critical or an Integer
     # @param traceparent [String, nil] a W3C trace context (e.g. the current Rails request's):
     #   the task's trace continues it (an invalid header is ignored)
+    # @param run_at [Time, nil] when the root steps may start: the task exists (visible,
+    #   cancellable) at once, its roots wait until then (a time passed: at once)
+    # @param wait [Numeric, nil] the same as seconds from now (not with run_at)
     # @return [Types::TaskRecord] with uuid, status and correlation_id
     # @raise [Errors::TemplateNotFoundError, Errors::ValidationError, Errors::NotStartedError]
-    def create_task(namespace:, name:, version:, context:, correlation_id: nil,
-                    parent_correlation_id: nil, idempotency_key: nil, priority: :normal, traceparent: nil)
+    def create_task(namespace:, name:, version:, context:, correlation_id: nil, parent_correlation_id: nil,
+                    idempotency_key: nil, priority: :normal, traceparent: nil, run_at: nil, wait: nil)
       args = native_args(namespace: namespace, name: name, version: version, context: context,
                          correlation_id: correlation_id, parent_correlation_id: parent_correlation_id,
-                         idempotency_key: idempotency_key, priority: priority, traceparent: traceparent)
+                         idempotency_key: idempotency_key, priority: priority, traceparent: traceparent,
+                         run_at: run_at, wait: wait)
       created(native.create_task(args), args)
     end
 
@@ -138,13 +144,29 @@ module TaskerCore
 
     # The Hash the extension takes for one task (checked where Ruby can say it best).
     def native_args(namespace:, name:, version:, context:, correlation_id: nil, parent_correlation_id: nil,
-                    idempotency_key: nil, priority: :normal, traceparent: nil)
+                    idempotency_key: nil, priority: :normal, traceparent: nil, run_at: nil, wait: nil)
       raise Errors::ValidationError, "context must be a Hash (a JSON object), got #{context.class}" unless context.is_a?(Hash)
 
       { "namespace" => namespace.to_s, "name" => name.to_s, "version" => version.to_s, "context" => context,
         "correlation_id" => correlation_id&.to_s, "parent_correlation_id" => parent_correlation_id&.to_s,
         "idempotency_key" => idempotency_key&.to_s, "priority" => priority_value(priority),
-        "traceparent" => traceparent&.to_s }
+        "traceparent" => traceparent&.to_s, "run_at" => start_time(run_at, wait) }
+    end
+
+    # `run_at` or `wait` (seconds from now) as an RFC 3339 time, or nil for "at once".
+    def start_time(run_at, wait)
+      raise Errors::ValidationError, "give run_at or wait, not both" if run_at && wait
+
+      if wait
+        seconds = Native.seconds("wait", wait, false)
+        return (Time.now.utc + seconds).iso8601(6)
+      end
+      return nil if run_at.nil?
+
+      time = run_at.respond_to?(:to_time) && !run_at.is_a?(String) ? run_at.to_time : nil
+      raise Errors::ValidationError, "run_at must be a Time, got #{run_at.class}" unless time.is_a?(Time)
+
+      time.utc.iso8601(6)
     end
 
     # A created task's record (also noted for the testing helpers).
@@ -174,6 +196,6 @@ module TaskerCore
         raise Errors::ValidationError, "priority must be a Symbol or an Integer"
       end
     end
-    private_class_method :priority_value, :native, :native_args, :created
+    private_class_method :priority_value, :native, :native_args, :start_time, :created
   end
 end

@@ -150,9 +150,17 @@ impl Creator {
                 traceparent,
             });
         }
-        let roots = regs.iter().fold(0usize, |n, reg| {
-            n.saturating_add(reg.template.roots().count())
-        });
+        // Slots for the roots that may start now (a scheduled task's wait for their time).
+        let now = chrono::Utc::now();
+        let roots = tasks
+            .iter()
+            .filter(|t| t.req.run_at.is_none_or(|at| at <= now))
+            .fold(0usize, |n, t| {
+                n.saturating_add(t.reg.template.roots().count())
+            });
+        let scheduled = tasks
+            .iter()
+            .any(|t| t.req.run_at.is_some_and(|at| at > now));
         let budget = self.claimer.budget(roots);
         let created = orchestration::create::create_tasks(
             &self.pool,
@@ -193,6 +201,11 @@ impl Creator {
         }
         for ns in unclaimed {
             self.signals.wake_namespace(ns);
+        }
+        if scheduled {
+            // This process's retry loop learns of the new due times at once (others within a
+            // second: their loop never sleeps longer).
+            self.signals.wake_retries();
         }
         self.claimer.hand_out(claimed, budget).await;
         for ((reg, span), c) in regs.iter().zip(spans).zip(&created) {

@@ -507,14 +507,18 @@ impl Engine {
             t.handed_back(trace, &outcome);
         }
         let trace = slot.trace.take();
+        // The handler slot is free before the applier can see the outcome, so the apply that
+        // releases this step's children finds it (for a fused claim); and the outcome counts
+        // as pending before the applier can count it applied.
+        drop(slot);
+        self.pending.fetch_add(1, Ordering::Relaxed);
         let sent = match &*self.completion_tx.lock().unwrap_or_else(|e| e.into_inner()) {
             Some(tx) => tx.send((ticket, outcome, trace)).is_ok(),
             None => false,
         };
-        if sent {
-            self.pending.fetch_add(1, Ordering::Relaxed);
+        if !sent {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
         }
-        drop(slot);
         if sent {
             Ok(())
         } else {

@@ -39,6 +39,10 @@ pub struct TaskRequest {
     pub priority: i16,
     /// The caller's W3C trace context: the task's trace continues it.
     pub traceparent: Option<String>,
+    /// When the task's root steps may start (None or a time passed: at once). The task exists
+    /// (visible, cancellable) from its creation; its roots wait as `waiting_for_retry` until
+    /// then, released by the retry loop of any worker process.
+    pub run_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// The task that a request produced (or, with an idempotency key, found).
@@ -73,6 +77,15 @@ pub(crate) fn validate_request(req: &TaskRequest) -> Result<()> {
         if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN {
             return Err(Error::InvalidInput(format!(
                 "idempotency_key must be 1-{MAX_IDEMPOTENCY_KEY_LEN} bytes"
+            )));
+        }
+    }
+    if let Some(at) = req.run_at {
+        let ahead = (at - chrono::Utc::now()).num_milliseconds() as f64 / 1000.0;
+        if ahead > crate::limits::MAX_SECONDS {
+            return Err(Error::InvalidInput(format!(
+                "run_at may be at most {} days ahead, got {at}",
+                crate::limits::MAX_SECONDS / 86_400.0
             )));
         }
     }

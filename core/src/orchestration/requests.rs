@@ -111,6 +111,7 @@ pub(crate) fn to_request(m: &ReadMessage) -> std::result::Result<TaskRequest, St
         ),
         priority,
         traceparent: request.traceparent,
+        run_at: None,
     })
 }
 

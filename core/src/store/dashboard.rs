@@ -88,17 +88,7 @@ pub fn parse_cursor(cursor: &str) -> Result<(DateTime<Utc>, Uuid)> {
     Ok((at, Uuid::parse_str(uuid).map_err(|_| bad())?))
 }
 
-/// An RFC 3339 time (`2026-12-01T10:00:00Z`, any offset) given for `what`.
-pub fn parse_time(what: &str, text: &str) -> Result<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(text)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| {
-            Error::InvalidInput(format!(
-                "{what} is not an RFC 3339 time: {:?}",
-                truncated(text)
-            ))
-        })
-}
+pub use crate::limits::parse_time;
 
 fn truncated(s: &str) -> String {
     s.chars().take(64).collect()

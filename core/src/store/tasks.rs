@@ -51,6 +51,7 @@ pub(crate) async fn create_tasks(
     let mut keys = Vec::with_capacity(n);
     let mut priorities = Vec::with_capacity(n);
     let mut traceparents = Vec::with_capacity(n);
+    let mut run_ats = Vec::with_capacity(n);
     let (mut step_tasks, mut step_uuids, mut step_names, mut positions, mut handlers) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut ancestors = Vec::new();
@@ -76,6 +77,7 @@ pub(crate) async fn create_tasks(
         keys.push(t.req.idempotency_key.as_deref());
         priorities.push(t.req.priority);
         traceparents.push(t.traceparent.as_deref());
+        run_ats.push(t.req.run_at);
         let first = step_uuids.len();
         for (position, step) in template.steps.iter().enumerate() {
             step_tasks.push(index);
@@ -101,7 +103,7 @@ pub(crate) async fn create_tasks(
     }
     let query = sqlx::query_as(
         "SELECT * FROM tasker.create_tasks($1, $2, $3, $4, $5::jsonb[], $6, $7, $8, $9, $10, $11, $12, \
-           $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32)",
+           $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33)",
     )
     .bind(&named)
     .bind(&namespaces)
@@ -113,6 +115,7 @@ pub(crate) async fn create_tasks(
     .bind(&keys)
     .bind(&priorities)
     .bind(&traceparents)
+    .bind(&run_ats)
     .bind(&step_tasks)
     .bind(&step_uuids)
     .bind(&step_names)

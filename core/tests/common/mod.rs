@@ -98,6 +98,7 @@ pub fn task_request(ns: &str, name: &str, context: Value) -> tasker_core::TaskRe
         idempotency_key: None,
         priority: 0,
         traceparent: None,
+        run_at: None,
     }
 }
 

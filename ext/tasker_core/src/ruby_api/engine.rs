@@ -381,6 +381,10 @@ fn task_request(ruby: &Ruby, args: RHash) -> Result<TaskRequest, Error> {
             100,
         )? as i16,
         traceparent: optional_text_arg(ruby, args, "traceparent")?,
+        run_at: optional_text_arg(ruby, args, "run_at")?
+            .map(|t| tasker_core::limits::parse_time("run_at", &t))
+            .transpose()
+            .map_err(|e| to_ruby(ruby, e))?,
     })
 }
 
@@ -594,7 +598,7 @@ fn task_filter(
     let context = args::get(args, "context");
     let time = |key: &str| -> Result<_, Error> {
         optional_text_arg(ruby, args, key)?
-            .map(|t| tasker_core::store::dashboard::parse_time(key, &t))
+            .map(|t| tasker_core::limits::parse_time(key, &t))
             .transpose()
             .map_err(|e| to_ruby(ruby, e))
     };
