@@ -1,5 +1,7 @@
 # frozen_string_literal: true
 
+require "tasker_core/testing"
+
 module FailureValueSpec
   # Returns its failure instead of raising it.
   class Declines < TaskerCore::StepHandler::Base
@@ -56,7 +58,7 @@ RSpec.describe "one failure value, raised or returned" do
         expect(wrapped["message"]).to match(/invalid value for Integer/)
         expect(wrapped["backtrace"].join("\n")).to match(/failure_value_spec\.rb:\d+:in .*call/)
 
-        seen = Array.new(3) { reported.pop(timeout: 5) }.compact.group_by(&:last)
+        seen = Array.new(3) { pop_within(reported) }.compact.group_by(&:last)
         decline = seen.fetch("decline").first.first
         expect(decline).to be_a(TaskerCore::PermanentError)
         expect([decline.message, decline.error_code, decline.metadata])

@@ -21,20 +21,20 @@ RSpec.describe "lifecycle hooks and error handlers" do
     end
     begin
       TaskerCore.start
-      expect(events.pop(timeout: 5)).to eq(:startup)
+      expect(pop_within(events)).to eq(:startup)
       task = TaskerCore::Client.create_task(namespace: "spec_boundary", name: "faulty", version: "1.0.0", context: {})
       expect(TaskerCore::Client.wait_for(task.uuid, timeout: 15).status).to eq("error")
-      first = reported.pop(timeout: 5)
+      first = pop_within(reported)
       expect(first[0..1]).to eq(["ArgumentError", "kaboom on attempt 1"])
       expect(first[2]).to include("task_uuid" => task.uuid, "correlation_id" => task.correlation_id,
                                   "step_name" => "explode", "attempt" => 1, "namespace" => "spec_boundary")
-      expect(reported.pop(timeout: 5)[2]["attempt"]).to eq(2)
-      expect(threads.pop(timeout: 5)).to eq("tasker-error-reporter")
+      expect(pop_within(reported)[2]["attempt"]).to eq(2)
+      expect(pop_within(threads)).to eq("tasker-error-reporter")
     ensure
       TaskerCore.stop(timeout: 10)
       TaskerCore.reset_configuration!
     end
-    expect(events.pop(timeout: 5)).to eq(:shutdown)
+    expect(pop_within(events)).to eq(:shutdown)
     config = TaskerCore::Configuration.new
     expect { config.on(:reload) { nil } }.to raise_error(TaskerCore::Errors::ConfigurationError, /unknown event/)
   end

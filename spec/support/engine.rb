@@ -37,6 +37,12 @@ module EngineHelpers
     end
   end
 
+  # The next item of `queue`, waiting up to `timeout` seconds (Ruby 3.1's Queue#pop has no
+  # timeout: `pop(timeout: 5)` there is a non-blocking pop that raises when empty).
+  def pop_within(queue, timeout: 5)
+    eventually(timeout: timeout) { queue.empty? ? nil : [queue.pop(true)] }.first
+  end
+
   # Write templates into a fresh directory; yields its path.
   def with_template_dir(files)
     Dir.mktmpdir("tasker-templates") do |dir|
