@@ -234,11 +234,20 @@ RSpec.describe TaskerCore::Web do
       expect(json_get("/")["live_processes"]).to be >= 1
 
       psql("SELECT pgmq.send('tasker_ns_spec_web', '\"<b>not a step</b>\"'::jsonb)")
-      letter = eventually { json_get("/dead", namespace: "spec_web")["letters"].find { |l| l["message"] == "<b>not a step</b>" } }
+      letter = eventually do
+        json_get("/dead", namespace: "spec_web")["letters"].find do |l|
+          l["message"] == '"<b>not a step</b>"'
+        end
+      end
       expect(letter["reason"]).to include("not a step message")
       get "/dead", namespace: "spec_web"
       expect(last_response.body).to include("&lt;b&gt;not a step&lt;/b&gt;").and include("not a step message")
       expect(json_get("/dead", namespace: "task_requests")["queue"]).to eq("tasker_task_requests")
+      # A poison message nested deeper than JSON can be read back is shown as text, not a 500.
+      psql("SELECT pgmq.send('tasker_task_requests', (repeat('[', 300) || repeat(']', 300))::jsonb)")
+      deep = eventually { json_get("/dead", namespace: "task_requests")["letters"].find { |l| l["message"].start_with?("[[[") } }
+      expect(deep["message"].size).to be <= 2000
+      expect(deep["reason"]).to be_a(String)
       get "/dead", namespace: "Bad Name"
       expect(last_response.status).to eq(422)
       get "/dead", namespace: "spec_web", before: "x"

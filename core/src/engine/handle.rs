@@ -188,9 +188,14 @@ impl EngineHandle {
         Ok((overview, queues))
     }
 
+    /// Every registered namespace, by name.
+    pub async fn namespaces(&self) -> Result<Vec<String>> {
+        store::dashboard::namespaces(&self.0.db.pool).await
+    }
+
     /// Every registered namespace and its queue's depth (the dashboard's queues page).
     pub async fn dashboard_queues(&self) -> Result<(Vec<String>, Vec<health::QueueHealth>)> {
-        let namespaces = store::dashboard::namespaces(&self.0.db.pool).await?;
+        let namespaces = self.namespaces().await?;
         let names: Vec<&str> = namespaces.iter().map(String::as_str).collect();
         let queues = health::queue_health(&self.0.db, &names).await;
         Ok((namespaces, queues))

@@ -260,8 +260,13 @@ pub struct DeadLetter {
     pub enqueued_at: DateTime<Utc>,
     pub archived_at: DateTime<Utc>,
     pub reason: Option<String>,
-    pub message: Option<Value>,
+    /// The message as JSON text, cut at [`DEAD_LETTER_TEXT`] characters: a poison message may be
+    /// nested deeper than a JSON value can be read back.
+    pub message: Option<String>,
 }
+
+/// Characters of a dead letter's message shown.
+pub const DEAD_LETTER_TEXT: i32 = 2_000;
 
 /// One page of a queue's dead letters (newest first) and the cursor of the next.
 #[derive(Debug, Clone, Serialize)]
@@ -283,7 +288,7 @@ pub async fn dead_letters(
     // The table name is a validated QueueName; every value is a parameter.
     let sql = format!(
         "SELECT msg_id, read_ct, enqueued_at, archived_at, \
-                headers ->> 'tasker_archive_reason' AS reason, message \
+                headers ->> 'tasker_archive_reason' AS reason, left(message::text, $3) AS message \
          FROM pgmq.a_{q} \
          WHERE headers ? 'tasker_archive_reason' AND ($1::bigint IS NULL OR msg_id < $1) \
          ORDER BY msg_id DESC LIMIT $2",
@@ -292,6 +297,7 @@ pub async fn dead_letters(
     let found = sqlx::query_as(&sql)
         .bind(before)
         .bind(limit + 1)
+        .bind(DEAD_LETTER_TEXT)
         .fetch_all(pool)
         .await;
     let mut letters: Vec<DeadLetter> = match found {

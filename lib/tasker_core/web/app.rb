@@ -202,7 +202,7 @@ module TaskerCore
       end
 
       def dead
-        names = engine.dashboard_queues["namespaces"]
+        names = engine.namespaces # (no queue figures: this page shows none)
         chosen = presence(request.query["namespace"]) || names.first || REQUESTS_QUEUE_PARAM
         namespace = chosen == REQUESTS_QUEUE_PARAM ? nil : chosen
         page = engine.dead_letters(namespace, message_id(request.query["before"]), PAGE_SIZE)

@@ -64,6 +64,7 @@ pub fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     class.define_method("dashboard_overview", method!(dashboard_overview, 0))?;
     class.define_method("list_tasks", method!(list_tasks, 3))?;
     class.define_method("dashboard_queues", method!(dashboard_queues, 0))?;
+    class.define_method("namespaces", method!(namespaces, 0))?;
     class.define_method("processes", method!(processes, 0))?;
     class.define_method("pause", method!(pause, 2))?;
     class.define_method("resume", method!(resume, 1))?;
@@ -633,6 +634,13 @@ guarded! {
             .map_err(|e| error(ruby, "InternalError", format!("cannot encode the overview: {e}")))?;
         json["queues"] = queues_json(&queues);
         convert::to_ruby(ruby, &json)
+    }
+
+    /// Every registered namespace, by name.
+    fn namespaces(ruby: &Ruby, rb_self: &RbEngine) -> Result<Vec<String>, Error> {
+        let engine = rb_self.engine(ruby)?;
+        let h = engine.handle();
+        call(ruby, engine, async move { h.namespaces().await })
     }
 
     /// `{"namespaces" => [...], "queues" => [{namespace, depth, oldest_message_age_seconds}]}`.
