@@ -19,6 +19,8 @@ require_relative "tasker_core/step_execution"
 require_relative "tasker_core/error_reporter"
 require_relative "tasker_core/worker"
 require_relative "tasker_core/client"
+require_relative "tasker_core/schedules"
+require_relative "tasker_core/rate_limit"
 require_relative "tasker_core/circuit_breaker"
 require_relative "tasker_core/web"
 require_relative "tasker_core/boot_retry"
@@ -179,22 +181,49 @@ module TaskerCore
     # Pause a namespace for every process sharing the database: none claims its steps from
     # within one poll interval (this process at once); its work stays queued, retries and new
     # tasks included, until {resume}. Persisted: a process that starts meanwhile obeys it.
+    # With `template:`, only that template's tasks (every version) are paused, and every
+    # process obeys from its next claim: a step read meanwhile waits, with its attempts
+    # untouched, and starts as soon as the template is resumed.
     # @param namespace [String, Symbol] a registered namespace
-    # @raise [Errors::NotFoundError] when no template of the namespace was ever registered
+    # @param template [String, Symbol, nil] a template's name in that namespace
+    # @raise [Errors::NotFoundError] when no template of the namespace (or no such template)
+    #   was ever registered
     # @return [true]
-    def pause(namespace:, reason: nil, actor: nil)
-      engine.pause(namespace.to_s, Client.intervention(actor, reason))
+    def pause(namespace:, template: nil, reason: nil, actor: nil)
+      engine.pause(namespace.to_s, template&.to_s, Client.intervention(actor, reason))
       true
     end
 
-    # Let every process claim a paused namespace's steps again.
+    # Let every process claim a paused namespace's (or template's) steps again.
     # @return [Boolean] false when it was not paused
-    def resume(namespace:)
-      engine.resume(namespace.to_s)
+    def resume(namespace:, template: nil)
+      engine.resume(namespace.to_s, template&.to_s)
     end
 
-    # @return [Array<Hash>] the paused namespaces: "namespace", "paused_at", "actor", "reason"
+    # @return [Array<Hash>] what is paused: "namespace", "template" (nil for a whole
+    #   namespace), "paused_at", "actor", "reason"
     def paused = engine.paused
+
+    # The cron schedules (declared in the configuration or templates, or created at runtime).
+    # @return [Schedules]
+    def schedules = Schedules.new(engine)
+
+    # Dead letters: messages the engine archived because they could not run (not a step
+    # message, an unknown or finished step, a task request that was refused), newest first.
+    # @param namespace [String, Symbol, nil] whose queue; nil: the task requests queue
+    # @param limit [Integer] at most this many (1 to 200)
+    # @return [Array<Hash>] "msg_id", "reason", "message" (its JSON text, cut at 2,000
+    #   characters), "read_ct", "enqueued_at", "archived_at"
+    def dead_letters(namespace: nil, limit: 50, before: nil)
+      engine.dead_letters(namespace&.to_s, before, limit)["letters"]
+    end
+
+    # Send a dead letter back to its queue, as a new message (visible now); it leaves the
+    # archive in the same transaction. A step message whose step is finished is archived
+    # again by its next claim, with the reason.
+    # @return [Integer] the new message's id
+    # @raise [Errors::NotFoundError] when there is no such dead letter
+    def replay(id, namespace: nil) = engine.replay_dead_letter(namespace&.to_s, id)
 
     # Stop, then start again with the current configuration.
     # @return [self]
@@ -261,7 +290,7 @@ module TaskerCore
 
     # The paused namespaces' names for {health} (none when they cannot be read).
     def paused_namespaces
-      @engine.paused.map { |p| p["namespace"] }
+      @engine.paused.map { |p| p["template"] ? "#{p['namespace']}/#{p['template']}" : p["namespace"] }
     rescue Errors::Error
       []
     end

@@ -62,6 +62,10 @@ CREATE TABLE tasker.workflow_steps (
     -- Names of every ancestor step (from the template): a claim reads the results this step
     -- depends on through the (task_uuid, name) index instead of walking the edges.
     ancestors         text[] NOT NULL DEFAULT '{}',
+    -- The step's concurrency and rate limits with their keys resolved from the task's context
+    -- ({"concurrency": {"key", "limit"}, "rate": {"key", "limit", "per"}}), NULL without
+    -- limits: read by tasker.admit_flow when the step is claimed (flow_control migration).
+    flow              jsonb,
     results           jsonb,
     result_metadata   jsonb,
     last_error        jsonb,

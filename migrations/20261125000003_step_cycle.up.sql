@@ -138,7 +138,8 @@ END $$;
 -- parents complete together is released once), and a child reaching zero moves pending →
 -- enqueued — or on to in_progress, claimed for p_worker (attempt 1, a new claim token, a claim
 -- expiry of its timeout plus p_grace), when its task's queue is in p_claim_queues, its handler
--- is not in p_blocked and fewer than p_capacity were claimed before it. Each task's queue is
+-- is not in p_blocked, it has no flow limit, no template is paused, and fewer than p_capacity
+-- were claimed before it. Each task's queue is
 -- given as p_route_queues[i] for p_route_tasks[i]. The callers hold the task rows' locks.
 -- Returns the released children (the step that released each, its queue, its step message,
 -- and for a claimed one its claim expiry); their messages are the caller's to send.
@@ -152,6 +153,10 @@ SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off
 AS $$
 #variable_conflict use_column
+DECLARE
+    -- A step under a flow limit, or any while a template is paused, is claimed by
+    -- tasker.claim_steps only (where tasker.admit_flow decides).
+    paused_any boolean := EXISTS (SELECT 1 FROM tasker.paused_templates);
 BEGIN
     RETURN QUERY
     WITH parents AS (
@@ -163,6 +168,7 @@ BEGIN
         SELECT c.step_uuid AS s, c.task_uuid AS t, c.handler_class AS h, p.n, p.last_parent,
                c.state = 'pending' AND c.pending_parents = p.n AS ready, r.q,
                r.q = ANY (coalesce(p_claim_queues, '{}')) AND NOT (c.handler_class = ANY (coalesce(p_blocked, '{}')))
+                 AND c.flow IS NULL AND NOT paused_any
                  AS claimable
           FROM parents p
           JOIN LATERAL (SELECT * FROM tasker.workflow_steps w WHERE w.step_uuid = p.child) c ON true
@@ -244,7 +250,10 @@ END $$;
 -- for p_blocked_seconds with attempts untouched (of a handler in p_trial_handlers, a half-open
 -- breaker's one trial, all but the first claimable one), a second message of a step claimed
 -- in this batch stays hidden for the read's p_read_vt, and one whose step is finished,
--- unknown, or that is not a step message is archived with the reason. A claim that expired on
+-- unknown, or that is not a step message is archived with the reason. A claim of a step
+-- under a flow limit, or of any step while a template is paused, is admitted by
+-- tasker.admit_flow (flow_control migration): one held back keeps its attempts and its
+-- message is hidden until it may start (kind 'postponed', with the reason). A claim that expired on
 -- the step's last attempt is left to tasker.fail_exhausted_claim (kind 'exhausted').
 --
 -- Rows: kind 'claimed' (what the handler needs), 'archived' (msg_id, reason), 'exhausted'
@@ -280,8 +289,14 @@ DECLARE
     c_ids bigint[];
     c_prev text[];
     c_prio smallint[];
+    c_flowed boolean[];
     n_steps uuid[];
     n_until timestamptz[];
+    -- Claims held back by a flow limit or a paused template, with until when and why.
+    paused_any boolean := EXISTS (SELECT 1 FROM tasker.paused_templates);
+    h_steps uuid[];
+    h_until timestamptz[];
+    h_reason text[];
 BEGIN
     -- The read only locks its rows (other readers skip them); each gets its visibility once,
     -- below, when its fate is known: one update per message.
@@ -308,9 +323,9 @@ BEGIN
           FROM unnest(r_ids, r_msgs, r_steps, r_tasks) WITH ORDINALITY AS x(id, msg, st, tk, k)),
     seen AS (
         SELECT m.*, ws.step_uuid IS NOT NULL AS found, ws.state, ws.claim_expires_at AS expires,
-               ws.attempts AS att, ws.max_attempts AS most
+               ws.attempts AS att, ws.max_attempts AS most, ws.flow IS NOT NULL AS flowed
           FROM m LEFT JOIN LATERAL (
-              SELECT w.step_uuid, w.state, w.claim_expires_at, w.attempts, w.max_attempts
+              SELECT w.step_uuid, w.state, w.claim_expires_at, w.attempts, w.max_attempts, w.flow
                 FROM tasker.workflow_steps w WHERE w.step_uuid = m.st AND w.task_uuid = m.tk) ws ON true),
     decided AS (
         SELECT s.*,
@@ -352,9 +367,34 @@ BEGIN
            coalesce(array_agg(t.st ORDER BY t.k) FILTER (WHERE t.act = 'claim'), '{}'),
            array_agg(t.id ORDER BY t.k) FILTER (WHERE t.act = 'claim'),
            array_agg(t.state ORDER BY t.k) FILTER (WHERE t.act = 'claim'),
-           array_agg(tasker.message_priority(t.msg)::smallint ORDER BY t.k) FILTER (WHERE t.act = 'claim')
-      INTO d_action, d_reason, d_until, c_steps, c_ids, c_prev, c_prio
+           array_agg(tasker.message_priority(t.msg)::smallint ORDER BY t.k) FILTER (WHERE t.act = 'claim'),
+           array_agg(t.flowed OR paused_any ORDER BY t.k) FILTER (WHERE t.act = 'claim')
+      INTO d_action, d_reason, d_until, c_steps, c_ids, c_prev, c_prio, c_flowed
       FROM trialed t;
+
+    -- Flow limits and paused templates: the claims admit_flow holds back are not claimed.
+    IF true = ANY (c_flowed) THEN
+        SELECT array_agg(a.step_uuid), array_agg(a.hold_until), array_agg(a.reason)
+          INTO h_steps, h_until, h_reason
+          FROM tasker.admit_flow(p_queue,
+                   array(SELECT x.id FROM unnest(c_ids, c_flowed) WITH ORDINALITY AS x(id, f, k) WHERE x.f ORDER BY x.k),
+                   array(SELECT x.s FROM unnest(c_steps, c_flowed) WITH ORDINALITY AS x(s, f, k) WHERE x.f ORDER BY x.k),
+                   p_grace) a
+         WHERE NOT a.admitted;
+        IF cardinality(h_steps) > 0 THEN
+            SELECT array_agg(CASE WHEN x.a = 'claim' AND h.s IS NOT NULL THEN 'hold' ELSE x.a END ORDER BY x.k),
+                   array_agg(CASE WHEN x.a = 'claim' AND h.s IS NOT NULL THEN h.r ELSE x.r END ORDER BY x.k),
+                   array_agg(CASE WHEN x.a = 'claim' AND h.s IS NOT NULL THEN h.u ELSE x.u END ORDER BY x.k)
+              INTO d_action, d_reason, d_until
+              FROM unnest(d_action, d_reason, d_until, r_steps) WITH ORDINALITY AS x(a, r, u, st, k)
+              LEFT JOIN unnest(h_steps, h_until, h_reason) AS h(s, u, r) ON h.s = x.st;
+            SELECT coalesce(array_agg(x.s ORDER BY x.k), '{}'), array_agg(x.id ORDER BY x.k),
+                   array_agg(x.prev ORDER BY x.k), array_agg(x.prio ORDER BY x.k)
+              INTO c_steps, c_ids, c_prev, c_prio
+              FROM unnest(c_steps, c_ids, c_prev, c_prio) WITH ORDINALITY AS x(s, id, prev, prio, k)
+             WHERE NOT (x.s = ANY (h_steps));
+        END IF;
+    END IF;
 
     IF cardinality(c_steps) > 0 THEN
         WITH claimed AS (
@@ -383,7 +423,7 @@ BEGIN
                    'FROM unnest($1, $2) AS h(id, until) WHERE m.msg_id = h.id AND m.msg_id = ANY ($1)', 'q_' || p_queue)
       USING array(SELECT x.id FROM unnest(r_ids, d_action) WITH ORDINALITY AS x(id, a, k)
                    WHERE x.a <> 'archive' ORDER BY x.k),
-            array(SELECT CASE WHEN x.a = 'claim' THEN n.u WHEN x.a IN ('hide', 'postpone') THEN x.u
+            array(SELECT CASE WHEN x.a = 'claim' THEN n.u WHEN x.a IN ('hide', 'postpone', 'hold') THEN x.u
                               ELSE clock_timestamp() + make_interval(secs => p_read_vt) END
                     FROM unnest(r_ids, d_action, d_until, r_steps) WITH ORDINALITY AS x(id, a, u, st, k)
                     LEFT JOIN unnest(n_steps, n_until) AS n(s, u) ON x.a = 'claim' AND n.s = x.st
@@ -410,15 +450,16 @@ BEGIN
       JOIN tasker.workflow_steps ws ON ws.step_uuid = c.s AND ws.step_uuid = ANY (c_steps)
       JOIN tasker.tasks tk ON tk.task_uuid = ws.task_uuid AND tk.task_uuid = ANY (r_tasks)
     UNION ALL
-    SELECT CASE x.a WHEN 'archive' THEN 'archived' WHEN 'postpone' THEN 'postponed' ELSE 'exhausted' END,
-           x.id, CASE WHEN x.a = 'archive' THEN x.r WHEN x.a = 'postpone' THEN 'handler circuit breaker open' END,
+    SELECT CASE x.a WHEN 'archive' THEN 'archived' WHEN 'postpone' THEN 'postponed' WHEN 'hold' THEN 'postponed'
+                    ELSE 'exhausted' END,
+           x.id, CASE WHEN x.a IN ('archive', 'hold') THEN x.r WHEN x.a = 'postpone' THEN 'handler circuit breaker open' END,
            CASE WHEN x.a <> 'archive' THEN x.st END, CASE WHEN x.a <> 'archive' THEN x.tk END, NULL::uuid,
            NULL::smallint, ws.attempts, ws.max_attempts, NULL::int, NULL::text, NULL::bigint, NULL::jsonb,
            NULL::uuid, NULL::uuid, NULL::jsonb, NULL::text
       FROM unnest(r_ids, d_action, d_reason, r_steps, r_tasks) AS x(id, a, r, st, tk)
       LEFT JOIN LATERAL (SELECT w.attempts, w.max_attempts FROM tasker.workflow_steps w
                           WHERE x.a = 'exhausted' AND w.step_uuid = x.st) ws ON true
-     WHERE x.a IN ('archive', 'postpone', 'exhausted');
+     WHERE x.a IN ('archive', 'postpone', 'hold', 'exhausted');
 END $$;
 
 -- Fail a step whose claim expired on its last attempt (the process running it died or lost
@@ -533,6 +574,8 @@ DECLARE
     -- Finalized tasks.
     f_tasks uuid[];
     f_states text[];
+    -- Applied steps that held a concurrency slot.
+    slotted uuid[];
 BEGIN
     PERFORM 1 FROM tasker.tasks tk WHERE tk.task_uuid = ANY (p_tasks) ORDER BY tk.task_uuid FOR UPDATE;
     PERFORM 1 FROM tasker.workflow_steps ws WHERE ws.step_uuid = ANY (p_steps) ORDER BY ws.step_uuid FOR UPDATE;
@@ -544,7 +587,7 @@ BEGIN
           FROM unnest(p_steps) WITH ORDINALITY AS u(u_step, o)),
     checked AS (
         SELECT i.*, ws.state AS seen, ws.attempts AS att, ws.max_attempts AS most, ws.retryable AS step_retryable,
-               tk.status AS task_status,
+               tk.status AS task_status, ws.flow->'concurrency' IS NOT NULL AS slotted,
                ws.state = 'in_progress' AND ws.claim_token = i.tok AS current
           FROM input i
           LEFT JOIN LATERAL (SELECT * FROM tasker.workflow_steps w WHERE w.step_uuid = i.s AND w.task_uuid = i.t) ws ON true
@@ -582,8 +625,9 @@ BEGIN
     SELECT array_agg(d.to_state ORDER BY d.o), array_agg(d.seen ORDER BY d.o),
            coalesce(array_agg(d.s ORDER BY d.o) FILTER (WHERE d.to_state = 'complete'
                                                          AND d.task_status <> 'cancelled'), '{}'),
-           coalesce(array_agg(DISTINCT d.t) FILTER (WHERE d.task_status = 'in_progress'), '{}')
-      INTO o_to, o_seen, done, running
+           coalesce(array_agg(DISTINCT d.t) FILTER (WHERE d.task_status = 'in_progress'), '{}'),
+           coalesce(array_agg(d.s) FILTER (WHERE d.to_state IS NOT NULL AND d.slotted), '{}')
+      INTO o_to, o_seen, done, running, slotted
       FROM decided d;
 
     -- The queues to write, each locked (waiting at most p_lock_timeout_ms) or reported.
@@ -650,6 +694,11 @@ BEGIN
                           WHERE o_to[o] = 'waiting_for_retry'
                          UNION ALL SELECT unnest(r_tasks)) x
          WHERE x.t = ANY (running));
+    -- Concurrency slots of the applied steps are freed, waking a waiting step per slot.
+    IF cardinality(slotted) > 0 THEN
+        PERFORM tasker.free_slots(slotted, p_sender);
+    END IF;
+
     f_states := '{}';
     IF cardinality(f_tasks) > 0 THEN
         SELECT coalesce(array_agg(f.task_uuid ORDER BY f.task_uuid), '{}'),
@@ -689,7 +738,8 @@ END $$;
 -- used for the same template returns that task instead), their steps, edges and first
 -- transitions, and their root steps' messages. Roots of a queue in p_claim_queues are claimed
 -- at once for this process, up to p_claim_capacity in all (their message is sent hidden until
--- the claim expires), except those of handler classes in p_blocked_handlers. Per task i, its
+-- the claim expires), except those of handler classes in p_blocked_handlers, those under a
+-- flow limit (p_step_flows) and all while a template is paused. Per task i, its
 -- steps are the entries of the step arrays whose p_step_tasks is i, its edges those of the
 -- edge arrays whose p_edge_tasks is i. A queue that cannot be written (locked past
 -- p_lock_timeout_ms, dropped) fails the whole call with SQLSTATE TQ001: nothing is written.
@@ -704,7 +754,8 @@ CREATE FUNCTION tasker.create_tasks(
     p_step_tasks integer[], p_step_uuids uuid[], p_step_names text[], p_step_positions integer[],
     p_step_handlers text[], p_step_max_attempts integer[], p_step_retryable boolean[],
     p_step_backoff_base_ms integer[], p_step_max_backoff_ms integer[], p_step_timeouts integer[],
-    p_step_pending integer[], p_step_ancestors text[], p_edge_tasks integer[], p_edge_from uuid[], p_edge_to uuid[],
+    p_step_pending integer[], p_step_ancestors text[], p_step_flows jsonb[],
+    p_edge_tasks integer[], p_edge_from uuid[], p_edge_to uuid[],
     p_claim_queues text[], p_claim_capacity integer, p_blocked_handlers text[],
     p_worker text, p_grace integer, p_lock_timeout_ms integer, p_sender text)
 RETURNS TABLE (kind text, task_index integer, task_uuid uuid, correlation_id uuid,
@@ -724,6 +775,7 @@ DECLARE
     claim_queues text[] := coalesce(p_claim_queues, '{}');
     blocked text[] := coalesce(p_blocked_handlers, '{}');
     previous_lock_timeout text := current_setting('lock_timeout');
+    paused_any boolean := EXISTS (SELECT 1 FROM tasker.paused_templates);
     q text;
     ns text;
     -- Root steps of the inserted tasks, in (task, step) order, with their message and whether
@@ -759,9 +811,10 @@ BEGIN
         -- is closed, as many as its free slots, in (task, step) order.
         WITH roots AS (
             SELECT x.st, x.su, x.sh, x.stt, p_queues[x.st] AS q,
-                   p_queues[x.st] = ANY (claim_queues) AND NOT (x.sh = ANY (blocked)) AS claimable
-              FROM unnest(p_step_tasks, p_step_uuids, p_step_handlers, p_step_pending, p_step_timeouts)
-                   AS x(st, su, sh, spp, stt)
+                   p_queues[x.st] = ANY (claim_queues) AND NOT (x.sh = ANY (blocked))
+                     AND x.sf IS NULL AND NOT paused_any AS claimable
+              FROM unnest(p_step_tasks, p_step_uuids, p_step_handlers, p_step_pending, p_step_timeouts, p_step_flows)
+                   AS x(st, su, sh, spp, stt, sf)
              WHERE x.spp = 0 AND p_task_uuids[x.st] = ANY (inserted)
                AND NOT coalesce(p_run_ats[x.st] > now(), false)),
         ranked AS (
@@ -784,21 +837,21 @@ BEGIN
         -- Steps are inserted in their first state: pending, enqueued, or claimed here.
         INSERT INTO tasker.workflow_steps (step_uuid, task_uuid, name, position, handler_class, state,
                                            attempts, max_attempts, retryable, backoff_base_ms, max_backoff_ms,
-                                           timeout_seconds, pending_parents, ancestors, claim_token,
+                                           timeout_seconds, pending_parents, ancestors, flow, claim_token,
                                            claim_expires_at, claimed_by, next_retry_at)
         SELECT x.su, p_task_uuids[x.st], x.sn, x.sp, x.sh,
                CASE WHEN c.claimed THEN 'in_progress'
                     WHEN x.spp = 0 AND p_run_ats[x.st] > now() THEN 'waiting_for_retry'
                     WHEN x.spp = 0 THEN 'enqueued' ELSE 'pending' END,
                CASE WHEN c.claimed THEN 1 ELSE 0 END, x.sma, x.sr, x.sb, x.smb, x.stt, x.spp,
-               string_to_array(x.sa, ','),
+               string_to_array(x.sa, ','), x.sf,
                CASE WHEN c.claimed THEN gen_random_uuid() END, c.expiry,
                CASE WHEN c.claimed THEN p_worker END,
                CASE WHEN x.spp = 0 AND p_run_ats[x.st] > now() THEN p_run_ats[x.st] END
           FROM unnest(p_step_tasks, p_step_uuids, p_step_names, p_step_positions, p_step_handlers,
                       p_step_max_attempts, p_step_retryable, p_step_backoff_base_ms, p_step_max_backoff_ms,
-                      p_step_timeouts, p_step_pending, p_step_ancestors)
-               AS x(st, su, sn, sp, sh, sma, sr, sb, smb, stt, spp, sa)
+                      p_step_timeouts, p_step_pending, p_step_ancestors, p_step_flows)
+               AS x(st, su, sn, sp, sh, sma, sr, sb, smb, stt, spp, sa, sf)
           LEFT JOIN unnest(r_steps, r_claimed, r_expiry) AS c(s, claimed, expiry) ON c.s = x.su
          WHERE p_task_uuids[x.st] = ANY (inserted);
         INSERT INTO tasker.workflow_step_edges (from_step_uuid, to_step_uuid)

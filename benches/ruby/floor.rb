@@ -156,6 +156,33 @@ out "d.seconds", finished - started
 out "d.steps_per_s", drain_tasks / (finished - started)
 out "d.not_complete", not_complete(monitor)
 
+# (h) The same drain with flow limits: a concurrency limit of 2 per key over 10 keys, and a rate
+# limit far above the rate (one key). Each is created and drained as (d).
+def limited_drain(label, monitor, settings, name)
+  url, concurrency, pool_size, tasks, producers = settings.values_at(:url, :concurrency, :pool_size, :tasks, :producers)
+  configure(url, [], concurrency, pool_size)
+  TaskerCore.start
+  shares(tasks, producers).each_with_index.map do |(n, p)|
+    Thread.new { n.times { |i| TaskerCore::Client.create_task(**NOOP, name: name, context: { "k" => (i + p) % 10 }) } }
+  end.each(&:join)
+  TaskerCore.stop
+  settle(monitor, label)
+  Floor.expect_noops(tasks)
+  configure(url, %w[bench_noop], concurrency, pool_size)
+  started = now
+  TaskerCore.start
+  finished = wait_drained(monitor, tasks, 600)
+  TaskerCore.stop
+  out "#{label}.tasks", tasks
+  out "#{label}.seconds", finished - started
+  out "#{label}.steps_per_s", tasks / (finished - started)
+  out "#{label}.not_complete", not_complete(monitor)
+end
+
+drain = { url: database_url, concurrency: concurrency, pool_size: pool_size, tasks: drain_tasks, producers: producers }
+limited_drain("h_concurrency", monitor, drain, "noop_limited")
+limited_drain("h_rate", monitor, drain, "noop_rated")
+
 # (e) The same tasks created while the worker runs, by producer threads each running `work`
 # with its share of the tasks.
 def produced(label, monitor, settings, &work)

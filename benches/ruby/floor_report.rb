@@ -94,6 +94,10 @@ figures = [
    "#{per_s('e.steps_per_s')} (#{fig('e.tasks', 0)} steps in #{fig('e.seconds')} s; created at #{per_s('e.create_per_s')})"],
   ["(e) created while running with `create_tasks`, batches of #{F['e_batch.batch'] || ENV.fetch('BATCH', '100')}",
    batched ? "#{per_s('e_batch.steps_per_s')} (created at #{per_s('e_batch.create_per_s')})" : F["e_batch.steps_per_s"] || "—"],
+  ["(h) the (d) drain under a concurrency limit of 2 per key, 10 keys",
+   "#{per_s('h_concurrency.steps_per_s')} (#{fig('h_concurrency.tasks', 0)} steps in #{fig('h_concurrency.seconds')} s)"],
+  ["(h) the (d) drain under a rate limit far above its rate (1,000,000 per s, one key)",
+   "#{per_s('h_rate.steps_per_s')} (#{fig('h_rate.tasks', 0)} steps in #{fig('h_rate.seconds')} s)"],
   ["(f) 4-step chain, Rust-native handlers, create → last handler done, p50 / p95 / p99",
    ms("f.chain_p50_ms", "f.chain_p95_ms", "f.chain_p99_ms")],
   ["(f) 4-step chain, Rust-native handlers, create → task seen terminal, p50", ms("f.wait_p50_ms")],
@@ -103,7 +107,8 @@ figures = [
   ["(g) RSS of the Ruby process over #{fig('g.steps', 0)} no-op steps (steps done: MB)",
    rss_samples]
 ]
-unfinished = %w[d.not_complete e.not_complete e_batch.not_complete f.drain_not_complete g.not_complete]
+unfinished = %w[d.not_complete e.not_complete e_batch.not_complete f.drain_not_complete g.not_complete
+                h_concurrency.not_complete h_rate.not_complete]
              .select { |k| num(k)&.positive? }.map { |k| "#{k.split('.').first}: #{fig(k, 0)}" }
 
 ratios = [
@@ -118,6 +123,9 @@ ratios = [
    "≥ 1.5× (issue 12)"],
   ["(e) `create_tasks` ÷ (d) drain", batched ? times(ratio("e_batch.steps_per_s", "d.steps_per_s")) : "n/a",
    "≥ 0.5× (ARCHITECTURE §10)"],
+  ["(h) drain with a concurrency limit ÷ (d) drain", times(ratio("h_concurrency.steps_per_s", "d.steps_per_s")),
+   "≥ 0.8× (issue 15)"],
+  ["(h) drain with a rate limit ÷ (d) drain", times(ratio("h_rate.steps_per_s", "d.steps_per_s")), "≥ 0.8× (issue 15)"],
   ["(c) chain p50 ÷ (a) INSERT + COMMIT p50", times(ratio("c.chain_p50_ms", "a.insert_commit_p50_ms")), ""],
   ["(f) chain p50 ÷ (b) pgmq cycle p50 (Rust-native)", times(ratio("f.chain_p50_ms", "b.cycle_p50_ms")), ""],
   ["(f) drain ÷ (b) pgmq best (Rust-native)", times(ratio("f.drain_steps_per_s", "b.best_msg_per_s")), ""]

@@ -13,6 +13,7 @@ pub mod logging;
 pub mod messaging;
 pub mod orchestration;
 pub mod resilience;
+pub mod schedule;
 pub mod state;
 pub mod store;
 pub mod strings;

@@ -81,7 +81,7 @@ async fn create_at(
     ];
     let rows = sqlx::query(
         "SELECT * FROM tasker.create_tasks($1, $2, $3, $4, $5::jsonb[], $6, $7, $8, $9, $10, $11, $12, \
-           $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33)",
+           $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34)",
     )
     .bind(vec![named])
     .bind(vec![NS])
@@ -106,6 +106,7 @@ async fn create_at(
     .bind(vec![30i32; 4])
     .bind(vec![0i32, 1, 1, 2])
     .bind(vec!["", "a", "a", "a,b,c"])
+    .bind(vec![None::<serde_json::Value>; 4])
     .bind(vec![1i32; 4])
     .bind(vec![steps[0], steps[0], steps[1], steps[2]])
     .bind(vec![steps[1], steps[2], steps[3], steps[3]])

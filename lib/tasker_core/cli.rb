@@ -2,10 +2,13 @@
 
 require "json"
 require "optparse"
+require_relative "cli/operations"
 
 module TaskerCore
   # `exe/tasker_core`: migrate the database, validate templates, run the demo workflow.
   class CLI
+    include Operations
+
     # The text `tasker_core --help` prints.
     USAGE = <<~TEXT
       Usage: tasker_core COMMAND [options]
@@ -22,9 +25,18 @@ module TaskerCore
         task resolve-step UUID STEP --result JSON [--reason TEXT]
         worker --namespaces a,b [--concurrency N] [--templates PATH] [-r FILE | --rails]
                                    run handlers until SIGTERM/SIGINT (drains, then exits 0)
-        pause NAMESPACE [--reason TEXT]
-                                   stop every process claiming the namespace's steps (work stays queued)
-        resume NAMESPACE           let them claim again
+        pause NAMESPACE[/TEMPLATE] [--reason TEXT]
+                                   stop every process claiming the namespace's (template's) steps;
+                                   the work stays queued
+        resume NAMESPACE[/TEMPLATE]
+                                   let them claim again
+        schedules list             every cron schedule, its next tick and whether it is paused
+        schedules trigger|pause|resume NAME
+                                   fire a schedule now / stop it firing / let it fire again
+        dead list [--namespace NS] [--limit N]
+                                   messages archived as unrunnable (NS omitted: the task requests queue)
+        dead replay ID [--namespace NS]
+                                   send one back to its queue
         health                     print TaskerCore.health as JSON (exit 1 unless ok/degraded)
         web [--port N] [--bind ADDR] [-r FILE]
                                    serve the dashboard (TaskerCore::Web) until SIGTERM/SIGINT
@@ -56,6 +68,8 @@ module TaskerCore
       when "worker" then worker(argv)
       when "health" then health(argv)
       when "pause", "resume" then pause_or_resume(command, argv)
+      when "schedules" then schedules(argv)
+      when "dead" then dead(argv)
       when "web" then web(argv)
       when "version", "--version", "-v" then @out.puts(VERSION) || 0
       when nil, "help", "--help", "-h" then @out.puts(USAGE) || 0
@@ -297,25 +311,6 @@ module TaskerCore
       with_client(options[:database_url]) { report = TaskerCore.health }
       @out.puts(JSON.pretty_generate(report))
       %w[ok degraded].include?(report["status"]) ? 0 : 1
-    end
-
-    def pause_or_resume(command, argv)
-      usage = "Usage: tasker_core #{command} NAMESPACE#{' [--reason TEXT]' if command == 'pause'}"
-      options = database_options(argv, usage) do |o, opts|
-        o.on("--reason TEXT", "why (recorded)") { |v| opts[:reason] = v } if command == "pause"
-      end
-      namespace = argv.shift
-      return fail_with("usage: tasker_core #{command} NAMESPACE") if namespace.nil? || argv.any?
-
-      with_client(options[:database_url]) do
-        if command == "pause"
-          TaskerCore.pause(namespace: namespace, reason: options[:reason])
-          @out.puts("paused #{namespace}: no process claims its steps from within one poll interval")
-        else
-          @out.puts(TaskerCore.resume(namespace: namespace) ? "resumed #{namespace}" : "#{namespace} was not paused")
-        end
-      end
-      0
     end
 
     def web(argv)

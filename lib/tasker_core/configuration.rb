@@ -75,6 +75,12 @@ module TaskerCore
     # @return [Symbol, String] :stderr, :stdout, :otlp (OpenTelemetry logs to the telemetry
     #   endpoint) or a file path
     attr_accessor :log_output
+    # @return [Array<Hash>] cron schedules, each creating a task of the template it names at
+    #   every tick: `{ name:, cron: "*/5 * * * *", namespace:, task:, version:, timezone: "UTC",
+    #   context: {}, missed: :skip }` (`missed: :fire_once` fires one task for ticks that passed
+    #   while no process ran). A template can declare its own under `schedules:`. Stored at
+    #   start; every worker process runs them, each tick creating exactly one task
+    attr_accessor :schedules
     # @return [Array<#call>] called with (exception, context Hash) for every exception a
     #   handler raises (and every step timeout), on a Ruby thread of their own
     attr_reader :error_handlers
@@ -126,6 +132,7 @@ module TaskerCore
       @log_format = :text
       @telemetry = {}
       @log_output = :stderr
+      @schedules = []
     end
 
     # @raise [Errors::ConfigurationError] naming the first invalid setting
@@ -137,6 +144,7 @@ module TaskerCore
       CircuitBreakerSettings.validate!(circuit_breakers)
       validate_telemetry!
       validate_logging!
+      validate_schedules!
       self
     end
 
@@ -188,8 +196,15 @@ module TaskerCore
         "namespace_circuit_breakers" => breakers[:namespaces].transform_values { |v| CircuitBreakerSettings.to_native(v) },
         "handler_class_circuit_breakers" =>
           breakers[:handler_classes].transform_values { |v| CircuitBreakerSettings.to_native(v) },
-        "telemetry" => resolved_telemetry
+        "telemetry" => resolved_telemetry,
+        "schedules" => schedules.map { |h| Configuration.schedule_hash(h) }
       }
+    end
+
+    # A schedule Hash as the engine reads it (string keys, `missed` a String).
+    # @api private
+    def self.schedule_hash(hash)
+      hash.to_h { |k, v| [k.to_s, k.to_s == "missed" && v.is_a?(Symbol) ? v.to_s : v] }
     end
 
     # The keys {#telemetry} accepts.
@@ -239,6 +254,14 @@ module TaskerCore
       return unless ratio && !(ratio.is_a?(Numeric) && ratio.between?(0, 1))
 
       invalid!(:telemetry, "sampling_ratio must be a number from 0 to 1")
+    end
+
+    # The shape of each schedule (its cron expression and timezone are checked at start).
+    def validate_schedules!
+      invalid!(:schedules, "must be an Array of Hashes") unless schedules.is_a?(Array) && schedules.all?(Hash)
+      names = schedules.map { |h| (h[:name] || h["name"]).to_s }
+      dup = names.tally.find { |_, n| n > 1 }
+      invalid!(:schedules, "names schedule #{dup.first.inspect} twice") if dup
     end
 
     # "a,b" / "a:b" from the environment, nil when unset.

@@ -79,6 +79,10 @@ module TaskerCore
     # set to the seconds until the breaker lets a trial call through.
     class CircuitOpenError < RetryableError; end
 
+    # {TaskerCore::RateLimit.acquire} could not take a start within its timeout. Retryable,
+    # with `retry_after` set to the seconds until a start may be taken.
+    class RateLimitedError < RetryableError; end
+
     # The step failed and must not run again (bad input, a declined payment, ...).
     class PermanentError < StepError
       # @return [String, nil] a machine-readable reason

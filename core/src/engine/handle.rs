@@ -36,6 +36,9 @@ pub(super) struct HandleParts {
     pub lock_timeout: Duration,
     /// This process's view of the paused namespaces (updated at once by its own pause/resume).
     pub pauses: Arc<super::pauses::Pauses>,
+    /// This engine's tag on its notifications, and its claims' owner.
+    pub sender: Arc<str>,
+    pub worker_id: String,
 }
 
 /// A cheap, cloneable handle for async calls (task creation, reads) on the engine.
@@ -231,26 +234,40 @@ impl EngineHandle {
     }
 
     /// Pause a namespace for every process (each stops claiming its steps within one poll
-    /// interval; this one at once). Its messages stay queued.
-    pub async fn pause(&self, namespace: &str, who: Intervention) -> Result<()> {
-        store::pauses::pause(
-            &self.0.db.pool,
-            namespace,
-            who.actor.as_deref(),
-            who.reason.as_deref(),
-        )
-        .await?;
-        self.0.pauses.insert(namespace);
-        tracing::warn!(namespace, actor = ?who.actor, reason = ?who.reason, "namespace paused");
+    /// interval; this one at once), or with `template` one template of it (every version;
+    /// obeyed by the next claim of any process). The work stays queued.
+    pub async fn pause(
+        &self,
+        namespace: &str,
+        template: Option<&str>,
+        who: Intervention,
+    ) -> Result<()> {
+        let (actor, reason) = (who.actor.as_deref(), who.reason.as_deref());
+        match template {
+            Some(t) => {
+                store::pauses::pause_template(&self.0.db.pool, namespace, t, actor, reason).await?
+            }
+            None => {
+                store::pauses::pause(&self.0.db.pool, namespace, actor, reason).await?;
+                self.0.pauses.insert(namespace);
+            }
+        }
+        tracing::warn!(namespace, template, actor, reason, "paused");
         Ok(())
     }
 
-    /// Resume a paused namespace; false when it was not paused.
-    pub async fn resume(&self, namespace: &str) -> Result<bool> {
-        let was = store::pauses::resume(&self.0.db.pool, namespace).await?;
-        self.0.pauses.remove(namespace);
+    /// Resume a paused namespace or template; false when it was not paused.
+    pub async fn resume(&self, namespace: &str, template: Option<&str>) -> Result<bool> {
+        let was = match template {
+            Some(t) => store::pauses::resume_template(&self.0.db.pool, namespace, t).await?,
+            None => {
+                let was = store::pauses::resume(&self.0.db.pool, namespace).await?;
+                self.0.pauses.remove(namespace);
+                was
+            }
+        };
         if was {
-            tracing::warn!(namespace, "namespace resumed");
+            tracing::warn!(namespace, template, "resumed");
             // Its pollers may be asleep for a poll interval: wake them.
             self.0.signals.wake_namespace(namespace);
         }
@@ -260,6 +277,92 @@ impl EngineHandle {
     /// Every paused namespace, with who paused it and why.
     pub async fn paused(&self) -> Result<Vec<store::pauses::Paused>> {
         store::pauses::list(&self.0.db.pool).await
+    }
+
+    /// Every cron schedule, by name.
+    pub async fn schedules(&self) -> Result<Vec<store::schedules::ScheduleRow>> {
+        let mut rows = store::schedules::list(&self.0.db.pool).await?;
+        let now = chrono::Utc::now();
+        for row in rows.iter_mut().filter(|r| !r.paused) {
+            row.next_tick = super::scheduler::compile(row)
+                .ok()
+                .and_then(|s| s.next_after(now.max(row.last_tick)));
+        }
+        Ok(rows)
+    }
+
+    /// The ticks a schedule fired, newest first.
+    pub async fn schedule_fires(
+        &self,
+        name: &str,
+        limit: i64,
+    ) -> Result<Vec<store::schedules::FireRow>> {
+        store::schedules::get(&self.0.db.pool, name).await?;
+        store::schedules::fires(&self.0.db.pool, name, limit).await
+    }
+
+    /// Create a schedule at runtime (its template must be registered).
+    pub async fn create_schedule(&self, doc: crate::schedule::ScheduleDoc) -> Result<()> {
+        let s = doc.compile(None).map_err(Error::InvalidInput)?;
+        self.0
+            .registry
+            .lookup(&self.0.db.pool, &s.namespace, &s.task, &s.version)
+            .await?;
+        store::schedules::create(&self.0.db.pool, &s).await?;
+        tracing::info!(schedule = %s.name, cron = %s.expression, "schedule created");
+        Ok(())
+    }
+
+    /// Pause (true) or resume a schedule; false when it was already so. Resuming starts from
+    /// now: ticks that passed while it was paused do not fire.
+    pub async fn set_schedule_paused(&self, name: &str, paused: bool) -> Result<bool> {
+        store::schedules::set_paused(&self.0.db.pool, name, paused).await
+    }
+
+    /// Delete a schedule; false when there was none. A schedule a template or the
+    /// configuration declares comes back when a process declaring it starts.
+    pub async fn delete_schedule(&self, name: &str) -> Result<bool> {
+        store::schedules::delete(&self.0.db.pool, name).await
+    }
+
+    /// Fire a schedule now (a task outside its cron times, recorded as a manual fire).
+    pub async fn trigger_schedule(&self, name: &str) -> Result<CreatedTask> {
+        super::scheduler::trigger_now(
+            &self.0.db,
+            &self.0.registry,
+            self.0.lock_timeout,
+            &self.0.sender,
+            &self.0.worker_id,
+            name,
+        )
+        .await
+    }
+
+    /// One start under the rate limit `key` (`limit` per `per` seconds, shared with every
+    /// process and with steps whose `rate_limit` has the same name and key): None when it
+    /// was taken now, else how long until one may be.
+    pub async fn acquire_rate(&self, key: &str, limit: u32, per: f64) -> Result<Option<Duration>> {
+        let wait: f64 = sqlx::query_scalar("SELECT tasker.acquire_rate($1, $2, $3)")
+            .bind(key)
+            .bind(limit.min(i32::MAX as u32) as i32)
+            .bind(per)
+            .fetch_one(&self.0.db.pool)
+            .await?;
+        Ok((wait > 0.0).then(|| Duration::from_secs_f64(wait)))
+    }
+
+    /// Send an archived message of a namespace's queue (or of the task requests queue) back
+    /// to its queue, as a new message; its archive row is removed in the same transaction.
+    pub async fn replay_dead_letter(&self, namespace: Option<String>, msg_id: i64) -> Result<i64> {
+        let queue = match namespace {
+            Some(ns) => crate::messaging::queue::QueueName::for_namespace(&ns)?,
+            None => orchestration::requests::queue(),
+        };
+        let id = store::dashboard::replay_dead_letter(&self.0.db.pool, &queue, msg_id).await?;
+        if let Some(ns) = crate::messaging::queue::QueueName::namespace_of(queue.as_str()) {
+            self.0.signals.wake_namespace(ns);
+        }
+        Ok(id)
     }
 
     /// A task's current status.

@@ -37,6 +37,7 @@ mod health;
 mod listener;
 mod pauses;
 mod poller;
+mod scheduler;
 mod services;
 mod signals;
 
@@ -81,6 +82,8 @@ pub struct EngineConfig {
     pub queue_lock_timeout: Duration,
     /// OpenTelemetry export; None: off.
     pub telemetry: Option<crate::telemetry::TelemetryConfig>,
+    /// Cron schedules declared in the configuration (each names its task).
+    pub schedules: Vec<crate::schedule::ScheduleDoc>,
 }
 
 impl Default for EngineConfig {
@@ -100,6 +103,7 @@ impl Default for EngineConfig {
             requeue_after: defaults::REQUEUE_AFTER,
             queue_lock_timeout: defaults::QUEUE_LOCK_TIMEOUT,
             telemetry: None,
+            schedules: Vec::new(),
         }
     }
 }
@@ -216,6 +220,7 @@ impl Engine {
             store::pauses::list(&pool)
                 .await?
                 .into_iter()
+                .filter(|p| p.template.is_none())
                 .map(|p| p.namespace)
                 .collect(),
         );
@@ -253,6 +258,7 @@ impl Engine {
         for t in templates {
             registered.push(registry.register(&pool, t).await?);
         }
+        declare_schedules(&pool, &registry, &registered, &config.schedules).await?;
         let mut queues = Vec::with_capacity(config.namespaces.len());
         for ns in &config.namespaces {
             let queue = QueueName::for_namespace(ns)?;
@@ -356,6 +362,17 @@ impl Engine {
                 stop_rx.clone(),
             )));
         }
+        if !queues.is_empty() {
+            let scheduler = scheduler::Scheduler {
+                db: db.clone(),
+                registry: registry.clone(),
+                signals: signals.clone(),
+                lock_timeout: config.queue_lock_timeout,
+                sender: instance_id.clone(),
+                worker_id: claimer.worker_id.clone(),
+            };
+            services.push(tokio::spawn(scheduler.run(stop_rx.clone())));
+        }
         for (namespace, queue) in queues {
             let Some(wake) = signals.wakeup(&namespace) else {
                 continue;
@@ -384,7 +401,7 @@ impl Engine {
                 signals: signals.clone(),
                 telemetry: telemetry.clone(),
                 pending: pending.clone(),
-                instance_id,
+                instance_id: instance_id.clone(),
                 rx: completion_rx,
             }
             .run(),
@@ -396,6 +413,8 @@ impl Engine {
             registry,
             lock_timeout: writer.lock_timeout,
             pauses: claimer.pauses.clone(),
+            sender: instance_id.clone(),
+            worker_id: claimer.worker_id.clone(),
         }));
         Engine {
             rt: runtime.handle().clone(),
@@ -725,6 +744,38 @@ pub fn migration_status(database_url: &str) -> Result<Vec<(i64, String, bool)>> 
             .map(|(v, d)| (v, d, applied.contains(&v)))
             .collect())
     })
+}
+
+/// Store the schedules of the loaded templates and of the configuration (each checked, its
+/// template registered), for every process to run.
+async fn declare_schedules(
+    pool: &sqlx::PgPool,
+    registry: &Registry,
+    registered: &[Arc<RegisteredTemplate>],
+    configured: &[crate::schedule::ScheduleDoc],
+) -> Result<()> {
+    use store::schedules::{declare, Source};
+    for t in registered {
+        for s in &t.template.schedules {
+            declare(pool, s, Source::Template).await?;
+        }
+    }
+    for doc in configured {
+        let s = doc
+            .compile(None)
+            .map_err(|m| Error::Configuration(format!("schedules: {m}")))?;
+        if let Err(e) = registry
+            .lookup(pool, &s.namespace, &s.task, &s.version)
+            .await
+        {
+            return Err(Error::Configuration(format!(
+                "schedules: schedule {:?}: {e}",
+                s.name
+            )));
+        }
+        declare(pool, &s, Source::Config).await?;
+    }
+    Ok(())
 }
 
 fn default_worker_id() -> String {

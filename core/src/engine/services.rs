@@ -189,7 +189,12 @@ pub(super) async fn refresh_pauses(
             _ = stop.changed() => break,
         }
         match crate::store::pauses::list(&db.pool).await {
-            Ok(rows) => pauses.replace(rows.into_iter().map(|p| p.namespace).collect()),
+            Ok(rows) => pauses.replace(
+                rows.into_iter()
+                    .filter(|p| p.template.is_none())
+                    .map(|p| p.namespace)
+                    .collect(),
+            ),
             Err(e) => {
                 if !db.trouble.note("reading paused namespaces", &e) {
                     tracing::warn!(error = %e, "reading paused namespaces failed; retrying");

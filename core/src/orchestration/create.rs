@@ -3,7 +3,6 @@
 //! or claim them at once for this process when it serves that namespace.
 
 use serde_json::Value;
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::registry::RegisteredTemplate;
@@ -115,8 +114,8 @@ pub(crate) struct NewTask<'a> {
 /// after checking every request. A task whose idempotency key its template already has returns
 /// the existing task. Roots of the queues this process serves are claimed at once as `claims`
 /// allows. A queue that cannot be written fails the whole call and nothing is written.
-pub(crate) async fn create_tasks(
-    pool: &PgPool,
+pub(crate) async fn create_tasks<'e>(
+    db: impl sqlx::PgExecutor<'e>,
     tasks: &[NewTask<'_>],
     claims: &ClaimSettings<'_>,
     lock_timeout: std::time::Duration,
@@ -126,7 +125,7 @@ pub(crate) async fn create_tasks(
         validate_request(t.req)?;
     }
     let (created, claimed) =
-        crate::store::tasks::create_tasks(pool, tasks, claims, lock_timeout, sender).await?;
+        crate::store::tasks::create_tasks(db, tasks, claims, lock_timeout, sender).await?;
     for c in created.iter().filter(|c| c.created) {
         tracing::debug!(task_uuid = %c.task_uuid, correlation_id = %c.correlation_id, "task created");
     }

@@ -318,3 +318,52 @@ pub async fn dead_letters(
         next,
     })
 }
+
+/// Send the archived message `msg_id` of `queue` back to the queue as a new message (visible
+/// now; its headers say which archived message it replays) and remove it from the archive,
+/// in one statement. Only a message the engine archived with a reason (a dead letter) is
+/// replayed; anything else is [`crate::Error::NotFound`]. Returns the new message's id.
+pub async fn replay_dead_letter(
+    pool: &PgPool,
+    queue: &crate::messaging::queue::QueueName,
+    msg_id: i64,
+) -> Result<i64> {
+    // The table names come from a validated QueueName; every value is a parameter.
+    let sql = format!(
+        "WITH dead AS (DELETE FROM pgmq.a_{q} WHERE msg_id = $1 AND headers ? 'tasker_archive_reason' \
+                       RETURNING message, headers) \
+         INSERT INTO pgmq.q_{q} (vt, message, headers) \
+         SELECT clock_timestamp(), message, \
+                (headers - 'tasker_archive_reason') || jsonb_build_object('tasker_replay_of', $1::bigint) \
+           FROM dead RETURNING msg_id",
+        q = queue.as_str()
+    );
+    let id: Option<i64> = match sqlx::query_scalar(&sql)
+        .bind(msg_id)
+        .fetch_optional(pool)
+        .await
+    {
+        Ok(id) => id,
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => None,
+        Err(e) => return Err(e.into()),
+    };
+    let id = id.ok_or_else(|| {
+        crate::Error::NotFound(format!(
+            "no dead letter {msg_id} in queue {}",
+            queue.as_str()
+        ))
+    })?;
+    if let Some(ns) = crate::messaging::queue::QueueName::namespace_of(queue.as_str()) {
+        sqlx::query("SELECT pg_notify('tasker_wakeup', $1)")
+            .bind(ns)
+            .execute(pool)
+            .await?;
+    }
+    tracing::warn!(
+        queue = queue.as_str(),
+        replayed = msg_id,
+        msg_id = id,
+        "dead letter replayed"
+    );
+    Ok(id)
+}

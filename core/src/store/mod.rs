@@ -17,6 +17,7 @@ pub mod migrate;
 pub mod pauses;
 pub mod processes;
 pub mod queues;
+pub mod schedules;
 pub mod snapshot;
 pub(crate) mod steps;
 pub(crate) mod tasks;

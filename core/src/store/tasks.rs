@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::steps::{ClaimColumns, ClaimSettings, ClaimedStep};
@@ -33,8 +33,8 @@ struct CreateRow {
 /// queues this process serves are claimed at once as `claims` allows. A queue that cannot be
 /// written fails the whole call and nothing is written. The requests were checked by
 /// [`crate::orchestration::create::create_tasks`].
-pub(crate) async fn create_tasks(
-    pool: &PgPool,
+pub(crate) async fn create_tasks<'e>(
+    db: impl sqlx::PgExecutor<'e>,
     tasks: &[NewTask<'_>],
     claims: &ClaimSettings<'_>,
     lock_timeout: Duration,
@@ -55,6 +55,7 @@ pub(crate) async fn create_tasks(
     let (mut step_tasks, mut step_uuids, mut step_names, mut positions, mut handlers) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut ancestors = Vec::new();
+    let mut flows: Vec<Option<serde_json::Value>> = Vec::new();
     let (mut max_attempts, mut retryable, mut base, mut max_backoff, mut timeouts, mut pending) = (
         Vec::new(),
         Vec::new(),
@@ -92,6 +93,7 @@ pub(crate) async fn create_tasks(
             timeouts.push(step.timeout_seconds as i32);
             pending.push(step.parents.len() as i32);
             ancestors.push(&*step.ancestors);
+            flows.push(step.flow.resolve(&t.req.context));
         }
         for (child, step) in template.steps.iter().enumerate() {
             for &parent in &step.parents {
@@ -103,7 +105,7 @@ pub(crate) async fn create_tasks(
     }
     let query = sqlx::query_as(
         "SELECT * FROM tasker.create_tasks($1, $2, $3, $4, $5::jsonb[], $6, $7, $8, $9, $10, $11, $12, \
-           $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33)",
+           $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34)",
     )
     .bind(&named)
     .bind(&namespaces)
@@ -128,12 +130,13 @@ pub(crate) async fn create_tasks(
     .bind(&timeouts)
     .bind(&pending)
     .bind(&ancestors)
+    .bind(&flows)
     .bind(&edge_tasks)
     .bind(&edge_from)
     .bind(&edge_to);
     let rows: std::result::Result<Vec<CreateRow>, sqlx::Error> = claims
         .bind_last(query, lock_timeout, sender)
-        .fetch_all(pool)
+        .fetch_all(db)
         .await;
     let rows = match rows {
         Ok(rows) => rows,

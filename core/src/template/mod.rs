@@ -4,6 +4,7 @@
 //! unknown dependencies, cycles, bad identifiers) and compiled into a [`Template`] whose steps
 //! are in topological order with their parents resolved to indices.
 
+pub mod flow;
 mod model;
 mod validate;
 

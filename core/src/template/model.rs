@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::flow::{ConcurrencyDoc, RateLimitDoc, StepFlow};
 use crate::error::{Error, Result};
+use crate::schedule::{Schedule, ScheduleDoc};
 
 /// Retry settings of a step. Defaults: retryable, 3 attempts in total, 1 s base, 30 s cap.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +61,12 @@ pub struct StepDoc {
     pub retry: RetryPolicy,
     #[serde(default = "default_timeout")]
     pub timeout_seconds: u32,
+    /// At most `limit` of this step in progress per key (replaces the template's limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<ConcurrencyDoc>,
+    /// At most `limit` starts of this step per key in any `per` seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitDoc>,
 }
 
 /// A template document as written (after strict parsing, before validation).
@@ -71,6 +79,12 @@ pub struct TemplateDoc {
     #[serde(default)]
     pub description: Option<String>,
     pub steps: Vec<StepDoc>,
+    /// At most `limit` steps of this template's tasks in progress per key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<ConcurrencyDoc>,
+    /// Cron schedules that create tasks of this template.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedules: Vec<ScheduleDoc>,
 }
 
 /// The top level with steps left raw, so a step's errors can name the step.
@@ -84,6 +98,10 @@ struct RawDoc {
     description: Option<String>,
     #[serde(default)]
     steps: Option<Vec<serde_yaml::Value>>,
+    #[serde(default)]
+    concurrency: Option<ConcurrencyDoc>,
+    #[serde(default)]
+    schedules: Vec<ScheduleDoc>,
 }
 
 /// A parser's complaint, cut short: it may quote the document, and a file that is not a
@@ -150,6 +168,8 @@ pub(crate) fn parse_doc(text: &str) -> Result<TemplateDoc> {
         version,
         description: raw.description,
         steps,
+        concurrency: raw.concurrency,
+        schedules: raw.schedules,
     })
 }
 
@@ -170,6 +190,8 @@ pub struct StepTemplate {
     pub child_count: u32,
     pub retry: RetryPolicy,
     pub timeout_seconds: u32,
+    /// The step's concurrency and rate limits (empty for most steps).
+    pub flow: Arc<StepFlow>,
 }
 
 /// A validated, compiled template. Steps are in topological order (parents before children).
@@ -184,6 +206,8 @@ pub struct Template {
     pub doc: TemplateDoc,
     /// Position of each step in `steps`, by name.
     pub step_index: HashMap<Arc<str>, usize>,
+    /// The cron schedules declared with it (checked: expression, timezone, context).
+    pub schedules: Vec<Schedule>,
 }
 
 impl Template {

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::flow::{self, StepFlow};
 use super::model::{StepTemplate, Template, TemplateDoc};
 use crate::error::{Error, Result};
 use crate::messaging::queue::validate_namespace;
@@ -114,9 +115,12 @@ pub(crate) fn compile(doc: TemplateDoc) -> Result<Template> {
                 child_count: 0,
                 retry: s.retry.clone(),
                 timeout_seconds: s.timeout_seconds,
+                flow: Arc::new(StepFlow::default()),
             }
         })
         .collect();
+    compile_flow(&doc, &order, &mut steps)?;
+    let schedules = compile_schedules(&doc)?;
     for i in 0..steps.len() {
         for p in steps[i].parents.clone() {
             steps[p].child_count += 1;
@@ -153,7 +157,75 @@ pub(crate) fn compile(doc: TemplateDoc) -> Result<Template> {
         steps,
         doc,
         step_index,
+        schedules,
     })
+}
+
+/// A flow-control or schedule error, naming the template (and the step, when it has one).
+fn in_template(doc: &TemplateDoc, e: Error) -> Error {
+    match e {
+        Error::Template { location, message } => Error::Template {
+            location,
+            message: format!("template {}/{}: {message}", doc.namespace, doc.name),
+        },
+        other => other,
+    }
+}
+
+/// Each step's limits: its own concurrency limit or else the template's, and its rate limit.
+/// A template's limit is counted per template (its steps share it), a step's per step, unless
+/// a `name` makes them shared.
+fn compile_flow(doc: &TemplateDoc, order: &[usize], steps: &mut [StepTemplate]) -> Result<()> {
+    let scope = format!("{}/{}", doc.namespace, doc.name);
+    let template_limit = doc
+        .concurrency
+        .as_ref()
+        .map(|c| flow::concurrency(c, &scope, None))
+        .transpose()
+        .map_err(|e| in_template(doc, e))?;
+    for (step, &old) in steps.iter_mut().zip(order) {
+        let written = &doc.steps[old];
+        let step_scope = format!("{scope}/{}", written.name);
+        let concurrency = match &written.concurrency {
+            Some(c) => Some(flow::concurrency(c, &step_scope, Some(&written.name))),
+            None => template_limit.clone().map(Ok),
+        }
+        .transpose()
+        .map_err(|e| in_template(doc, e))?;
+        let rate = written
+            .rate_limit
+            .as_ref()
+            .map(|r| flow::rate(r, &step_scope, &written.name))
+            .transpose()
+            .map_err(|e| in_template(doc, e))?;
+        step.flow = Arc::new(StepFlow { concurrency, rate });
+    }
+    Ok(())
+}
+
+fn compile_schedules(doc: &TemplateDoc) -> Result<Vec<crate::schedule::Schedule>> {
+    let target = (
+        doc.namespace.as_str(),
+        doc.name.as_str(),
+        doc.version.as_str(),
+    );
+    let mut out: Vec<crate::schedule::Schedule> = Vec::with_capacity(doc.schedules.len());
+    for s in &doc.schedules {
+        let compiled =
+            crate::schedule::compile_in_template(s, target).map_err(|e| in_template(doc, e))?;
+        if out.iter().any(|o| o.name == compiled.name) {
+            return Err(in_template(
+                doc,
+                Error::template(
+                    None,
+                    None,
+                    format!("schedule {:?} is declared twice", s.name),
+                ),
+            ));
+        }
+        out.push(compiled);
+    }
+    Ok(out)
 }
 
 /// Kahn's algorithm, stable with respect to declaration order; a leftover step is on a cycle.
@@ -381,6 +453,74 @@ steps:
         assert!(e.contains("step 's2': retry.max_attempts"), "{e}");
         let e = err(&LINEAR.replace("timeout_seconds: 10", "timeout_seconds: 0"));
         assert!(e.contains("timeout_seconds"), "{e}");
+    }
+
+    #[test]
+    fn compiles_flow_limits_per_step_with_the_templates_as_default() {
+        let t = parse_str(
+            &LINEAR
+                .replace(
+                    "steps:\n",
+                    "concurrency: { key: context.account_id, limit: 2 }\nsteps:\n",
+                )
+                .replace(
+                    "timeout_seconds: 10",
+                    "timeout_seconds: 10\n    rate_limit: { key: api, limit: 20, per: 1 }\n    concurrency: { key: context.a.b, limit: 3, name: shared }",
+                ),
+            None,
+        )
+        .unwrap();
+        let ctx = serde_json::json!({"account_id": "acct_1", "a": {"b": 7}});
+        assert_eq!(
+            t.steps[0].flow.resolve(&ctx),
+            Some(
+                serde_json::json!({"concurrency": {"key": "linear_workflow/mathematical_sequence:acct_1", "limit": 2}})
+            )
+        );
+        assert_eq!(
+            t.steps[1].flow.resolve(&ctx),
+            Some(serde_json::json!({
+                "concurrency": {"key": "shared:7", "limit": 3},
+                "rate": {"key": "linear_workflow/mathematical_sequence/s2:api", "limit": 20, "per": 1.0}}))
+        );
+        assert_eq!(
+            parse_str(LINEAR, None).unwrap().steps[0].flow.resolve(&ctx),
+            None
+        );
+    }
+
+    #[test]
+    fn rejects_bad_flow_limits_and_schedules_naming_template_and_step() {
+        let with_step = |extra: &str| {
+            err(&LINEAR.replace(
+                "timeout_seconds: 10",
+                &format!("timeout_seconds: 10\n    {extra}"),
+            ))
+        };
+        let e = with_step("concurrency: { key: context.id, limit: 0 }");
+        assert_eq!(
+            e,
+            "t.yaml: step 's2': template linear_workflow/mathematical_sequence: concurrency.limit must be between 1 and 1000000, got 0"
+        );
+        let e = with_step("rate_limit: { key: \"context..id\", limit: 5, per: 1 }");
+        assert!(
+            e.contains("step 's2'") && e.contains("is not a path"),
+            "{e}"
+        );
+        let e = with_step("rate_limit: { key: k, limit: 5, per: 0 }");
+        assert!(e.contains("rate_limit.per"), "{e}");
+        let with_schedule = |s: &str| err(&format!("{LINEAR}schedules:\n  - {s}\n"));
+        let e = with_schedule("{ name: n, cron: \"61 * * * *\" }");
+        assert!(
+            e.starts_with(
+                "t.yaml: template linear_workflow/mathematical_sequence: schedule \"n\": cron"
+            ),
+            "{e}"
+        );
+        let e = with_schedule("{ name: n, cron: \"* * * * *\", timezone: Mars/Base }");
+        assert!(e.contains("timezone \"Mars/Base\" is unknown"), "{e}");
+        let e = with_schedule("{ name: n, cron: \"* * * * *\", missed: twice }");
+        assert!(e.contains("expected `skip` or `fire_once`"), "{e}");
     }
 
     #[test]

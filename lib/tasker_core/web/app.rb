@@ -183,7 +183,7 @@ module TaskerCore
       end
 
       def queues
-        paused = engine.paused.to_h { |p| [p["namespace"], p] }
+        paused = engine.paused.reject { |p| p["template"] }.to_h { |p| [p["namespace"], p] }
         respond("queues", { "queues" => engine.dashboard_queues["queues"], "paused" => paused }, title: "Queues", refresh: true)
       end
 

@@ -21,6 +21,7 @@ use crate::convert;
 use crate::errors::{error, guarded, internal, to_ruby};
 use crate::nogvl::{self, Waited};
 use crate::step_event::RbStepEvent;
+use tasker_core::schedule::ScheduleDoc;
 
 /// A core read model as a Ruby value (through its JSON form), or InternalError naming `what`.
 macro_rules! ruby_json {
@@ -66,11 +67,19 @@ pub fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     class.define_method("dashboard_queues", method!(dashboard_queues, 0))?;
     class.define_method("namespaces", method!(namespaces, 0))?;
     class.define_method("processes", method!(processes, 0))?;
-    class.define_method("pause", method!(pause, 2))?;
-    class.define_method("resume", method!(resume, 1))?;
+    class.define_method("pause", method!(pause, 3))?;
+    class.define_method("resume", method!(resume, 2))?;
     class.define_method("paused", method!(paused, 0))?;
     class.define_method("dead_letters", method!(dead_letters, 3))?;
     class.define_method("breaker_metrics", method!(breaker_metrics, 1))?;
+    class.define_method("replay_dead_letter", method!(replay_dead_letter, 2))?;
+    class.define_method("schedules", method!(schedules, 0))?;
+    class.define_method("schedule_fires", method!(schedule_fires, 2))?;
+    class.define_method("create_schedule", method!(create_schedule, 1))?;
+    class.define_method("set_schedule_paused", method!(set_schedule_paused, 2))?;
+    class.define_method("delete_schedule", method!(delete_schedule, 1))?;
+    class.define_method("trigger_schedule", method!(trigger_schedule, 1))?;
+    class.define_method("acquire_rate", method!(acquire_rate, 3))?;
     Ok(())
 }
 
@@ -139,6 +148,7 @@ guarded! {
                 defaults.handler_breaker,
             )?,
             telemetry: None,
+            schedules: schedule_docs(ruby, "ConfigurationError", "schedules", args::get(config, "schedules"))?,
         };
         let telemetry: Option<RHash> = setting(ruby, config, "telemetry")?;
         let cfg = EngineConfig {
@@ -696,25 +706,173 @@ fn namespace_arg(ruby: &Ruby, namespace: Value) -> Result<String, Error> {
     Ok(namespace)
 }
 
+/// Schedules given as an Array of Hashes (or one Hash for `one`), as `ScheduleDoc`s.
+fn schedule_docs(
+    ruby: &Ruby,
+    class: &str,
+    what: &str,
+    value: Value,
+) -> Result<Vec<ScheduleDoc>, Error> {
+    if value.is_nil() {
+        return Ok(Vec::new());
+    }
+    let json = convert::to_json(ruby, value, what)?;
+    let list = match json {
+        serde_json::Value::Array(items) => items,
+        other => vec![other],
+    };
+    list.into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let label = item
+                .get("name")
+                .and_then(|n| n.as_str())
+                .map(|n| format!("schedule {n:?}"))
+                .unwrap_or_else(|| format!("schedule #{}", i + 1));
+            serde_json::from_value::<ScheduleDoc>(item)
+                .map_err(|e| error(ruby, class, format!("{what}: {label}: {e}")))
+        })
+        .collect()
+}
+
+fn schedule_name(ruby: &Ruby, name: Value) -> Result<String, Error> {
+    let name = args::text(ruby, "ValidationError", "schedule name", name)?;
+    tasker_core::schedule::check_name(&name).map_err(|m| error(ruby, "ValidationError", m))?;
+    Ok(name)
+}
+
 guarded! {
-    /// Pause `namespace` for every process; `who` carries actor and reason.
-    fn pause(ruby: &Ruby, rb_self: &RbEngine, namespace: Value, who: RHash) -> Result<(), Error> {
+    /// Send a dead letter of `namespace`'s queue (nil: the task requests queue) back to it;
+    /// returns the new message's id.
+    fn replay_dead_letter(ruby: &Ruby, rb_self: &RbEngine, namespace: Value, msg_id: Value) -> Result<i64, Error> {
+        let engine = rb_self.engine(ruby)?;
+        let namespace = args::optional_text(ruby, "ValidationError", "namespace", namespace)?;
+        let msg_id = args::integer(ruby, "ValidationError", "id", msg_id, 1, i64::MAX)?;
+        let h = engine.handle();
+        call(ruby, engine, async move { h.replay_dead_letter(namespace, msg_id).await })
+    }
+
+    /// `[{name, namespace, task_name, version, cron, timezone, context, missed, source, paused, last_tick, updated_at}]`.
+    fn schedules(ruby: &Ruby, rb_self: &RbEngine) -> Result<Value, Error> {
+        let engine = rb_self.engine(ruby)?;
+        let h = engine.handle();
+        let rows = call(ruby, engine, async move { h.schedules().await })?;
+        ruby_json!(ruby, "schedules", &rows)
+    }
+
+    /// The ticks a schedule fired, newest first: `[{tick, kind, task_uuid, fired_at}]`.
+    fn schedule_fires(ruby: &Ruby, rb_self: &RbEngine, name: Value, limit: Value) -> Result<Value, Error> {
+        let engine = rb_self.engine(ruby)?;
+        let name = schedule_name(ruby, name)?;
+        let limit = args::integer(ruby, "ValidationError", "limit", limit, 1, 10_000)?;
+        let h = engine.handle();
+        let rows = call(ruby, engine, async move { h.schedule_fires(&name, limit).await })?;
+        ruby_json!(ruby, "schedule fires", &rows)
+    }
+
+    /// Create a schedule from a Hash (name, cron, namespace, task, version, timezone, context, missed).
+    fn create_schedule(ruby: &Ruby, rb_self: &RbEngine, doc: Value) -> Result<(), Error> {
+        let engine = rb_self.engine(ruby)?;
+        let mut docs = schedule_docs(ruby, "ValidationError", "schedules.create", doc)?;
+        let doc = docs.pop().ok_or_else(|| error(ruby, "ValidationError", "schedules.create: no schedule given"))?;
+        let h = engine.handle();
+        call(ruby, engine, async move { h.create_schedule(doc).await })
+    }
+
+    /// Pause (true) or resume (false) a schedule; false when it was already so.
+    fn set_schedule_paused(ruby: &Ruby, rb_self: &RbEngine, name: Value, paused: bool) -> Result<bool, Error> {
+        let engine = rb_self.engine(ruby)?;
+        let name = schedule_name(ruby, name)?;
+        let h = engine.handle();
+        call(ruby, engine, async move { h.set_schedule_paused(&name, paused).await })
+    }
+
+    /// Delete a schedule; false when there was none.
+    fn delete_schedule(ruby: &Ruby, rb_self: &RbEngine, name: Value) -> Result<bool, Error> {
+        let engine = rb_self.engine(ruby)?;
+        let name = schedule_name(ruby, name)?;
+        let h = engine.handle();
+        call(ruby, engine, async move { h.delete_schedule(&name).await })
+    }
+
+    /// Fire a schedule now; returns `{uuid, correlation_id, status, created}`.
+    fn trigger_schedule(ruby: &Ruby, rb_self: &RbEngine, name: Value) -> Result<Value, Error> {
+        let engine = rb_self.engine(ruby)?;
+        let name = schedule_name(ruby, name)?;
+        let h = engine.handle();
+        let task = call(ruby, engine, async move { h.trigger_schedule(&name).await })?;
+        ruby_json!(ruby, "triggered task", &serde_json::json!({
+            "uuid": task.task_uuid.to_string(),
+            "correlation_id": task.correlation_id.to_string(),
+            "status": task.status.as_str(),
+            "created": task.created,
+        }))
+    }
+
+    /// One start under rate limit `key`: 0.0 when taken now, else the seconds until one may be.
+    fn acquire_rate(ruby: &Ruby, rb_self: &RbEngine, key: Value, limit: Value, per: Value) -> Result<f64, Error> {
+        let engine = rb_self.engine(ruby)?;
+        let key = args::text(ruby, "ValidationError", "key", key)?;
+        if key.is_empty() || key.chars().count() > 400 {
+            return Err(error(ruby, "ValidationError", "a rate limit's key must be 1-400 characters"));
+        }
+        let max = tasker_core::template::flow::MAX_LIMIT as i64;
+        let limit = args::integer(ruby, "ValidationError", "limit", limit, 1, max)? as u32;
+        let per = args::finite_seconds(ruby, "ValidationError", "per", per)?.as_secs_f64();
+        if !(0.001..=tasker_core::template::flow::MAX_PER_SECONDS).contains(&per) {
+            return Err(error(ruby, "ValidationError", format!(
+                "per must be between 0.001 and {} seconds", tasker_core::template::flow::MAX_PER_SECONDS)));
+        }
+        let h = engine.handle();
+        let wait = call(ruby, engine, async move { h.acquire_rate(&key, limit, per).await })?;
+        Ok(wait.map_or(0.0, |w| w.as_secs_f64()))
+    }
+}
+
+/// A template name (as a template's `name`), or nil.
+fn template_arg(ruby: &Ruby, template: Value) -> Result<Option<String>, Error> {
+    let Some(name) = args::optional_text(ruby, "ValidationError", "template", template)? else {
+        return Ok(None);
+    };
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if !ok {
+        return Err(error(
+            ruby,
+            "ValidationError",
+            format!(
+                "template {name:?} is not a template name (1-128 letters, digits, '_', '-' or '.')"
+            ),
+        ));
+    }
+    Ok(Some(name))
+}
+
+guarded! {
+    /// Pause `namespace` (or one `template` of it) for every process; `who` carries actor and
+    /// reason.
+    fn pause(ruby: &Ruby, rb_self: &RbEngine, namespace: Value, template: Value, who: RHash) -> Result<(), Error> {
         let engine = rb_self.engine(ruby)?;
         let namespace = namespace_arg(ruby, namespace)?;
+        let template = template_arg(ruby, template)?;
         let who = intervention(ruby, who)?;
         let h = engine.handle();
-        call(ruby, engine, async move { h.pause(&namespace, who).await })
+        call(ruby, engine, async move { h.pause(&namespace, template.as_deref(), who).await })
     }
 
-    /// Resume `namespace`; false when it was not paused.
-    fn resume(ruby: &Ruby, rb_self: &RbEngine, namespace: Value) -> Result<bool, Error> {
+    /// Resume `namespace` (or one `template` of it); false when it was not paused.
+    fn resume(ruby: &Ruby, rb_self: &RbEngine, namespace: Value, template: Value) -> Result<bool, Error> {
         let engine = rb_self.engine(ruby)?;
         let namespace = namespace_arg(ruby, namespace)?;
+        let template = template_arg(ruby, template)?;
         let h = engine.handle();
-        call(ruby, engine, async move { h.resume(&namespace).await })
+        call(ruby, engine, async move { h.resume(&namespace, template.as_deref()).await })
     }
 
-    /// `[{namespace, paused_at, actor, reason}]`.
+    /// `[{namespace, template, paused_at, actor, reason}]`.
     fn paused(ruby: &Ruby, rb_self: &RbEngine) -> Result<Value, Error> {
         let engine = rb_self.engine(ruby)?;
         let h = engine.handle();
