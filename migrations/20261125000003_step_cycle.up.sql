@@ -384,7 +384,8 @@ BEGIN
         IF cardinality(h_steps) > 0 THEN
             SELECT array_agg(CASE WHEN x.a = 'claim' AND h.s IS NOT NULL THEN 'hold' ELSE x.a END ORDER BY x.k),
                    array_agg(CASE WHEN x.a = 'claim' AND h.s IS NOT NULL THEN h.r ELSE x.r END ORDER BY x.k),
-                   array_agg(CASE WHEN x.a = 'claim' AND h.s IS NOT NULL THEN h.u ELSE x.u END ORDER BY x.k)
+                   array_agg(CASE WHEN x.a = 'claim' AND h.s IS NOT NULL
+                                  THEN coalesce(h.u, clock_timestamp() + interval '1 second') ELSE x.u END ORDER BY x.k)
               INTO d_action, d_reason, d_until
               FROM unnest(d_action, d_reason, d_until, r_steps) WITH ORDINALITY AS x(a, r, u, st, k)
               LEFT JOIN unnest(h_steps, h_until, h_reason) AS h(s, u, r) ON h.s = x.st;
@@ -696,7 +697,7 @@ BEGIN
          WHERE x.t = ANY (running));
     -- Concurrency slots of the applied steps are freed, waking a waiting step per slot.
     IF cardinality(slotted) > 0 THEN
-        PERFORM tasker.free_slots(slotted, p_sender);
+        PERFORM tasker.free_slots(slotted);
     END IF;
 
     f_states := '{}';

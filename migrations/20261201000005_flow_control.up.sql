@@ -50,6 +50,8 @@ CREATE TABLE tasker.flow_waiters (
     since      timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 CREATE INDEX flow_waiters_key_idx ON tasker.flow_waiters (key, since);
+-- Waking removes waiters by message (the callers plan without sequential scans).
+CREATE INDEX flow_waiters_message_idx ON tasker.flow_waiters (queue, msg_id);
 
 -- Every change of a flow key's state is made holding that key's transaction lock (released at
 -- commit; no session state, so it works through a transaction-mode pooler), taken in key
@@ -118,6 +120,7 @@ LANGUAGE plpgsql
 -- A key's lock is held for a claim's or an outcome's transaction only: wait for it (however
 -- short the queue pool's lock_timeout is).
 SET lock_timeout = '30s'
+SET jit = off
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -208,7 +211,10 @@ BEGIN
         FOR j IN (r.admitted + 1)..cardinality(idx) LOOP
             i := idx[j];
             ok[i] := false;
-            hold[i] := r.retry_at[j - r.admitted];
+            -- The window holds at least `limit` starts; a refused one beyond them (a limit
+            -- lowered meanwhile) waits for the newest to leave.
+            hold[i] := coalesce(r.retry_at[j - r.admitted], r.retry_at[cardinality(r.retry_at)],
+                                clock_timestamp() + make_interval(secs => per));
             why[i] := 'rate limit of ' || lim || ' per ' || per || ' s reached for ' || k;
         END LOOP;
     END LOOP;
@@ -230,48 +236,74 @@ BEGIN
 END $$;
 
 -- Make up to p_counts[i] of the oldest messages waiting on p_keys[i] visible now (all of them
--- when NULL), and wake their namespaces' workers. The caller holds the keys' locks. A queue
--- that cannot be written (dropped) leaves its waiters to their own hold time; a message a
--- claim holds right now is that claim's already.
-CREATE FUNCTION tasker.wake_waiters(p_keys text[], p_counts integer[], p_sender text)
+-- when NULL), and wake their namespaces' workers — this process's too (the notification is
+-- untagged: no process knows of these messages yet); returns how many were woken. The caller
+-- holds the keys' locks. A waiter whose message is gone (its step was cancelled or finished
+-- meanwhile) is dropped and the next one taken; a message a claim holds right now is that
+-- claim's already; a queue that cannot be written (dropped) leaves its waiters to their own
+-- hold time.
+CREATE FUNCTION tasker.wake_waiters(p_keys text[], p_counts integer[])
 RETURNS integer
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+-- Called from the step cycle's functions, which plan without sequential scans: whatever this
+-- plans must never be costed into JIT compilation (which would cost more than the call).
+SET jit = off
+AS $$
 DECLARE
+    i integer;
+    want integer;
+    round integer;
     q text;
     ns text;
     ids bigint[];
     woken bigint[];
+    gone bigint[];
+    dropped integer;
     total integer := 0;
 BEGIN
-    FOR q, ns, ids IN
-        SELECT w.queue, min(w.namespace), array_agg(w.msg_id)
-          FROM unnest(p_keys, p_counts) AS x(k, c)
-          CROSS JOIN LATERAL (SELECT fw.queue, fw.namespace, fw.msg_id FROM tasker.flow_waiters fw
-                               WHERE fw.key = x.k ORDER BY fw.since LIMIT x.c) w
-         GROUP BY w.queue ORDER BY w.queue
-    LOOP
-        BEGIN
-            EXECUTE format('WITH u AS (UPDATE pgmq.%1$I m SET vt = clock_timestamp() WHERE m.msg_id = ANY ($1) '
-                           'AND m.msg_id IN (SELECT msg_id FROM pgmq.%1$I WHERE msg_id = ANY ($1) '
-                           'FOR UPDATE SKIP LOCKED) RETURNING m.msg_id) SELECT array_agg(msg_id) FROM u', 'q_' || q)
-              INTO woken USING ids;
-        EXCEPTION WHEN OTHERS THEN
-            woken := NULL;
-        END;
-        IF cardinality(woken) > 0 THEN
-            DELETE FROM tasker.flow_waiters fw WHERE fw.queue = q AND fw.msg_id = ANY (woken);
-            PERFORM pg_notify('tasker_wakeup', ns || '|' || coalesce(p_sender, ''));
-            total := total + cardinality(woken);
-        END IF;
+    FOR i IN 1..coalesce(cardinality(p_keys), 0) LOOP
+        want := p_counts[i];
+        FOR round IN 1..5 LOOP
+            dropped := 0;
+            FOR q, ns, ids IN
+                SELECT w.queue, min(w.namespace), array_agg(w.msg_id)
+                  FROM (SELECT fw.queue, fw.namespace, fw.msg_id FROM tasker.flow_waiters fw
+                         WHERE fw.key = p_keys[i] ORDER BY fw.since LIMIT want) w
+                 GROUP BY w.queue ORDER BY w.queue
+            LOOP
+                BEGIN
+                    EXECUTE format('WITH u AS (UPDATE pgmq.%1$I m SET vt = clock_timestamp() WHERE m.msg_id = ANY ($1) '
+                                   'AND m.msg_id IN (SELECT msg_id FROM pgmq.%1$I WHERE msg_id = ANY ($1) '
+                                   'FOR UPDATE SKIP LOCKED) RETURNING m.msg_id) SELECT array_agg(msg_id) FROM u', 'q_' || q)
+                      INTO woken USING ids;
+                    EXECUTE format('SELECT array_agg(x) FROM unnest($1) AS x '
+                                   'WHERE NOT EXISTS (SELECT 1 FROM pgmq.%I m WHERE m.msg_id = x)', 'q_' || q)
+                      INTO gone USING ids;
+                EXCEPTION WHEN OTHERS THEN
+                    woken := NULL;
+                    gone := NULL;
+                END;
+                DELETE FROM tasker.flow_waiters fw
+                 WHERE fw.queue = q AND fw.msg_id = ANY (coalesce(woken, '{}') || coalesce(gone, '{}'));
+                IF cardinality(woken) > 0 THEN
+                    PERFORM pg_notify('tasker_wakeup', ns);
+                    total := total + cardinality(woken);
+                    want := want - cardinality(woken);
+                END IF;
+                dropped := dropped + coalesce(cardinality(gone), 0);
+            END LOOP;
+            EXIT WHEN dropped = 0 OR want <= 0;
+        END LOOP;
     END LOOP;
     RETURN total;
 END $$;
 
 -- Free the concurrency slots of steps whose outcome was applied (tasker.apply_step_results)
 -- and wake, per key, one waiting message for each slot freed.
-CREATE FUNCTION tasker.free_slots(p_steps uuid[], p_sender text) RETURNS void
+CREATE FUNCTION tasker.free_slots(p_steps uuid[]) RETURNS void
 LANGUAGE plpgsql
 SET lock_timeout = '30s'
+SET jit = off
 AS $$
 DECLARE
     keys text[];
@@ -283,7 +315,7 @@ BEGIN
     SELECT array_agg('c:' || g.key ORDER BY g.key), array_agg(g.n ORDER BY g.key) INTO keys, counts
       FROM (SELECT gone.key, count(*)::int AS n FROM gone GROUP BY gone.key) g;
     IF cardinality(keys) > 0 THEN
-        PERFORM tasker.wake_waiters(keys, counts, p_sender);
+        PERFORM tasker.wake_waiters(keys, counts);
     END IF;
 END $$;
 
@@ -297,7 +329,7 @@ BEGIN
     PERFORM tasker.lock_flow_keys(ARRAY[key]);
     DELETE FROM tasker.paused_templates pt WHERE pt.namespace = p_namespace AND pt.name = p_name;
     found_one := FOUND;
-    PERFORM tasker.wake_waiters(ARRAY[key], ARRAY[NULL::integer], NULL);
+    PERFORM tasker.wake_waiters(ARRAY[key], ARRAY[NULL::integer]);
     RETURN found_one;
 END $$;
 

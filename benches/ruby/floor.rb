@@ -162,7 +162,7 @@ def limited_drain(label, monitor, settings, name)
   url, concurrency, pool_size, tasks, producers = settings.values_at(:url, :concurrency, :pool_size, :tasks, :producers)
   configure(url, [], concurrency, pool_size)
   TaskerCore.start
-  shares(tasks, producers).each_with_index.map do |(n, p)|
+  shares(tasks, producers).each_with_index.map do |n, p|
     Thread.new { n.times { |i| TaskerCore::Client.create_task(**NOOP, name: name, context: { "k" => (i + p) % 10 }) } }
   end.each(&:join)
   TaskerCore.stop

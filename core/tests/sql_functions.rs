@@ -948,3 +948,256 @@ async fn transitions_are_appended_and_move_the_task(pool: PgPool) {
     .unwrap();
     assert_eq!(task_history.last().map(String::as_str), Some("cancelled"));
 }
+
+/// Three diamonds whose roots are under one concurrency limit (or `flow`).
+async fn flowed_roots(pool: &PgPool, named: i64, flow: Value) -> Vec<Diamond> {
+    let mut out = Vec::new();
+    for _ in 0..3 {
+        out.push(
+            create(pool, named, None, 3, &NO_CLAIMS, QUEUE)
+                .await
+                .unwrap()
+                .0,
+        );
+    }
+    sqlx::query("UPDATE tasker.workflow_steps SET flow = $1 WHERE name = 'a'")
+        .bind(&flow)
+        .execute(pool)
+        .await
+        .unwrap();
+    out
+}
+
+async fn count(pool: &PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+}
+
+#[sqlx::test(migrations = false)]
+async fn admit_flow_holds_steps_over_a_concurrency_limit_and_a_freed_slot_wakes_one(pool: PgPool) {
+    let named = setup(&pool).await;
+    let tasks = flowed_roots(
+        &pool,
+        named,
+        json!({"concurrency": {"key": "k", "limit": 1}}),
+    )
+    .await;
+    let rows = claim(&pool, &[]).await;
+    let claimed: Vec<_> = rows.iter().filter(|r| r.0 == "claimed").collect();
+    let held: Vec<_> = rows.iter().filter(|r| r.0 == "postponed").collect();
+    assert_eq!((claimed.len(), held.len()), (1, 2), "{rows:?}");
+    assert!(held[0]
+        .4
+        .as_deref()
+        .unwrap()
+        .contains("concurrency limit of 1 reached for k"));
+    // Held: enqueued, no attempt spent, hidden until the holder's claim expires, waiting.
+    let first = tasks
+        .iter()
+        .find(|d| Some(d.steps[0]) == claimed[0].1)
+        .unwrap();
+    for d in tasks.iter().filter(|d| d.task != first.task) {
+        assert_eq!(state(&pool, d.steps[0]).await, "enqueued");
+    }
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM tasker.workflow_steps WHERE name = 'a' AND attempts = 0"
+        )
+        .await,
+        2
+    );
+    assert_eq!(messages(&pool, true).await, 0);
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM tasker.concurrency_slots WHERE key = 'k'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM tasker.flow_waiters WHERE key = 'c:k'"
+        )
+        .await,
+        2
+    );
+
+    // The holder's outcome frees its slot and makes the oldest waiter visible at once.
+    let msg_id: i64 = sqlx::query_scalar(&format!(
+        "SELECT msg_id FROM pgmq.q_{QUEUE} WHERE message->>'step_uuid' = $1"
+    ))
+    .bind(first.steps[0].to_string())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    apply(
+        &pool,
+        &[success(first, 0, claimed[0].2.unwrap(), msg_id)],
+        true,
+        &NO_CLAIMS,
+    )
+    .await;
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM tasker.concurrency_slots").await,
+        0
+    );
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM tasker.flow_waiters").await,
+        1
+    );
+    // b and c of the finished root were released too: 2 visible children plus the woken root.
+    assert_eq!(messages(&pool, true).await, 3);
+    let rows = claim(&pool, &[]).await;
+    assert_eq!(
+        rows.iter().filter(|r| r.0 == "claimed").count(),
+        3,
+        "{rows:?}"
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn wake_waiters_drops_a_waiter_whose_message_is_gone_and_wakes_the_next(pool: PgPool) {
+    let named = setup(&pool).await;
+    flowed_roots(
+        &pool,
+        named,
+        json!({"concurrency": {"key": "k", "limit": 1}}),
+    )
+    .await;
+    claim(&pool, &[]).await;
+    // The oldest waiter's message disappears (its step was finished elsewhere).
+    let oldest: i64 = count(
+        &pool,
+        "SELECT msg_id FROM tasker.flow_waiters ORDER BY since LIMIT 1",
+    )
+    .await;
+    sqlx::query(&format!("DELETE FROM pgmq.q_{QUEUE} WHERE msg_id = $1"))
+        .bind(oldest)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let woken: i32 = sqlx::query_scalar("SELECT tasker.wake_waiters(ARRAY['c:k'], ARRAY[1])")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(woken, 1);
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM tasker.flow_waiters").await,
+        0
+    );
+    assert_eq!(messages(&pool, true).await, 1);
+}
+
+#[sqlx::test(migrations = false)]
+async fn admit_flow_defers_steps_over_a_rate_limit_to_when_a_start_is_allowed(pool: PgPool) {
+    let named = setup(&pool).await;
+    flowed_roots(
+        &pool,
+        named,
+        json!({"rate": {"key": "r", "limit": 2, "per": 60.0}}),
+    )
+    .await;
+    let rows = claim(&pool, &[]).await;
+    assert_eq!(
+        rows.iter().filter(|r| r.0 == "claimed").count(),
+        2,
+        "{rows:?}"
+    );
+    let held: Vec<_> = rows.iter().filter(|r| r.0 == "postponed").collect();
+    assert_eq!(held.len(), 1);
+    assert!(held[0]
+        .4
+        .as_deref()
+        .unwrap()
+        .contains("rate limit of 2 per 60 s reached for r"));
+    // Hidden until the oldest start leaves the window (60 s), not waiting on a wake-up.
+    let hidden_for: f64 = sqlx::query_scalar(&format!(
+        "SELECT extract(epoch FROM max(vt) - clock_timestamp())::float8 FROM pgmq.q_{QUEUE} \
+          WHERE message->>'step_uuid' = $1"
+    ))
+    .bind(held[0].1.unwrap().to_string())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!((58.0..=60.5).contains(&hidden_for), "{hidden_for}");
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM tasker.flow_waiters").await,
+        0
+    );
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM tasker.rate_starts WHERE key = 'r:r'"
+        )
+        .await,
+        2
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn rate_admit_and_acquire_rate_keep_every_window_within_the_limit(pool: PgPool) {
+    tasker_core::store::migrate::migrate(&pool).await.unwrap();
+    let row = sqlx::query("SELECT admitted, retry_at FROM tasker.rate_admit('x', 3, 60, 5)")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let retry: Vec<chrono::DateTime<chrono::Utc>> = row.get("retry_at");
+    assert_eq!((row.get::<i32, _>("admitted"), retry.len()), (3, 2));
+    // A lowered limit: nothing admitted, every refused one given a time (none lost).
+    let row = sqlx::query("SELECT admitted, retry_at FROM tasker.rate_admit('x', 1, 60, 5)")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(row.get::<i32, _>("admitted"), 0);
+    assert_eq!(
+        row.get::<Vec<chrono::DateTime<chrono::Utc>>, _>("retry_at")
+            .len(),
+        3
+    );
+    let wait: f64 = sqlx::query_scalar("SELECT tasker.acquire_rate('y', 1, 30)")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(wait, 0.0);
+    let wait: f64 = sqlx::query_scalar("SELECT tasker.acquire_rate('y', 1, 30)")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!((29.0..=30.0).contains(&wait), "{wait}");
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_paused_template_holds_its_claims_and_resume_wakes_them(pool: PgPool) {
+    let named = setup(&pool).await;
+    sqlx::query("INSERT INTO tasker.paused_templates (namespace, name) VALUES ($1, 'diamond')")
+        .bind(NS)
+        .execute(&pool)
+        .await
+        .unwrap();
+    // Not claimed when created either (no fused claim while a template is paused).
+    let claims = Claims {
+        queues: &[QUEUE],
+        capacity: 10,
+    };
+    let (d, rows) = create(&pool, named, None, 3, &claims, QUEUE).await.unwrap();
+    assert!(rows.iter().all(|r| r.get::<String, _>("kind") == "task"));
+    let rows = claim(&pool, &[]).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].0, "postponed");
+    assert!(
+        rows[0].4.as_deref().unwrap().contains("is paused"),
+        "{rows:?}"
+    );
+    assert_eq!(state(&pool, d.steps[0]).await, "enqueued");
+    assert_eq!(messages(&pool, true).await, 0);
+    let resumed: bool = sqlx::query_scalar("SELECT tasker.resume_template($1, 'diamond')")
+        .bind(NS)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(resumed);
+    assert_eq!(messages(&pool, true).await, 1);
+    assert_eq!(claim(&pool, &[]).await[0].0, "claimed");
+}

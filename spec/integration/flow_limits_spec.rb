@@ -183,10 +183,11 @@ RSpec.describe TaskerCore::RateLimit do
     12.times { described_class.acquire(name, key: "tok", limit: 5, per: 0.5) }
     took = Process.clock_gettime(Process::CLOCK_MONOTONIC) - t0
     expect(took).to be >= 1.0 # 12 starts at 5 per 0.5 s: two full windows waited
-    expect { described_class.acquire(name, key: "tok", limit: 5, per: 0.5, timeout: 0) }.to raise_error(
+    5.times { described_class.acquire(name, key: "full", limit: 5, per: 30, timeout: 0) }
+    expect { described_class.acquire(name, key: "full", limit: 5, per: 30, timeout: 0) }.to raise_error(
       TaskerCore::Errors::RateLimitedError, /allows no start/
-    ) { |e| expect(e.retry_after).to be_between(0.001, 0.5) }
-    expect(described_class.acquire(name, key: "other", limit: 5, per: 0.5, timeout: 0)).to be(true)
+    ) { |e| expect(e.retry_after).to be_between(29.0, 30.0) }
+    expect(described_class.acquire(name, key: "other", limit: 5, per: 30, timeout: 0)).to be(true)
   end
 
   it "rejects bad names, limits and windows" do

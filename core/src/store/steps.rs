@@ -399,17 +399,21 @@ pub(crate) struct MovedStep {
     pub from_state: String,
 }
 
-/// Cancel the steps of a task that wait to run (pending, enqueued, waiting_for_retry).
+/// Cancel the steps of a task that wait to run (pending, enqueued, waiting_for_retry); those
+/// held back by a flow limit stop waiting for it.
 pub(crate) async fn cancel_waiting(
     conn: &mut PgConnection,
     task_uuid: Uuid,
 ) -> Result<Vec<MovedStep>> {
     let rows = sqlx::query_as(
-        "UPDATE tasker.workflow_steps s SET state = 'cancelled', next_retry_at = NULL, updated_at = now() \
-         FROM tasker.workflow_steps old \
-         WHERE s.task_uuid = $1 AND old.step_uuid = s.step_uuid \
-           AND s.state IN ('pending', 'enqueued', 'waiting_for_retry') \
-         RETURNING s.step_uuid, old.state AS from_state",
+        "WITH moved AS (\
+           UPDATE tasker.workflow_steps s SET state = 'cancelled', next_retry_at = NULL, updated_at = now() \
+             FROM tasker.workflow_steps old \
+            WHERE s.task_uuid = $1 AND old.step_uuid = s.step_uuid \
+              AND s.state IN ('pending', 'enqueued', 'waiting_for_retry') \
+            RETURNING s.step_uuid, old.state AS from_state), \
+         unheld AS (DELETE FROM tasker.flow_waiters w USING moved WHERE w.step_uuid = moved.step_uuid) \
+         SELECT step_uuid, from_state FROM moved",
     )
     .bind(task_uuid)
     .fetch_all(&mut *conn)
