@@ -78,7 +78,7 @@ module TaskerCore
         @registry = Registry.new(@engine.templates)
         @pid = Process.pid
         @error_reporter = ErrorReporter.new(configuration.error_handlers, Logger)
-        if configuration.namespaces.any? && configuration.mode.to_s == "embedded"
+        if configuration.served_namespaces.any? && configuration.mode.to_s == "embedded"
           @worker = Worker.new(engine: @engine, registry: @registry, concurrency: configuration.concurrency,
                                logger: Logger, timeout_grace: configuration.timeout_grace).start
         end

@@ -8,6 +8,7 @@ DROP FUNCTION IF EXISTS tasker.acquire_rate(text, integer, double precision);
 DROP FUNCTION IF EXISTS tasker.rate_admit(text, integer, double precision, integer);
 DROP FUNCTION IF EXISTS tasker.lock_flow_keys(text[]);
 DROP TABLE IF EXISTS tasker.flow_waiters;
+DROP TABLE IF EXISTS tasker.rate_keys;
 DROP TABLE IF EXISTS tasker.rate_starts;
 DROP TABLE IF EXISTS tasker.concurrency_slots;
 DROP TABLE IF EXISTS tasker.paused_templates;

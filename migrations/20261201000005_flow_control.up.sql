@@ -30,12 +30,18 @@ CREATE TABLE tasker.concurrency_slots (
 CREATE INDEX concurrency_slots_key_idx ON tasker.concurrency_slots (key, expires_at);
 
 -- Starts under a rate limit, per key: a sliding log (no window of `per` seconds ever holds
--- more than `limit` starts); rows older than the window are deleted as the key is used.
+-- more than `limit` starts); rows older than the window are deleted as the key is used, and
+-- tasker.rate_keys keeps each key's count of the rows left, so an admission reads one row
+-- instead of counting the window.
 CREATE TABLE tasker.rate_starts (
     key         text NOT NULL,
     started_at  timestamptz NOT NULL
 );
 CREATE INDEX rate_starts_key_idx ON tasker.rate_starts (key, started_at);
+CREATE TABLE tasker.rate_keys (
+    key   text PRIMARY KEY,
+    used  integer NOT NULL
+);
 
 -- Messages held back by a concurrency limit or a paused template, by the key that holds them:
 -- freeing a slot (or resuming the template) makes the oldest visible again at once. Each is
@@ -72,18 +78,25 @@ END $$;
 -- it may start — the j-th refused when the j-th oldest start in the window leaves it.
 CREATE FUNCTION tasker.rate_admit(p_key text, p_limit integer, p_per double precision, p_n integer)
 RETURNS TABLE (admitted integer, retry_at timestamptz[])
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET jit = off
+AS $$
 DECLARE
     at timestamptz := clock_timestamp();
     window_start timestamptz := clock_timestamp() - make_interval(secs => p_per);
+    gone integer;
     used integer;
     ok integer;
 BEGIN
     DELETE FROM tasker.rate_starts r WHERE r.key = p_key AND r.started_at <= window_start;
-    SELECT count(*) INTO used FROM tasker.rate_starts r WHERE r.key = p_key AND r.started_at > window_start;
+    GET DIAGNOSTICS gone = ROW_COUNT;
+    INSERT INTO tasker.rate_keys AS k (key, used) VALUES (p_key, 0)
+    ON CONFLICT (key) DO UPDATE SET used = greatest(k.used - gone, 0)
+    RETURNING k.used INTO used;
     ok := least(greatest(p_limit - used, 0), greatest(p_n, 0));
     IF ok > 0 THEN
         INSERT INTO tasker.rate_starts (key, started_at) SELECT p_key, at FROM generate_series(1, ok);
+        UPDATE tasker.rate_keys k SET used = k.used + ok WHERE k.key = p_key;
     END IF;
     RETURN QUERY
     SELECT ok, coalesce((SELECT array_agg(s.started_at + make_interval(secs => p_per) ORDER BY s.started_at)

@@ -23,7 +23,7 @@ module TaskerCore
         task cancel UUID [--reason TEXT]
         task retry-step UUID STEP [--reason TEXT]
         task resolve-step UUID STEP --result JSON [--reason TEXT]
-        worker --namespaces a,b [--concurrency N] [--templates PATH] [-r FILE | --rails]
+        worker --namespaces a,b [--queues x,y] [--concurrency N] [--templates PATH] [-r FILE | --rails]
                                    run handlers until SIGTERM/SIGINT (drains, then exits 0)
         pause NAMESPACE[/TEMPLATE] [--reason TEXT]
                                    stop every process claiming the namespace's (template's) steps;
@@ -261,17 +261,19 @@ module TaskerCore
       load_rails_app if options[:rails]
       options[:requires].each { |f| require File.expand_path(f) }
       namespaces = options[:namespaces] || TaskerCore.configuration.namespaces
-      raise OptionParser::MissingArgument, "--namespaces" if namespaces.to_a.empty?
+      queues = options[:queues] || TaskerCore.configuration.active_job_queues
+      raise OptionParser::MissingArgument, "--namespaces (or --queues)" if namespaces.to_a.empty? && queues.to_a.empty?
 
       configure_worker(options, namespaces)
-      run_worker(options[:rails], namespaces)
+      run_worker(options[:rails], TaskerCore.configuration.served_namespaces)
     end
 
     def worker_options(argv)
-      database_options(argv, "Usage: tasker_core worker --namespaces a,b [options]") do |o, opts|
+      database_options(argv, "Usage: tasker_core worker --namespaces a,b [--queues x,y] [options]") do |o, opts|
         opts[:requires] = []
         opts[:templates] = []
         o.on("--namespaces LIST", Array, "namespaces whose steps this worker runs") { |v| opts[:namespaces] = v }
+        o.on("--queues LIST", Array, "Active Job queues whose jobs this worker runs") { |v| opts[:queues] = v }
         o.on("--concurrency N", Integer, "handler threads (default 4)") { |v| opts[:concurrency] = v }
         o.on("--templates PATH", "template file or directory (repeatable)") { |v| opts[:templates] << v }
         o.on("-r", "--require FILE", "Ruby file with handler classes (repeatable)") { |v| opts[:requires] << v }
@@ -284,6 +286,7 @@ module TaskerCore
       TaskerCore.configure do |c|
         c.database_url = options[:database_url] if options[:database_url]
         c.namespaces = namespaces
+        c.active_job_queues = options[:queues] if options[:queues]
         c.mode = :embedded
         c.template_paths = options[:templates] unless options[:templates].empty?
         c.concurrency = options[:concurrency] if options[:concurrency]

@@ -81,6 +81,10 @@ module TaskerCore
     #   while no process ran). A template can declare its own under `schedules:`. Stored at
     #   start; every worker process runs them, each tick creating exactly one task
     attr_accessor :schedules
+    # @return [Array<String>] Active Job queues whose jobs this process runs (each adds its
+    #   namespace, `aj_<queue>`, to {#namespaces}); default TASKER_ACTIVE_JOB_QUEUES, else [].
+    #   See docs/active_job.md
+    attr_accessor :active_job_queues
     # @return [Array<#call>] called with (exception, context Hash) for every exception a
     #   handler raises (and every step timeout), on a Ruby thread of their own
     attr_reader :error_handlers
@@ -133,6 +137,13 @@ module TaskerCore
       @telemetry = {}
       @log_output = :stderr
       @schedules = []
+      @active_job_queues = env_list("TASKER_ACTIVE_JOB_QUEUES") || []
+    end
+
+    # The namespaces this process serves: {#namespaces} and those of {#active_job_queues}.
+    # @return [Array<String>]
+    def served_namespaces
+      (namespaces.map(&:to_s) + active_job_queues.map { |q| TaskerCore::ActiveJob.namespace_for(q) }).uniq
     end
 
     # @raise [Errors::ConfigurationError] naming the first invalid setting
@@ -145,6 +156,7 @@ module TaskerCore
       validate_telemetry!
       validate_logging!
       validate_schedules!
+      validate_active_job_queues!
       self
     end
 
@@ -181,7 +193,8 @@ module TaskerCore
       breakers = resolved_circuit_breakers
       {
         "database_url" => database_url,
-        "namespaces" => mode.to_s == "client" ? [] : namespaces.map(&:to_s),
+        "namespaces" => mode.to_s == "client" ? [] : served_namespaces,
+        "template_texts" => active_job_queues.map { |q| TaskerCore::ActiveJob.template_for(q) },
         "template_paths" => template_paths.map(&:to_s),
         "concurrency" => concurrency,
         "pool_size" => pool_size || (concurrency + Native::DEFAULTS.fetch("pool_headroom")),
@@ -262,6 +275,15 @@ module TaskerCore
       names = schedules.map { |h| (h[:name] || h["name"]).to_s }
       dup = names.tally.find { |_, n| n > 1 }
       invalid!(:schedules, "names schedule #{dup.first.inspect} twice") if dup
+    end
+
+    def validate_active_job_queues!
+      unless active_job_queues.is_a?(Array) && active_job_queues.all? { |q| q.is_a?(String) || q.is_a?(Symbol) }
+        invalid!(:active_job_queues, "must be an Array of queue names")
+      end
+      active_job_queues.each { |q| TaskerCore::ActiveJob.namespace_for(q) }
+    rescue Errors::EnqueueError => e
+      invalid!(:active_job_queues, "has an invalid entry: #{e.message}")
     end
 
     # "a,b" / "a:b" from the environment, nil when unset.

@@ -75,6 +75,10 @@ module TaskerCore
       end
     end
 
+    # A job or task could not be enqueued (the database refused or could not be reached, or
+    # the job's queue or priority cannot be mapped); nothing was enqueued.
+    class EnqueueError < Error; end
+
     # A circuit breaker is open: the guarded call was not made. Retryable, with `retry_after`
     # set to the seconds until the breaker lets a trial call through.
     class CircuitOpenError < RetryableError; end

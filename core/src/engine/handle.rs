@@ -11,7 +11,7 @@ use super::db::Db;
 use super::health::{self, HealthReport};
 use super::signals::Signals;
 use crate::error::{Error, Result};
-use crate::orchestration::registry::Registry;
+use crate::orchestration::registry::{RegisteredTemplate, Registry};
 use crate::orchestration::{self, CreatedTask, Intervention, TaskRequest};
 use crate::state::TaskState;
 use crate::store;
@@ -277,6 +277,13 @@ impl EngineHandle {
     /// Every paused namespace, with who paused it and why.
     pub async fn paused(&self) -> Result<Vec<store::pauses::Paused>> {
         store::pauses::list(&self.0.db.pool).await
+    }
+
+    /// Register a template given as text (YAML or JSON) at runtime: stored (a body differing
+    /// from the one registered under its version is a template error), its queue created.
+    pub async fn register_template(&self, text: &str) -> Result<Arc<RegisteredTemplate>> {
+        let template = crate::template::parse_str(text, None)?;
+        self.0.registry.register(&self.0.db.pool, template).await
     }
 
     /// Every cron schedule, by name.

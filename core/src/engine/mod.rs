@@ -84,6 +84,9 @@ pub struct EngineConfig {
     pub telemetry: Option<crate::telemetry::TelemetryConfig>,
     /// Cron schedules declared in the configuration (each names its task).
     pub schedules: Vec<crate::schedule::ScheduleDoc>,
+    /// Templates given as text (YAML or JSON) besides `template_paths`: the gem's built-in
+    /// ones (an Active Job queue's).
+    pub template_texts: Vec<String>,
 }
 
 impl Default for EngineConfig {
@@ -104,6 +107,7 @@ impl Default for EngineConfig {
             queue_lock_timeout: defaults::QUEUE_LOCK_TIMEOUT,
             telemetry: None,
             schedules: Vec::new(),
+            template_texts: Vec::new(),
         }
     }
 }
@@ -190,7 +194,13 @@ impl Engine {
     }
 
     async fn boot(config: EngineConfig, telemetry: Option<Telemetry>) -> Result<Boot> {
-        let templates = crate::template::load_paths(&config.template_paths)?;
+        let mut templates = crate::template::load_paths(&config.template_paths)?;
+        for text in &config.template_texts {
+            let t = crate::template::parse_str(text, Some("(built-in template)"))?;
+            if !templates.iter().any(|o| o.key() == t.key()) {
+                templates.push(t);
+            }
+        }
         let pool = store::connect(&config.database_url, config.pool_size).await?;
         let queue_pool = store::connect_queue_pool(
             &config.database_url,

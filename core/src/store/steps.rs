@@ -475,14 +475,17 @@ pub(crate) async fn next_retry_in(
     conn: &mut PgConnection,
     blocked_namespaces: &[String],
 ) -> Result<Option<f64>> {
-    // NULL when nothing waits (greatest() would turn that NULL into 0: a busy loop).
+    // In due order through the partial index on next_retry_at (set only while a step waits),
+    // so the cost is that of the first waiting step outside the blocked namespaces, not of
+    // every step: no row when nothing waits.
     let next = sqlx::query_scalar(
-        "SELECT extract(epoch FROM min(s.next_retry_at) - now())::float8 \
-         FROM tasker.workflow_steps s JOIN tasker.tasks t USING (task_uuid) \
-         WHERE s.state = 'waiting_for_retry' AND t.namespace <> ALL($1)",
+        "SELECT extract(epoch FROM s.next_retry_at - now())::float8 FROM tasker.workflow_steps s \
+         WHERE s.next_retry_at IS NOT NULL AND s.state = 'waiting_for_retry' \
+           AND NOT EXISTS (SELECT 1 FROM tasker.tasks t WHERE t.task_uuid = s.task_uuid AND t.namespace = ANY($1)) \
+         ORDER BY s.next_retry_at LIMIT 1",
     )
     .bind(blocked_namespaces)
-    .fetch_one(&mut *conn)
+    .fetch_optional(&mut *conn)
     .await?;
     Ok(next)
 }

@@ -80,6 +80,7 @@ pub fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     class.define_method("delete_schedule", method!(delete_schedule, 1))?;
     class.define_method("trigger_schedule", method!(trigger_schedule, 1))?;
     class.define_method("acquire_rate", method!(acquire_rate, 3))?;
+    class.define_method("register_template", method!(register_template, 1))?;
     Ok(())
 }
 
@@ -149,6 +150,7 @@ guarded! {
             )?,
             telemetry: None,
             schedules: schedule_docs(ruby, "ConfigurationError", "schedules", args::get(config, "schedules"))?,
+            template_texts: setting::<Option<Vec<String>>>(ruby, config, "template_texts")?.unwrap_or_default(),
         };
         let telemetry: Option<RHash> = setting(ruby, config, "telemetry")?;
         let cfg = EngineConfig {
@@ -807,6 +809,15 @@ guarded! {
             "status": task.status.as_str(),
             "created": task.created,
         }))
+    }
+
+    /// Register a template given as YAML or JSON text; returns its summary.
+    fn register_template(ruby: &Ruby, rb_self: &RbEngine, text: Value) -> Result<RArray, Error> {
+        let engine = rb_self.engine(ruby)?;
+        let text = args::text(ruby, "ValidationError", "template", text)?;
+        let h = engine.handle();
+        let registered = call(ruby, engine, async move { h.register_template(&text).await })?;
+        crate::native::template_summaries(ruby, std::iter::once(&registered.template))
     }
 
     /// One start under rate limit `key`: 0.0 when taken now, else the seconds until one may be.

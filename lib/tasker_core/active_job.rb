@@ -1,0 +1,148 @@
+# frozen_string_literal: true
+
+module TaskerCore
+  # Active Job on tasker_core (`config.active_job.queue_adapter = :tasker_core`, or per job
+  # class): every job is a one-step task of a built-in template, one per Active Job queue (its
+  # namespace is `aj_<queue>`), run by worker processes that serve that queue
+  # (`config.active_job_queues`, `tasker_core worker --queues`). See docs/active_job.md.
+  #
+  # Active Job owns retries: `retry_on` enqueues the job again (a new task) and `discard_on`
+  # drops it, both inside `execute`, which then returns — the step is complete. The engine
+  # retries only what Active Job cannot see: a crashed process or a timeout. An exception that
+  # escapes Active Job fails the step permanently, with the job's class, message and backtrace.
+  module ActiveJob
+    # The built-in template's name and version (its body never changes under this version).
+    TEMPLATE = "active_job"
+    # @see TEMPLATE
+    VERSION = "1.0.0"
+    # Namespaces of Active Job queues: this prefix and the queue's name.
+    PREFIX = "aj_"
+    # How long one job may run before it is interrupted and retried (the engine's retry).
+    TIMEOUT_SECONDS = 900
+    # Runs of a job the engine makes after crashes or timeouts (Active Job's retries aside).
+    MAX_ATTEMPTS = 3
+    # Active Job priorities accepted: lower runs first, as in Active Job's own convention
+    # (Delayed Job, Que, Solid Queue); tasker_core's priority is its negation.
+    PRIORITY_RANGE = (-100..100)
+
+    class << self
+      # The namespace of an Active Job queue.
+      # @raise [Errors::EnqueueError] when the queue's name cannot make a namespace
+      # @return [String]
+      def namespace_for(queue_name)
+        namespace = "#{PREFIX}#{queue_name}"
+        problem = Native.namespace_problem(namespace)
+        return namespace unless problem
+
+        raise Errors::EnqueueError,
+              "Active Job queue #{queue_name.to_s.inspect} cannot be a tasker_core queue: its namespace " \
+              "#{namespace.inspect} is invalid (#{problem}); use lowercase letters, digits and '_', at most " \
+              "#{30 - PREFIX.size} characters"
+      end
+
+      # The built-in template of a queue, as JSON text.
+      # @return [String]
+      def template_for(queue_name)
+        JSON.generate(
+          "name" => TEMPLATE, "namespace" => namespace_for(queue_name), "version" => VERSION,
+          "description" => "Active Job queue #{queue_name}",
+          "steps" => [{ "name" => "perform", "handler" => { "callable" => "TaskerCore::ActiveJob::Executor" },
+                        "retry" => { "max_attempts" => MAX_ATTEMPTS }, "timeout_seconds" => TIMEOUT_SECONDS }]
+        )
+      end
+
+      # tasker_core's priority for an Active Job priority (nil: normal).
+      # @raise [Errors::EnqueueError] for a priority out of {PRIORITY_RANGE}
+      # @return [Integer]
+      def priority_for(priority)
+        return 0 if priority.nil?
+        return -priority if priority.is_a?(Integer) && PRIORITY_RANGE.cover?(priority)
+
+        raise Errors::EnqueueError,
+              "Active Job priority #{priority.inspect} is out of range: tasker_core takes an Integer from " \
+              "#{PRIORITY_RANGE.min} to #{PRIORITY_RANGE.max} (lower runs first)"
+      end
+
+      # Enqueue a job (at `at`, a Unix time, when given).
+      # @return [Types::TaskRecord]
+      # @raise [Errors::EnqueueError] when the database refuses or cannot be reached
+      def enqueue(job, at: nil)
+        enqueue_records([[job, at]]).first
+      end
+
+      # Enqueue many jobs in one transaction and one round trip.
+      # @return [Integer] how many were enqueued (all of them, or an error is raised)
+      def enqueue_all(jobs)
+        return 0 if jobs.empty?
+
+        enqueue_records(jobs.map { |j| [j, j.scheduled_at] }).size
+      end
+
+      # The task arguments of a job.
+      # @api private
+      def task_args(job, at)
+        args = { namespace: namespace_for(job.queue_name), name: TEMPLATE, version: VERSION,
+                 context: { "job" => job.serialize }, priority: priority_for(job.priority),
+                 idempotency_key: "active_job:#{job.job_id}:#{job.executions}" }
+        at = Time.at(at) if at.is_a?(Numeric)
+        args[:run_at] = at if at && at > Time.now
+        args
+      end
+
+      private
+
+      def enqueue_records(pairs)
+        list = pairs.map { |job, at| task_args(job, at) }
+        list.map { |a| a[:namespace] }.uniq.each { |ns| ensure_template(ns) }
+        records = begin
+          Client.create_tasks(list)
+        rescue Errors::ValidationError, Errors::EnqueueError
+          raise
+        rescue Errors::Error => e
+          raise Errors::EnqueueError, "enqueuing #{pairs.size} Active Job job(s) failed: #{e.message}"
+        end
+        pairs.zip(records).each do |(job, _), record|
+          job.provider_job_id = record.uuid
+          job.successfully_enqueued = true if job.respond_to?(:successfully_enqueued=)
+        end
+        records
+      end
+
+      # The queue's template is registered once per engine (a process that only enqueues
+      # may be the first to name the queue).
+      def ensure_template(namespace)
+        engine = TaskerCore.engine
+        @registered_lock ||= Mutex.new
+        @registered_lock.synchronize do
+          @registered = {} unless @registered_engine.equal?(engine)
+          @registered_engine = engine
+          next if @registered[namespace]
+
+          engine.register_template(template_for(namespace.delete_prefix(PREFIX)))
+          @registered[namespace] = true
+        end
+      end
+    end
+
+    # The step handler of every Active Job task: runs the job through Active Job
+    # (`ActiveJob::Base.execute`: callbacks, `retry_on`, `discard_on`), inside the Rails
+    # executor when {TaskerCore.handler_wrapper} is set (the Railtie sets the reloader).
+    class Executor < StepHandler::Base
+      # @return [Hash] the job's id and class
+      def call(task, _sequence, _step)
+        data = task.context.fetch("job")
+        begin
+          ::ActiveJob::Base.execute(data)
+        rescue StandardError => e
+          failure = Errors::PermanentError.new("#{data['job_class']} (job #{data['job_id']}) raised #{e.class}: #{e.message}",
+                                               error_code: "active_job_failed",
+                                               metadata: { "job_class" => data["job_class"], "job_id" => data["job_id"],
+                                                           "exception_class" => e.class.name })
+          failure.set_backtrace(e.backtrace || [])
+          raise failure
+        end
+        { "job_id" => data["job_id"], "job_class" => data["job_class"] }
+      end
+    end
+  end
+end
