@@ -253,14 +253,17 @@ END $$;
 -- unknown, or that is not a step message is archived with the reason. A claim of a step
 -- under a flow limit, or of any step while a template is paused, is admitted by
 -- tasker.admit_flow (flow_control migration): one held back keeps its attempts and its
--- message is hidden until it may start (kind 'postponed', with the reason). A claim that expired on
+-- message is hidden until it may start (kind 'postponed', with the reason). p_finishing: steps
+-- whose handler returned in the calling process, their outcome not yet applied (their slots
+-- do not count against this claim). A claim that expired on
 -- the step's last attempt is left to tasker.fail_exhausted_claim (kind 'exhausted').
 --
 -- Rows: kind 'claimed' (what the handler needs), 'archived' (msg_id, reason), 'exhausted'
 -- (msg_id, step, task), 'postponed' (msg_id).
 CREATE FUNCTION tasker.claim_steps(p_queue text, p_qty integer, p_worker text, p_grace integer,
                                    p_read_vt integer, p_blocked_handlers text[],
-                                   p_trial_handlers text[], p_blocked_seconds integer)
+                                   p_trial_handlers text[], p_blocked_seconds integer,
+                                   p_finishing uuid[] DEFAULT NULL)
 RETURNS TABLE (kind text, msg_id bigint, reason text, step_uuid uuid, task_uuid uuid, token uuid,
                priority smallint, attempts integer, max_attempts integer, timeout_seconds integer,
                step_name text, named_task_id bigint, context jsonb, correlation_id uuid,
@@ -379,7 +382,7 @@ BEGIN
           FROM tasker.admit_flow(p_queue,
                    array(SELECT x.id FROM unnest(c_ids, c_flowed) WITH ORDINALITY AS x(id, f, k) WHERE x.f ORDER BY x.k),
                    array(SELECT x.s FROM unnest(c_steps, c_flowed) WITH ORDINALITY AS x(s, f, k) WHERE x.f ORDER BY x.k),
-                   p_grace) a
+                   p_grace, p_finishing) a
          WHERE NOT a.admitted;
         IF cardinality(h_steps) > 0 THEN
             SELECT array_agg(CASE WHEN x.a = 'claim' AND h.s IS NOT NULL THEN 'hold' ELSE x.a END ORDER BY x.k),
@@ -935,3 +938,49 @@ BEGIN
       JOIN tasker.workflow_steps ws ON ws.step_uuid = cl.s AND ws.step_uuid = ANY (r_steps)
      WHERE cl.c;
 END $$;
+
+-- The elements of a JSON array as text, in order (JSON null: NULL): tasker.create_tasks_json
+-- casts them to each argument's type.
+CREATE FUNCTION tasker.json_text_array(p jsonb) RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT coalesce(array_agg(x.v ORDER BY x.k), '{}') FROM jsonb_array_elements_text(p) WITH ORDINALITY AS x(v, k)
+$$;
+
+-- The elements of a JSON array as jsonb, in order (JSON null: NULL).
+CREATE FUNCTION tasker.json_jsonb_array(p jsonb) RETURNS jsonb[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT coalesce(array_agg(nullif(x.v, 'null'::jsonb) ORDER BY x.k), '{}') FROM jsonb_array_elements(p) WITH ORDINALITY AS x(v, k)
+$$;
+
+-- tasker.create_tasks with its arguments in one JSON document (the engine builds it: the keys
+-- are create_tasks' parameters without their p_ prefix), on a connection of the caller's —
+-- an application's own transaction (TaskerCore::Client.create_task(..., transaction:
+-- :active_record)), so the tasks commit or roll back with the application's data. Nothing is
+-- claimed; the wake-ups are untagged, so every process, the caller's included, hears them at
+-- commit.
+CREATE FUNCTION tasker.create_tasks_json(p jsonb)
+RETURNS TABLE (kind text, task_index integer, task_uuid uuid, correlation_id uuid,
+               parent_correlation_id uuid, status text, created boolean, msg_id bigint,
+               step_uuid uuid, token uuid, priority smallint, attempts integer, max_attempts integer,
+               timeout_seconds integer, step_name text, named_task_id bigint, context jsonb,
+               dependency_results jsonb, traceparent text)
+LANGUAGE sql AS $$
+    SELECT * FROM tasker.create_tasks(
+        tasker.json_text_array(p->'named_task_ids')::bigint[], tasker.json_text_array(p->'namespaces'),
+        tasker.json_text_array(p->'queues'), tasker.json_text_array(p->'task_uuids')::uuid[],
+        tasker.json_jsonb_array(p->'contexts'), tasker.json_text_array(p->'correlations')::uuid[],
+        tasker.json_text_array(p->'parent_correlations')::uuid[], tasker.json_text_array(p->'idempotency_keys'),
+        tasker.json_text_array(p->'priorities')::smallint[], tasker.json_text_array(p->'traceparents'),
+        tasker.json_text_array(p->'run_ats')::timestamptz[],
+        tasker.json_text_array(p->'step_tasks')::integer[], tasker.json_text_array(p->'step_uuids')::uuid[],
+        tasker.json_text_array(p->'step_names'), tasker.json_text_array(p->'step_positions')::integer[],
+        tasker.json_text_array(p->'step_handlers'), tasker.json_text_array(p->'step_max_attempts')::integer[],
+        tasker.json_text_array(p->'step_retryable')::boolean[],
+        tasker.json_text_array(p->'step_backoff_base_ms')::integer[],
+        tasker.json_text_array(p->'step_max_backoff_ms')::integer[],
+        tasker.json_text_array(p->'step_timeouts')::integer[], tasker.json_text_array(p->'step_pending')::integer[],
+        tasker.json_text_array(p->'step_ancestors'), tasker.json_jsonb_array(p->'step_flows'),
+        tasker.json_text_array(p->'edge_tasks')::integer[], tasker.json_text_array(p->'edge_from')::uuid[],
+        tasker.json_text_array(p->'edge_to')::uuid[],
+        '{}'::text[], 0, '{}'::text[], NULL, 0, coalesce((p->>'lock_timeout_ms')::integer, 2000), NULL)
+$$;

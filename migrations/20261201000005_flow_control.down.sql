@@ -3,7 +3,7 @@ DROP TABLE IF EXISTS tasker.schedules;
 DROP FUNCTION IF EXISTS tasker.resume_template(text, text);
 DROP FUNCTION IF EXISTS tasker.free_slots(uuid[]);
 DROP FUNCTION IF EXISTS tasker.wake_waiters(text[], integer[]);
-DROP FUNCTION IF EXISTS tasker.admit_flow(text, bigint[], uuid[], integer);
+DROP FUNCTION IF EXISTS tasker.admit_flow(text, bigint[], uuid[], integer, uuid[]);
 DROP FUNCTION IF EXISTS tasker.acquire_rate(text, integer, double precision);
 DROP FUNCTION IF EXISTS tasker.rate_admit(text, integer, double precision, integer);
 DROP FUNCTION IF EXISTS tasker.lock_flow_keys(text[]);

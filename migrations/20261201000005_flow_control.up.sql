@@ -30,12 +30,13 @@ CREATE TABLE tasker.concurrency_slots (
 CREATE INDEX concurrency_slots_key_idx ON tasker.concurrency_slots (key, expires_at);
 
 -- Starts under a rate limit, per key: a sliding log (no window of `per` seconds ever holds
--- more than `limit` starts); rows older than the window are deleted as the key is used, and
--- tasker.rate_keys keeps each key's count of the rows left, so an admission reads one row
--- instead of counting the window.
+-- more than `limit` starts), one row per admission of `n` starts at once; rows older than the
+-- window are deleted as the key is used, and tasker.rate_keys keeps each key's count of the
+-- starts left, so an admission reads one row instead of counting the window.
 CREATE TABLE tasker.rate_starts (
     key         text NOT NULL,
-    started_at  timestamptz NOT NULL
+    started_at  timestamptz NOT NULL,
+    n           integer NOT NULL
 );
 CREATE INDEX rate_starts_key_idx ON tasker.rate_starts (key, started_at);
 CREATE TABLE tasker.rate_keys (
@@ -88,21 +89,29 @@ DECLARE
     used integer;
     ok integer;
 BEGIN
-    DELETE FROM tasker.rate_starts r WHERE r.key = p_key AND r.started_at <= window_start;
-    GET DIAGNOSTICS gone = ROW_COUNT;
+    WITH old AS (DELETE FROM tasker.rate_starts r WHERE r.key = p_key AND r.started_at <= window_start
+                 RETURNING r.n)
+    SELECT coalesce(sum(old.n), 0)::integer INTO gone FROM old;
     INSERT INTO tasker.rate_keys AS k (key, used) VALUES (p_key, 0)
     ON CONFLICT (key) DO UPDATE SET used = greatest(k.used - gone, 0)
     RETURNING k.used INTO used;
     ok := least(greatest(p_limit - used, 0), greatest(p_n, 0));
     IF ok > 0 THEN
-        INSERT INTO tasker.rate_starts (key, started_at) SELECT p_key, at FROM generate_series(1, ok);
+        INSERT INTO tasker.rate_starts (key, started_at, n) VALUES (p_key, at, ok);
         UPDATE tasker.rate_keys k SET used = k.used + ok WHERE k.key = p_key;
     END IF;
+    IF ok >= p_n THEN
+        RETURN QUERY SELECT ok, '{}'::timestamptz[];
+        RETURN;
+    END IF;
+    -- The j-th refused start may happen when the j-th oldest start in the window leaves it.
     RETURN QUERY
-    SELECT ok, coalesce((SELECT array_agg(s.started_at + make_interval(secs => p_per) ORDER BY s.started_at)
-                           FROM (SELECT r.started_at FROM tasker.rate_starts r
-                                  WHERE r.key = p_key AND r.started_at > window_start
-                                  ORDER BY r.started_at LIMIT greatest(p_n - ok, 0)) s), '{}');
+    WITH cum AS (SELECT r.started_at, sum(r.n) OVER (ORDER BY r.started_at) AS upto
+                   FROM tasker.rate_starts r WHERE r.key = p_key AND r.started_at > window_start)
+    SELECT ok, coalesce(array_agg(t.at + make_interval(secs => p_per) ORDER BY t.j), '{}')
+      FROM generate_series(1, p_n - ok) AS g(j)
+      CROSS JOIN LATERAL (SELECT g.j, c.started_at AS at FROM cum c WHERE c.upto >= g.j
+                           ORDER BY c.started_at LIMIT 1) t;
 END $$;
 
 -- TaskerCore::RateLimit.acquire: one start for p_key now, or the seconds until one may start.
@@ -126,8 +135,11 @@ END $$;
 -- concurrency limit waits for a slot (woken by tasker.free_slots, or when the held slots'
 -- claims expire); a step over its rate limit is hidden until a start is allowed. Admitted
 -- steps get their slot (expiring with the claim claim_steps gives them) and their start.
+-- The slots of p_finishing (steps whose handler already returned in the claiming process,
+-- their outcome on its way) are not counted: no handler of theirs runs any more.
 -- No attempt is spent on a step held back. Rows: every step, admitted or held until when, why.
-CREATE FUNCTION tasker.admit_flow(p_queue text, p_ids bigint[], p_steps uuid[], p_grace integer)
+CREATE FUNCTION tasker.admit_flow(p_queue text, p_ids bigint[], p_steps uuid[], p_grace integer,
+                                  p_finishing uuid[] DEFAULT NULL)
 RETURNS TABLE (step_uuid uuid, admitted boolean, hold_until timestamptz, reason text)
 LANGUAGE plpgsql
 -- A key's lock is held for a claim's or an outcome's transaction only: wait for it (however
@@ -199,7 +211,9 @@ BEGIN
         lim := (f_flow[idx[1]]->'concurrency'->>'limit')::integer;
         DELETE FROM tasker.concurrency_slots cs WHERE cs.key = k AND cs.expires_at <= now();
         SELECT count(*), min(cs.expires_at) INTO used, soonest
-          FROM tasker.concurrency_slots cs WHERE cs.key = k AND NOT (cs.step_uuid = ANY (p_steps));
+          FROM tasker.concurrency_slots cs
+         WHERE cs.key = k AND NOT (cs.step_uuid = ANY (p_steps))
+           AND NOT (cs.step_uuid = ANY (coalesce(p_finishing, '{}')));
         free := greatest(lim - used, 0);
         FOREACH i IN ARRAY idx LOOP
             IF free > 0 THEN

@@ -183,6 +183,56 @@ drain = { url: database_url, concurrency: concurrency, pool_size: pool_size, tas
 limited_drain("h_concurrency", monitor, drain, "noop_limited")
 limited_drain("h_rate", monitor, drain, "noop_rated")
 
+# (i) The (d) drain as Active Job no-op jobs through the adapter (TaskerCore::ActiveJob): a
+# backlog enqueued beforehand with enqueue_all, drained by a worker running the queue.
+begin
+  require "active_job"
+  require "active_job/queue_adapters/tasker_core_adapter"
+rescue LoadError
+  nil
+end
+
+# An Active Job that does nothing.
+class FloorNoopJob < (defined?(ActiveJob::Base) ? ActiveJob::Base : Object)
+  def perform(_index) = nil
+end
+
+def active_job_drain(monitor, settings)
+  url, concurrency, pool_size, tasks = settings.values_at(:url, :concurrency, :pool_size, :tasks)
+  ActiveJob::Base.queue_adapter = :tasker_core
+  ActiveJob::Base.logger = Logger.new(nil)
+  configure(url, [], concurrency, pool_size)
+  TaskerCore.start
+  shares(tasks, 1000).each { |n| TaskerCore::ActiveJob.enqueue_all(Array.new(n) { |i| FloorNoopJob.new(i) }) }
+  TaskerCore.stop
+  settle(monitor, "i")
+  configure(url, [], concurrency, pool_size)
+  TaskerCore.configuration.active_job_queues = ["default"]
+  started = now
+  TaskerCore.start
+  loop do
+    left = monitor.exec("SELECT count(*) FROM tasker.tasks WHERE namespace = 'aj_default' " \
+                        "AND status IN ('pending', 'in_progress')").getvalue(0, 0).to_i
+    break if left.zero?
+    raise "active job drain: #{left} jobs left after 600 s" if now - started > 600
+
+    sleep 0.002
+  end
+  finished = now
+  TaskerCore.stop
+  out "i.tasks", tasks
+  out "i.seconds", finished - started
+  out "i.steps_per_s", tasks / (finished - started)
+  out "i.not_complete", monitor.exec("SELECT count(*) FROM tasker.tasks WHERE namespace = 'aj_default' " \
+                                     "AND status <> 'complete'").getvalue(0, 0).to_i
+end
+
+if defined?(ActiveJob::Base)
+  active_job_drain(monitor, drain)
+else
+  out "i.steps_per_s", "n/a (Active Job is not installed)"
+end
+
 # (e) The same tasks created while the worker runs, by producer threads each running `work`
 # with its share of the tasks.
 def produced(label, monitor, settings, &work)

@@ -98,6 +98,8 @@ figures = [
    "#{per_s('h_concurrency.steps_per_s')} (#{fig('h_concurrency.tasks', 0)} steps in #{fig('h_concurrency.seconds')} s)"],
   ["(h) the (d) drain under a rate limit far above its rate (1,000,000 per s, one key)",
    "#{per_s('h_rate.steps_per_s')} (#{fig('h_rate.tasks', 0)} steps in #{fig('h_rate.seconds')} s)"],
+  ["(i) the (d) drain as Active Job no-op jobs through the adapter (enqueued with `enqueue_all`)",
+   num("i.steps_per_s") ? "#{per_s('i.steps_per_s')} (#{fig('i.tasks', 0)} jobs in #{fig('i.seconds')} s)" : F["i.steps_per_s"]],
   ["(f) 4-step chain, Rust-native handlers, create → last handler done, p50 / p95 / p99",
    ms("f.chain_p50_ms", "f.chain_p95_ms", "f.chain_p99_ms")],
   ["(f) 4-step chain, Rust-native handlers, create → task seen terminal, p50", ms("f.wait_p50_ms")],
@@ -108,7 +110,7 @@ figures = [
    rss_samples]
 ]
 unfinished = %w[d.not_complete e.not_complete e_batch.not_complete f.drain_not_complete g.not_complete
-                h_concurrency.not_complete h_rate.not_complete]
+                h_concurrency.not_complete h_rate.not_complete i.not_complete]
              .select { |k| num(k)&.positive? }.map { |k| "#{k.split('.').first}: #{fig(k, 0)}" }
 
 ratios = [
@@ -126,6 +128,7 @@ ratios = [
   ["(h) drain with a concurrency limit ÷ (d) drain", times(ratio("h_concurrency.steps_per_s", "d.steps_per_s")),
    "≥ 0.8× (issue 15)"],
   ["(h) drain with a rate limit ÷ (d) drain", times(ratio("h_rate.steps_per_s", "d.steps_per_s")), "≥ 0.8× (issue 15)"],
+  ["(i) Active Job drain ÷ (d) drain", times(ratio("i.steps_per_s", "d.steps_per_s")), "≥ 0.7× (issue 16)"],
   ["(c) chain p50 ÷ (a) INSERT + COMMIT p50", times(ratio("c.chain_p50_ms", "a.insert_commit_p50_ms")), ""],
   ["(f) chain p50 ÷ (b) pgmq cycle p50 (Rust-native)", times(ratio("f.chain_p50_ms", "b.cycle_p50_ms")), ""],
   ["(f) drain ÷ (b) pgmq best (Rust-native)", times(ratio("f.drain_steps_per_s", "b.best_msg_per_s")), ""]

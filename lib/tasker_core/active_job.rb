@@ -31,7 +31,7 @@ module TaskerCore
       # @return [String]
       def namespace_for(queue_name)
         namespace = "#{PREFIX}#{queue_name}"
-        problem = Native.namespace_problem(namespace)
+        problem = queue_name.to_s.empty? ? "the queue has no name" : Native.namespace_problem(namespace)
         return namespace unless problem
 
         raise Errors::EnqueueError,
@@ -81,8 +81,12 @@ module TaskerCore
       # The task arguments of a job.
       # @api private
       def task_args(job, at)
+        # The job's JSON form as Active Job's other JSON queues store it (as_json: a BigDecimal
+        # becomes its String on Rails 6.1); Active Support's JSON extensions may not be loaded
+        # outside Rails.
+        require "active_support/core_ext/object/json" unless {}.respond_to?(:as_json)
         args = { namespace: namespace_for(job.queue_name), name: TEMPLATE, version: VERSION,
-                 context: { "job" => job.serialize }, priority: priority_for(job.priority),
+                 context: { "job" => job.serialize.as_json }, priority: priority_for(job.priority),
                  idempotency_key: "active_job:#{job.job_id}:#{job.executions}" }
         at = Time.at(at) if at.is_a?(Numeric)
         args[:run_at] = at if at && at > Time.now
@@ -95,7 +99,7 @@ module TaskerCore
         list = pairs.map { |job, at| task_args(job, at) }
         list.map { |a| a[:namespace] }.uniq.each { |ns| ensure_template(ns) }
         records = begin
-          Client.create_tasks(list)
+          Client.create_tasks(list, transaction: TaskerCore.configuration.active_job_transaction)
         rescue Errors::ValidationError, Errors::EnqueueError
           raise
         rescue Errors::Error => e

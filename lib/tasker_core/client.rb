@@ -29,14 +29,20 @@ module TaskerCore
     # @param run_at [Time, nil] when the root steps may start: the task exists (visible,
     #   cancellable) at once, its roots wait until then (a time passed: at once)
     # @param wait [Numeric, nil] the same as seconds from now (not with run_at)
+    # @param transaction [Symbol, nil] `:active_record`: write the task through the
+    #   application's current ActiveRecord connection, inside its open transaction, so that it
+    #   commits or rolls back with the application's data (docs/active_job.md); nil: the
+    #   engine's own transaction
     # @return [Types::TaskRecord] with uuid, status and correlation_id
     # @raise [Errors::TemplateNotFoundError, Errors::ValidationError, Errors::NotStartedError]
     def create_task(namespace:, name:, version:, context:, correlation_id: nil, parent_correlation_id: nil,
-                    idempotency_key: nil, priority: :normal, traceparent: nil, run_at: nil, wait: nil)
+                    idempotency_key: nil, priority: :normal, traceparent: nil, run_at: nil, wait: nil, transaction: nil)
       args = native_args(namespace: namespace, name: name, version: version, context: context,
                          correlation_id: correlation_id, parent_correlation_id: parent_correlation_id,
                          idempotency_key: idempotency_key, priority: priority, traceparent: traceparent,
                          run_at: run_at, wait: wait)
+      return create_in_transaction([args], transaction).first if transaction
+
       created(native.create_task(args), args)
     end
 
@@ -50,9 +56,10 @@ module TaskerCore
     #       idempotency_key: "charge-#{o.id}" }
     #   end)
     # @param tasks [Array<Hash>] at most 10,000
+    # @param transaction [Symbol, nil] as for {create_task}
     # @return [Array<Types::TaskRecord>] in the order given
     # @raise [Errors::ValidationError] naming the first invalid task (nothing is created)
-    def create_tasks(tasks)
+    def create_tasks(tasks, transaction: nil)
       raise Errors::ValidationError, "create_tasks takes an Array of Hashes, got #{tasks.class}" unless tasks.is_a?(Array)
 
       list = tasks.each_with_index.map do |task, i|
@@ -62,7 +69,46 @@ module TaskerCore
       rescue ArgumentError => e
         raise Errors::ValidationError, "create_tasks: item #{i}: #{e.message}"
       end
+      return create_in_transaction(list, transaction) if transaction
+
       native.create_tasks(list).zip(list).map { |record, args| created(record, args) }
+    end
+
+    # What tasker.create_tasks_json returns for each task.
+    # @api private
+    CREATED_COLUMNS = "task_index, task_uuid, correlation_id, parent_correlation_id, status, created"
+
+    # Create tasks on the application's ActiveRecord connection, in its current transaction:
+    # the engine builds the one JSON argument of `tasker.create_tasks_json` (checked requests,
+    # ids, resolved flow keys), the application's connection runs it. Every process — this one
+    # included — hears of the tasks by the notification PostgreSQL delivers at commit.
+    # @api private
+    def create_in_transaction(list, transaction)
+      unless transaction == :active_record
+        raise Errors::ValidationError, "transaction: must be :active_record (or nil), got #{transaction.inspect}"
+      end
+      raise Errors::ConfigurationError, "transaction: :active_record needs ActiveRecord" unless defined?(::ActiveRecord::Base)
+      return [] if list.empty?
+
+      json = native.create_call(list)
+      rows = run_in_transaction(json)
+      rows.sort_by { |r| r["task_index"] }.zip(list).map do |row, args|
+        created({ "uuid" => row["task_uuid"], "correlation_id" => row["correlation_id"],
+                  "parent_correlation_id" => row["parent_correlation_id"], "status" => row["status"],
+                  "created" => [true, "t"].include?(row["created"]) }, args)
+      end
+    end
+
+    # Run `tasker.create_tasks_json` on the application's current ActiveRecord connection
+    # (inside its open transaction, if any); its rows, one per task.
+    # @api private
+    def run_in_transaction(json)
+      connection = ::ActiveRecord::Base.connection
+      bind = ::ActiveRecord::Relation::QueryAttribute.new("tasks", json, ::ActiveRecord::Type::String.new)
+      connection.exec_query("SELECT #{CREATED_COLUMNS} FROM tasker.create_tasks_json($1::jsonb) WHERE kind = 'task'",
+                            "TaskerCore create_tasks", [bind]).to_a
+    rescue ::ActiveRecord::StatementInvalid => e
+      raise Errors::EnqueueError, "creating tasks in the application's transaction failed: #{e.message}"
     end
 
     # @param uuid [String]

@@ -85,6 +85,10 @@ module TaskerCore
     #   namespace, `aj_<queue>`, to {#namespaces}); default TASKER_ACTIVE_JOB_QUEUES, else [].
     #   See docs/active_job.md
     attr_accessor :active_job_queues
+    # @return [Symbol, nil] how Active Job enqueues: nil (default) in the engine's own
+    #   transaction; `:active_record` through the application's ActiveRecord connection, inside
+    #   its open transaction (a job enqueued in a transaction that rolls back does not exist)
+    attr_accessor :active_job_transaction
     # @return [Array<#call>] called with (exception, context Hash) for every exception a
     #   handler raises (and every step timeout), on a Ruby thread of their own
     attr_reader :error_handlers
@@ -138,6 +142,7 @@ module TaskerCore
       @log_output = :stderr
       @schedules = []
       @active_job_queues = env_list("TASKER_ACTIVE_JOB_QUEUES") || []
+      @active_job_transaction = nil
     end
 
     # The namespaces this process serves: {#namespaces} and those of {#active_job_queues}.
@@ -282,6 +287,9 @@ module TaskerCore
         invalid!(:active_job_queues, "must be an Array of queue names")
       end
       active_job_queues.each { |q| TaskerCore::ActiveJob.namespace_for(q) }
+      unless [nil, :active_record].include?(active_job_transaction)
+        invalid!(:active_job_transaction, "must be nil or :active_record, got #{active_job_transaction.inspect}")
+      end
     rescue Errors::EnqueueError => e
       invalid!(:active_job_queues, "has an invalid entry: #{e.message}")
     end

@@ -16,6 +16,11 @@ module TaskerCore
     config.tasker_core = ActiveSupport::OrderedOptions.new
     config.tasker_core.auto_start = nil
 
+    # `queue_adapter = :tasker_core` (Active Job looks the adapter class up by name): the
+    # adapter is defined as soon as Active Job is — registered here, when the gem is required,
+    # so that it runs before Active Job's own hook applies config.active_job.queue_adapter.
+    ActiveSupport.on_load(:active_job) { require "active_job/queue_adapters/tasker_core_adapter" }
+
     # Settings of config.tasker_core that are the Railtie's, not {Configuration}'s.
     OWN_SETTINGS = %i[auto_start].freeze
 

@@ -140,6 +140,12 @@ RSpec.describe "flow limits" do
     expect(TaskerCore.paused).to include(a_hash_including("namespace" => "spec_flow", "template" => "limited",
                                                           "reason" => "vendor outage"))
     expect(TaskerCore.health["paused"]).to include("spec_flow/limited")
+    TaskerCore::Web.authorize { |_request| :read_only }
+    _, _, body = TaskerCore::Web.call("REQUEST_METHOD" => "GET", "PATH_INFO" => "/queues", "HTTP_ACCEPT" => "application/json")
+    expect(JSON.parse(body.join)["paused_templates"]).to include(a_hash_including("template" => "limited"))
+    _, _, page = TaskerCore::Web.call("REQUEST_METHOD" => "GET", "PATH_INFO" => "/queues", "HTTP_ACCEPT" => "text/html")
+    expect(page.join).to include("Paused templates", "vendor outage")
+    TaskerCore::Web.reset!
 
     resumed = Process.clock_gettime(Process::CLOCK_MONOTONIC)
     expect(TaskerCore.resume(namespace: "spec_flow", template: "limited")).to be(true)

@@ -115,6 +115,7 @@ impl Applier {
                         error = %e, "PostgreSQL refused even the failure recorded in place of an outcome; \
                          the step runs again after its claim expires");
                     self.pending.fetch_sub(1, Ordering::Relaxed);
+                    self.claimer.finishing_remove([one.0.step_uuid]);
                     return;
                 }
                 Err(e) => {
@@ -209,6 +210,8 @@ impl Applier {
     ) {
         let elapsed = started.elapsed();
         let count = batch.len();
+        self.claimer
+            .finishing_remove(batch.iter().map(|(ticket, _, _)| ticket.step_uuid));
         // Children released per queue, to compare with those claimed here.
         let mut released: Vec<(Arc<str>, String, usize)> = Vec::new();
         for ((ticket, _, trace), report) in batch.into_iter().zip(&applied.reports) {

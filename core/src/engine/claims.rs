@@ -47,6 +47,10 @@ pub(crate) struct Claimer {
     pub dispatch: Mutex<Option<crossbeam_channel::Sender<Dispatch>>>,
     /// Paused namespaces: nothing of theirs is claimed.
     pub pauses: Arc<super::pauses::Pauses>,
+    /// Steps whose handler returned here and whose outcome is not applied yet: their
+    /// concurrency slots do not count against this process's next claims (no handler of
+    /// theirs runs any more; the slot itself is freed when the outcome commits).
+    pub finishing: Mutex<HashSet<uuid::Uuid>>,
 }
 
 /// The slots taken for a fused claim and what the transaction needs to know about them.
@@ -74,6 +78,32 @@ impl Claimer {
     /// Start handing fused claims to `tx` (only a process that serves namespaces does).
     pub fn open(&self, tx: crossbeam_channel::Sender<Dispatch>) {
         *self.dispatch.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+    }
+
+    /// A step's handler returned: its outcome is on its way to the applier.
+    pub fn finishing_add(&self, step: uuid::Uuid) {
+        self.finishing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(step);
+    }
+
+    /// Outcomes applied (or given up): their steps are no longer finishing here.
+    pub fn finishing_remove(&self, steps: impl IntoIterator<Item = uuid::Uuid>) {
+        let mut set = self.finishing.lock().unwrap_or_else(|e| e.into_inner());
+        for s in steps {
+            set.remove(&s);
+        }
+    }
+
+    /// The steps finishing here now.
+    pub fn finishing_now(&self) -> Vec<uuid::Uuid> {
+        self.finishing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .copied()
+            .collect()
     }
 
     /// Nothing is claimed for this process from now on.

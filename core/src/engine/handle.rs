@@ -279,6 +279,32 @@ impl EngineHandle {
         store::pauses::list(&self.0.db.pool).await
     }
 
+    /// The one JSON argument of `tasker.create_tasks_json` that creates these tasks on a
+    /// connection of the caller's (an application's own transaction): the requests checked,
+    /// their templates looked up, the task and step ids chosen here. Nothing is written.
+    pub async fn create_call(&self, reqs: Vec<TaskRequest>) -> Result<serde_json::Value> {
+        let mut regs = Vec::with_capacity(reqs.len());
+        for req in &reqs {
+            orchestration::create::validate_request(req)?;
+            regs.push(
+                self.0
+                    .registry
+                    .lookup(&self.0.db.pool, &req.namespace, &req.name, &req.version)
+                    .await?,
+            );
+        }
+        let tasks: Vec<orchestration::create::NewTask<'_>> = reqs
+            .iter()
+            .zip(&regs)
+            .map(|(req, reg)| orchestration::create::NewTask {
+                reg,
+                req,
+                traceparent: req.traceparent.clone(),
+            })
+            .collect();
+        store::tasks::create_call_json(&tasks, self.0.lock_timeout)
+    }
+
     /// Register a template given as text (YAML or JSON) at runtime: stored (a body differing
     /// from the one registered under its version is a template error), its queue created.
     pub async fn register_template(&self, text: &str) -> Result<Arc<RegisteredTemplate>> {

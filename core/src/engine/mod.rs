@@ -252,6 +252,7 @@ impl Engine {
             telemetry: telemetry.clone(),
             dispatch: Mutex::new(None),
             pauses: pauses.clone(),
+            finishing: Mutex::new(std::collections::HashSet::new()),
         });
         let signals = Arc::new(Signals::new(&config.namespaces));
         let instance_id: Arc<str> = Uuid::new_v4().simple().to_string().into();
@@ -541,12 +542,15 @@ impl Engine {
         // as pending before the applier can count it applied.
         drop(slot);
         self.pending.fetch_add(1, Ordering::Relaxed);
+        let step_uuid = ticket.step_uuid;
+        self.claimer.finishing_add(step_uuid);
         let sent = match &*self.completion_tx.lock().unwrap_or_else(|e| e.into_inner()) {
             Some(tx) => tx.send((ticket, outcome, trace)).is_ok(),
             None => false,
         };
         if !sent {
             self.pending.fetch_sub(1, Ordering::Relaxed);
+            self.claimer.finishing_remove([step_uuid]);
         }
         if sent {
             Ok(())

@@ -103,10 +103,12 @@ impl Poller {
             };
             let (blocked, mut trials) = self.handler_gate();
             let trial_names: Vec<String> = trials.iter().map(|(h, _)| h.clone()).collect();
+            let finishing = self.claimer.finishing_now();
             let gate = HandlerGate {
                 blocked: &blocked,
                 trials: &trial_names,
                 postpone_seconds: POSTPONE_SECONDS,
+                finishing: &finishing,
             };
             let started = (Instant::now(), SystemTime::now());
             let asked = permits.len();

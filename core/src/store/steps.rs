@@ -137,6 +137,9 @@ pub(crate) struct HandlerGate<'a> {
     pub trials: &'a [String],
     /// How long a postponed message stays hidden.
     pub postpone_seconds: i32,
+    /// Steps whose handler returned in this process, outcome not applied yet (their
+    /// concurrency slots are not counted against this claim).
+    pub finishing: &'a [Uuid],
 }
 
 /// One row of `tasker.claim_steps`: `kind` is 'claimed', 'archived' (with `reason`),
@@ -162,17 +165,19 @@ pub(crate) async fn claim_steps(
     read_visibility_seconds: i32,
     gate: &HandlerGate<'_>,
 ) -> Result<Vec<ClaimRow>> {
-    let rows = sqlx::query_as("SELECT * FROM tasker.claim_steps($1, $2, $3, $4, $5, $6, $7, $8)")
-        .bind(queue.as_str())
-        .bind(qty.min(i32::MAX as usize) as i32)
-        .bind(worker_id)
-        .bind(claim_grace_seconds)
-        .bind(read_visibility_seconds)
-        .bind(gate.blocked)
-        .bind(gate.trials)
-        .bind(gate.postpone_seconds)
-        .fetch_all(queue_pool)
-        .await?;
+    let rows =
+        sqlx::query_as("SELECT * FROM tasker.claim_steps($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+            .bind(queue.as_str())
+            .bind(qty.min(i32::MAX as usize) as i32)
+            .bind(worker_id)
+            .bind(claim_grace_seconds)
+            .bind(read_visibility_seconds)
+            .bind(gate.blocked)
+            .bind(gate.trials)
+            .bind(gate.postpone_seconds)
+            .bind(gate.finishing)
+            .fetch_all(queue_pool)
+            .await?;
     Ok(rows)
 }
 

@@ -2,7 +2,9 @@
 
 require "tasker_core"
 
+# Rails' Active Job (the gem adds its adapter here, where Active Job looks adapters up).
 module ActiveJob
+  # Active Job's adapters, looked up by name (`:tasker_core` → {TaskerCoreAdapter}).
   module QueueAdapters
     # Active Job's adapter for tasker_core: `config.active_job.queue_adapter = :tasker_core`,
     # or `self.queue_adapter = :tasker_core` in one job class. Each job becomes a one-step task
@@ -26,11 +28,12 @@ module ActiveJob
         TaskerCore::ActiveJob.enqueue_all(jobs)
       end
 
-      # Whether Active Job may commit-guard enqueues (Rails 7.2): tasker_core's own transaction
-      # is independent of the application's unless `transaction: :active_record` is used.
+      # Whether Active Job (Rails 7.2+) should hold an enqueue made inside an application
+      # transaction until it commits: yes, unless the adapter enqueues inside that transaction
+      # itself (`active_job_transaction = :active_record`).
       # @return [Boolean]
       def enqueue_after_transaction_commit?
-        true
+        TaskerCore.configuration.active_job_transaction != :active_record
       end
     end
   end

@@ -183,8 +183,11 @@ module TaskerCore
       end
 
       def queues
-        paused = engine.paused.reject { |p| p["template"] }.to_h { |p| [p["namespace"], p] }
-        respond("queues", { "queues" => engine.dashboard_queues["queues"], "paused" => paused }, title: "Queues", refresh: true)
+        all = engine.paused
+        paused = all.reject { |p| p["template"] }.to_h { |p| [p["namespace"], p] }
+        templates = all.select { |p| p["template"] }
+        respond("queues", { "queues" => engine.dashboard_queues["queues"], "paused" => paused,
+                            "paused_templates" => templates }, title: "Queues", refresh: true)
       end
 
       def breakers

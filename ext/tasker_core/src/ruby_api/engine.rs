@@ -54,6 +54,7 @@ pub fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     class.define_method("next_step", method!(next_step, 1))?;
     class.define_method("create_task", method!(create_task, 1))?;
     class.define_method("create_tasks", method!(create_tasks, 1))?;
+    class.define_method("create_call", method!(create_call, 1))?;
     class.define_method("find_task", method!(find_task, 1))?;
     class.define_method("find_tasks", method!(find_tasks, 1))?;
     class.define_method("request_task", method!(request_task, 1))?;
@@ -429,22 +430,7 @@ guarded! {
     /// Several tasks in one transaction and one round trip; all or none are written.
     fn create_tasks(ruby: &Ruby, rb_self: &RbEngine, list: RArray) -> Result<RArray, Error> {
         let engine = rb_self.engine(ruby)?;
-        if list.len() > MAX_CREATE_BATCH {
-            return Err(error(
-                ruby,
-                "ValidationError",
-                format!("create_tasks takes at most {MAX_CREATE_BATCH} tasks at once, got {}", list.len()),
-            ));
-        }
-        let mut reqs = Vec::with_capacity(list.len());
-        for (i, item) in list.into_iter().enumerate() {
-            let args = RHash::from_value(item).ok_or_else(|| {
-                error(ruby, "ValidationError", format!("create_tasks: item {i} is not a Hash"))
-            })?;
-            reqs.push(task_request(ruby, args).map_err(|e| {
-                error(ruby, "ValidationError", format!("create_tasks: item {i}: {e}"))
-            })?);
-        }
+        let reqs = task_requests(ruby, list)?;
         let out = ruby.ary_new_capa(reqs.len());
         if reqs.is_empty() {
             return Ok(out);
@@ -455,6 +441,16 @@ guarded! {
             out.push(created_hash(ruby, c)?)?;
         }
         Ok(out)
+    }
+
+    /// The JSON text of `tasker.create_tasks_json`'s argument for these task requests, to run
+    /// on the application's own connection (inside its transaction).
+    fn create_call(ruby: &Ruby, rb_self: &RbEngine, list: RArray) -> Result<String, Error> {
+        let engine = rb_self.engine(ruby)?;
+        let reqs = task_requests(ruby, list)?;
+        let h = engine.handle();
+        let doc = call(ruby, engine, async move { h.create_call(reqs).await })?;
+        serde_json::to_string(&doc).map_err(|e| error(ruby, "InternalError", format!("cannot encode the tasks: {e}")))
     }
 
     fn find_task(ruby: &Ruby, rb_self: &RbEngine, uuid: Value) -> Result<Value, Error> {
@@ -735,6 +731,38 @@ fn schedule_docs(
                 .map_err(|e| error(ruby, class, format!("{what}: {label}: {e}")))
         })
         .collect()
+}
+
+/// The task requests of an Array of Hashes (create_tasks' argument), at most MAX_CREATE_BATCH.
+fn task_requests(ruby: &Ruby, list: RArray) -> Result<Vec<TaskRequest>, Error> {
+    if list.len() > MAX_CREATE_BATCH {
+        return Err(error(
+            ruby,
+            "ValidationError",
+            format!(
+                "create_tasks takes at most {MAX_CREATE_BATCH} tasks at once, got {}",
+                list.len()
+            ),
+        ));
+    }
+    let mut reqs = Vec::with_capacity(list.len());
+    for (i, item) in list.into_iter().enumerate() {
+        let args = RHash::from_value(item).ok_or_else(|| {
+            error(
+                ruby,
+                "ValidationError",
+                format!("create_tasks: item {i} is not a Hash"),
+            )
+        })?;
+        reqs.push(task_request(ruby, args).map_err(|e| {
+            error(
+                ruby,
+                "ValidationError",
+                format!("create_tasks: item {i}: {e}"),
+            )
+        })?);
+    }
+    Ok(reqs)
 }
 
 fn schedule_name(ruby: &Ruby, name: Value) -> Result<String, Error> {
