@@ -167,7 +167,9 @@ namespace :bench do
       } > #{out}/meta.out
       cat #{out}/meta.out
       #{File.join(target, 'release/floor')} | tee #{out}/rust.out
-      TASKER_CORE_NATIVE=#{release}/tasker_core_rb.so ruby benches/ruby/floor.rb | tee #{out}/ruby.out
+      # Outside the bundle (as `bundle exec rake` would confine it): part (i) loads Debian's Active Job.
+      env -u RUBYOPT -u BUNDLE_GEMFILE -u BUNDLE_BIN_PATH -u BUNDLER_SETUP -u BUNDLER_VERSION \
+        TASKER_CORE_NATIVE=#{release}/tasker_core_rb.so ruby benches/ruby/floor.rb | tee #{out}/ruby.out
       echo "floor.meta.load_end=$(cut -d' ' -f1-3 /proc/loadavg)" | tee -a #{out}/meta.out
       ruby benches/ruby/floor_report.rb #{docs} #{out}/meta.out #{out}/rust.out #{out}/ruby.out
     SH

@@ -59,6 +59,7 @@ fn sql(c: &mut Criterion) {
                     priority: 0,
                     traceparent: None,
                     run_at: None,
+                    flow: None,
                 })
                 .await
                 .expect("create");

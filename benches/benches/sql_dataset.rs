@@ -74,6 +74,7 @@ fn seed(engine: &Engine, pool: &PgPool) {
                     priority: 0,
                     traceparent: None,
                     run_at: None,
+                    flow: None,
                 })
                 .await
             })

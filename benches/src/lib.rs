@@ -51,6 +51,7 @@ pub fn create_task(engine: &Engine, namespace: &str, name: &str) -> Uuid {
         priority: 0,
         traceparent: None,
         run_at: None,
+        flow: None,
     };
     match engine.block_on(async move { h.create_task(req).await }) {
         Some(Ok(t)) => t.task_uuid,

@@ -24,6 +24,8 @@ module TaskerCore
     # Active Job priorities accepted: lower runs first, as in Active Job's own convention
     # (Delayed Job, Que, Solid Queue); tasker_core's priority is its negation.
     PRIORITY_RANGE = (-100..100)
+    # Guards the record of which queues' templates this process's engine registered.
+    REGISTERED = Mutex.new
 
     class << self
       # The namespace of an Active Job queue.
@@ -90,7 +92,25 @@ module TaskerCore
                  idempotency_key: "active_job:#{job.job_id}:#{job.executions}" }
         at = Time.at(at) if at.is_a?(Numeric)
         args[:run_at] = at if at && at > Time.now
+        flow = flow_for(job)
+        args[:flow] = flow if flow
         args
+      end
+
+      # The job class's flow limits ({Options#tasker_core_options}) with their keys resolved
+      # for this job: `"<name or class>:<key>"`; nil without limits.
+      # @api private
+      def flow_for(job)
+        options = job.class.respond_to?(:tasker_core_options) ? job.class.tasker_core_options : {}
+        flow = {}
+        { concurrency: "concurrency", rate_limit: "rate" }.each do |option, kind|
+          limit = options[option] or next
+          key = limit[:key].respond_to?(:call) ? limit[:key].call(job) : limit[:key]
+          scope = limit[:name] || job.class.name
+          flow[kind] = { "key" => "#{scope}:#{key.nil? ? '<missing>' : key}", "limit" => limit[:limit] }
+          flow[kind]["per"] = limit[:per].to_f if kind == "rate"
+        end
+        flow.empty? ? nil : flow
       end
 
       private
@@ -116,8 +136,7 @@ module TaskerCore
       # may be the first to name the queue).
       def ensure_template(namespace)
         engine = TaskerCore.engine
-        @registered_lock ||= Mutex.new
-        @registered_lock.synchronize do
+        REGISTERED.synchronize do
           @registered = {} unless @registered_engine.equal?(engine)
           @registered_engine = engine
           next if @registered[namespace]
@@ -125,6 +144,52 @@ module TaskerCore
           engine.register_template(template_for(namespace.delete_prefix(PREFIX)))
           @registered[namespace] = true
         end
+      end
+    end
+
+    # `tasker_core_options` for job classes (extended into `ActiveJob::Base` by the adapter):
+    # concurrency and rate limits per key, as a template's (docs/flow-control.md), the key
+    # computed from the job when it is enqueued.
+    #
+    # @example at most 2 syncs of one account at a time, 100 calls a minute per account
+    #   class SyncAccountJob < ApplicationJob
+    #     tasker_core_options concurrency: { key: ->(job) { job.arguments.first }, limit: 2 },
+    #                         rate_limit: { key: ->(job) { job.arguments.first }, limit: 100, per: 60 }
+    #   end
+    module Options
+      # The keys each limit takes.
+      LIMIT_KEYS = { concurrency: %i[key limit name], rate_limit: %i[key limit per name] }.freeze
+
+      # Set (with arguments) or read (without) the class's options; a subclass inherits them.
+      # @param options [Hash] `concurrency:` `{ key: value or ->(job) { ... }, limit: Integer,
+      #   name: }` and/or `rate_limit:` `{ key:, limit:, per: seconds, name: }`
+      # @return [Hash] the options in effect
+      # @raise [Errors::ConfigurationError] for an unknown option or a bad limit
+      def tasker_core_options(**options)
+        if options.empty?
+          return @tasker_core_options if @tasker_core_options
+
+          return superclass.respond_to?(:tasker_core_options) ? superclass.tasker_core_options : {}
+        end
+
+        options.each { |option, limit| check_limit(option, limit) }
+        @tasker_core_options = tasker_core_options.merge(options).freeze
+      end
+
+      private
+
+      def check_limit(option, limit)
+        allowed = LIMIT_KEYS[option]
+        unless allowed
+          raise Errors::ConfigurationError, "#{name}: tasker_core_options takes concurrency: and rate_limit:, not #{option}:"
+        end
+        return if limit.is_a?(Hash) && (limit.keys - allowed).empty? && limit.key?(:key) &&
+                  limit[:limit].is_a?(Integer) && limit[:limit].between?(1, 1_000_000) &&
+                  (option != :rate_limit || (limit[:per].is_a?(Numeric) && limit[:per].positive?))
+
+        raise Errors::ConfigurationError,
+              "#{name}: tasker_core_options #{option}: needs key: (a value or a callable taking the job), limit: " \
+              "(1 to 1000000)#{option == :rate_limit ? ' and per: (seconds)' : ''}; got #{limit.inspect}"
       end
     end
 

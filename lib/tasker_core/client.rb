@@ -188,15 +188,17 @@ module TaskerCore
     # This process's engine (started first if this process was forked from a started one).
     def native = TaskerCore.engine
 
-    # The Hash the extension takes for one task (checked where Ruby can say it best).
+    # The Hash the extension takes for one task (checked where Ruby can say it best). `flow`:
+    # limits for this task's steps in place of its template's, keys resolved
+    # (`{"concurrency" => {"key" =>, "limit" =>}}`; an Active Job class's options).
     def native_args(namespace:, name:, version:, context:, correlation_id: nil, parent_correlation_id: nil,
-                    idempotency_key: nil, priority: :normal, traceparent: nil, run_at: nil, wait: nil)
+                    idempotency_key: nil, priority: :normal, traceparent: nil, run_at: nil, wait: nil, flow: nil)
       raise Errors::ValidationError, "context must be a Hash (a JSON object), got #{context.class}" unless context.is_a?(Hash)
 
       { "namespace" => namespace.to_s, "name" => name.to_s, "version" => version.to_s, "context" => context,
         "correlation_id" => correlation_id&.to_s, "parent_correlation_id" => parent_correlation_id&.to_s,
         "idempotency_key" => idempotency_key&.to_s, "priority" => priority_value(priority),
-        "traceparent" => traceparent&.to_s, "run_at" => start_time(run_at, wait) }
+        "traceparent" => traceparent&.to_s, "run_at" => start_time(run_at, wait), "flow" => flow }
     end
 
     # `run_at` or `wait` (seconds from now) as an RFC 3339 time, or nil for "at once".

@@ -54,6 +54,7 @@ RSpec.describe "Active Job adapter" do
       later = RecordJob.set(wait: 2).perform_later("later")
       NotifierMailer.hello("someone@example.com").deliver_later
       AsyncJob.perform_later
+      %w[a b a b a b].each { |account| LimitedJob.perform_later(account) }
       bad = begin
         RecordJob.perform_later(Object.new)
         "nothing raised"
@@ -62,6 +63,7 @@ RSpec.describe "Active Job adapter" do
       end
       wait_for(ENV["AJ_SPEC_LOG"]) { |r| r.count { |x| x["job"] == "FlakyJob" } >= 3 && r.any? { |x| x["args"] == ["\"later\""] } }
       wait_for(ENV["AJ_SPEC_LOG"], timeout: 10) { ActionMailer::Base.deliveries.any? }
+      wait_for(ENV["AJ_SPEC_LOG"]) { |r| r.count { |x| x["job"] == "LimitedJob" } >= 6 }
       boom_task = TaskerCore::Client.wait_for(boom.provider_job_id, timeout: 20)
       sleep 1 # FlakyJob's third failure escapes Active Job: its task fails
       bulk = Array.new(1000) { |i| NoopJob.new(i) }
@@ -102,6 +104,15 @@ RSpec.describe "Active Job adapter" do
     expect([result["enqueued"], result["bulk_ids"]]).to eq([1000, 1000])
     expect(log.select { |r| r["job"] == "NoopJob" }.map { |r| r["index"] }.sort).to eq((0...1000).to_a)
     expect(result["namespaces"]).to eq(%w[aj_default aj_mailers])
+    # tasker_core_options concurrency: one run per account at a time, the two accounts side by side.
+    limited = log.select { |r| r["job"] == "LimitedJob" }
+    expect(limited.size).to eq(6)
+    overlap = lambda do |runs|
+      runs.flat_map { |r| [[r["started"], 1], [r["finished"], -1]] }.sort_by { |t, d| [t, d] }
+          .reduce([0, 0]) { |(now, most), (_, d)| [now + d, [most, now + d].max] }.last
+    end
+    expect(limited.group_by { |r| r["account"] }.transform_values(&overlap)).to eq("a" => 1, "b" => 1)
+    expect(overlap.call(limited)).to eq(2)
   end
 
   it "enqueues in the application's transaction: a rollback leaves no job, a commit runs it, a crash after commit loses none" do

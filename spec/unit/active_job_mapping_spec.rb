@@ -42,3 +42,31 @@ RSpec.describe TaskerCore::ActiveJob do
     expect(config.validate!.served_namespaces).to eq(%w[billing aj_default])
   end
 end
+
+RSpec.describe TaskerCore::ActiveJob::Options do
+  let(:job_class) do
+    Class.new do
+      extend TaskerCore::ActiveJob::Options
+      def self.name = "SyncJob"
+    end
+  end
+
+  it "resolves a job class's limits for each job, inherited by subclasses" do
+    job_class.tasker_core_options concurrency: { key: ->(job) { job.arguments.first }, limit: 2 },
+                                  rate_limit: { key: "api", limit: 5, per: 1, name: "shared" }
+    job = Struct.new(:arguments, :klass) { def class = klass }.new(["acct_1"], job_class)
+    expect(TaskerCore::ActiveJob.flow_for(job)).to eq(
+      "concurrency" => { "key" => "SyncJob:acct_1", "limit" => 2 },
+      "rate" => { "key" => "shared:api", "limit" => 5, "per" => 1.0 }
+    )
+    expect(Class.new(job_class).tasker_core_options.keys).to eq(%i[concurrency rate_limit])
+  end
+
+  it "refuses unknown options and bad limits" do
+    expect { job_class.tasker_core_options(speed: {}) }.to raise_error(TaskerCore::Errors::ConfigurationError, /not speed:/)
+    expect { job_class.tasker_core_options(concurrency: { key: "k", limit: 0 }) }
+      .to raise_error(TaskerCore::Errors::ConfigurationError, /concurrency: needs key:/)
+    expect { job_class.tasker_core_options(rate_limit: { key: "k", limit: 1 }) }
+      .to raise_error(TaskerCore::Errors::ConfigurationError, /per: \(seconds\)/)
+  end
+end

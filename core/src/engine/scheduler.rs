@@ -77,22 +77,22 @@ impl Scheduler {
         compiled.retain(|name, _| rows.iter().any(|r| &r.name == name));
         let mut sleep = MAX_SLEEP;
         for row in rows.iter().filter(|r| !r.paused) {
-            let entry = compiled
-                .entry(row.name.clone())
-                .or_insert_with(|| (row.updated_at, None));
-            if entry.1.is_none() || entry.0 != row.updated_at {
-                match compile(row) {
-                    Ok(s) => *entry = (row.updated_at, Some(s)),
-                    Err(m) => {
-                        if entry.0 != row.updated_at || entry.1.is_none() {
-                            tracing::error!(schedule = %row.name, error = %m, "a stored schedule is invalid; it does not fire");
-                        }
-                        *entry = (row.updated_at, None);
-                        continue;
-                    }
-                }
+            // Compiled once per version of the row; an invalid one is reported once.
+            let fresh = compiled
+                .get(&row.name)
+                .is_none_or(|(at, _)| *at != row.updated_at);
+            if fresh {
+                let schedule = compile(row)
+                    .inspect_err(|m| {
+                        tracing::error!(schedule = %row.name, error = %m,
+                            "a stored schedule is invalid; it does not fire")
+                    })
+                    .ok();
+                compiled.insert(row.name.clone(), (row.updated_at, schedule));
             }
-            let Some(schedule) = &entry.1 else { continue };
+            let Some((_, Some(schedule))) = compiled.get(&row.name) else {
+                continue;
+            };
             let now = Utc::now();
             if let Some(due) = schedule.due(row.last_tick, now, ON_TIME) {
                 self.fire(schedule, row, due).await;

@@ -42,6 +42,10 @@ pub struct TaskRequest {
     /// (visible, cancellable) from its creation; its roots wait as `waiting_for_retry` until
     /// then, released by the retry loop of any worker process.
     pub run_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Flow limits for every step of this task in place of its template's, with their keys
+    /// already resolved (an Active Job class's `tasker_core_options`):
+    /// `{"concurrency": {"key", "limit"}, "rate": {"key", "limit", "per"}}`.
+    pub flow: Option<Value>,
 }
 
 /// The task that a request produced (or, with an idempotency key, found).
@@ -78,6 +82,9 @@ pub(crate) fn validate_request(req: &TaskRequest) -> Result<()> {
                 "idempotency_key must be 1-{MAX_IDEMPOTENCY_KEY_LEN} bytes"
             )));
         }
+    }
+    if let Some(flow) = &req.flow {
+        crate::template::flow::check_resolved(flow).map_err(Error::InvalidInput)?;
     }
     if let Some(at) = req.run_at {
         let ahead = (at - chrono::Utc::now()).num_milliseconds() as f64 / 1000.0;

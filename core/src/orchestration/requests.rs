@@ -112,6 +112,7 @@ pub(crate) fn to_request(m: &ReadMessage) -> std::result::Result<TaskRequest, St
         priority,
         traceparent: request.traceparent,
         run_at: None,
+        flow: None,
     })
 }
 

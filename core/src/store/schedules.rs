@@ -231,6 +231,7 @@ pub(crate) async fn fire(
             priority: 0,
             traceparent: None,
             run_at: None,
+            flow: None,
         })
         .collect();
     let tasks: Vec<NewTask<'_>> = requests

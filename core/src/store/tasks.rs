@@ -130,7 +130,12 @@ impl<'a> CreateArgs<'a> {
                 a.step_timeouts.push(step.timeout_seconds as i32);
                 a.step_pending.push(step.parents.len() as i32);
                 a.step_ancestors.push(&step.ancestors);
-                a.step_flows.push(step.flow.resolve(&t.req.context));
+                a.step_flows.push(
+                    t.req
+                        .flow
+                        .clone()
+                        .or_else(|| step.flow.resolve(&t.req.context)),
+                );
             }
             for (child, step) in template.steps.iter().enumerate() {
                 for &parent in &step.parents {

@@ -164,6 +164,58 @@ impl StepFlow {
     }
 }
 
+/// Longest resolved key (scope, ':' and value) a task may give for its own limits.
+pub const MAX_RESOLVED_KEY_CHARS: usize = 400;
+
+/// Check limits a task gives for itself, resolved (`TaskRequest::flow`): the form
+/// [`StepFlow::resolve`] produces, each key 1-400 characters, limits and windows within the
+/// bounds a template has.
+pub fn check_resolved(flow: &Value) -> std::result::Result<(), String> {
+    let Some(o) = flow.as_object() else {
+        return Err("flow must be an object with concurrency and/or rate".into());
+    };
+    if o.is_empty() {
+        return Err("flow names no limit (give concurrency and/or rate)".into());
+    }
+    for (kind, limit) in o {
+        let key = limit.get("key").and_then(Value::as_str).unwrap_or("");
+        let n = limit.get("limit").and_then(Value::as_u64).unwrap_or(0);
+        let fields: Vec<&str> = limit
+            .as_object()
+            .map(|m| m.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        let allowed: &[&str] = match kind.as_str() {
+            "concurrency" => &["key", "limit"],
+            "rate" => &["key", "limit", "per"],
+            other => return Err(format!("flow.{other} is not a limit (concurrency or rate)")),
+        };
+        if let Some(extra) = fields.iter().find(|f| !allowed.contains(f)) {
+            return Err(format!(
+                "flow.{kind}.{extra} is not a setting of a {kind} limit"
+            ));
+        }
+        if key.is_empty() || key.chars().count() > MAX_RESOLVED_KEY_CHARS {
+            return Err(format!(
+                "flow.{kind}.key must be 1-{MAX_RESOLVED_KEY_CHARS} characters"
+            ));
+        }
+        if !(1..=MAX_LIMIT as u64).contains(&n) {
+            return Err(format!(
+                "flow.{kind}.limit must be an Integer from 1 to {MAX_LIMIT}"
+            ));
+        }
+        if kind == "rate" {
+            let per = limit.get("per").and_then(Value::as_f64).unwrap_or(0.0);
+            if !(0.001..=MAX_PER_SECONDS).contains(&per) {
+                return Err(format!(
+                    "flow.rate.per must be between 0.001 and {MAX_PER_SECONDS} seconds"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn check_scope_name(name: &str, what: &str) -> std::result::Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 128
@@ -252,6 +304,24 @@ mod tests {
             "a b",
         ] {
             assert!(KeySource::parse(bad, "c").is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_tasks_own_limits_are_checked() {
+        assert!(check_resolved(&json!({"concurrency": {"key": "Job:a", "limit": 2}})).is_ok());
+        assert!(check_resolved(&json!({"rate": {"key": "k", "limit": 5, "per": 1.5}})).is_ok());
+        for bad in [
+            json!([]),
+            json!({}),
+            json!({"speed": {"key": "k", "limit": 1}}),
+            json!({"concurrency": {"key": "", "limit": 1}}),
+            json!({"concurrency": {"key": "k", "limit": 0}}),
+            json!({"concurrency": {"key": "k", "limit": 1, "per": 1}}),
+            json!({"rate": {"key": "k", "limit": 1}}),
+            json!({"concurrency": {"key": "x".repeat(401), "limit": 1}}),
+        ] {
+            assert!(check_resolved(&bad).is_err(), "{bad}");
         }
     }
 

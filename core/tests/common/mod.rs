@@ -99,6 +99,7 @@ pub fn task_request(ns: &str, name: &str, context: Value) -> tasker_core::TaskRe
         priority: 0,
         traceparent: None,
         run_at: None,
+        flow: None,
     }
 }
 

@@ -38,3 +38,6 @@ module ActiveJob
     end
   end
 end
+
+# `tasker_core_options` in every job class (its limits apply when the class runs on tasker_core).
+ActiveJob::Base.singleton_class.include(TaskerCore::ActiveJob::Options)

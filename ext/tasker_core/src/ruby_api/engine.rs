@@ -399,6 +399,14 @@ fn task_request(ruby: &Ruby, args: RHash) -> Result<TaskRequest, Error> {
             .map(|t| tasker_core::limits::parse_time("run_at", &t))
             .transpose()
             .map_err(|e| to_ruby(ruby, e))?,
+        flow: {
+            let flow = args::get(args, "flow");
+            if flow.is_nil() {
+                None
+            } else {
+                Some(convert::to_json(ruby, flow, "flow")?)
+            }
+        },
     })
 }
 
