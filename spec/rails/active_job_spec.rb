@@ -3,6 +3,7 @@
 require "json"
 require "open3"
 require "rbconfig"
+require "tempfile"
 require "tmpdir"
 
 # Active Job on tasker_core in a real Rails 6.1 application (Debian's; spec/rails_aj_app): the
@@ -157,5 +158,35 @@ RSpec.describe "Active Job adapter" do
     RUBY
     expect(worker).to eq("status" => "complete")
     expect(runs(@log).map { |r| r["args"] }).to include(["\"after a crash\""])
+  end
+
+  it "runs a job enqueued by a process that only enqueues in a `tasker_core worker --rails --queues` process" do
+    exe = File.expand_path("../../exe/tasker_core", __dir__)
+    output = Tempfile.new("aj-worker")
+    env = { "DATABASE_URL" => DatabaseSupport.url, "AJ_SPEC_LOG" => @log, "RAILS_ENV" => "development",
+            "AJ_SPEC_NO_START" => "1" }
+    spawn = lambda do
+      Process.spawn(env, RbConfig.ruby, "-I", lib_dir, exe, "worker", "--rails", "--queues", "default",
+                    chdir: app_dir, out: output.path, err: %i[child out])
+    end
+    pid = defined?(Bundler) ? Bundler.with_unbundled_env(&spawn) : spawn.call
+    deadline = Time.now + 60
+    sleep 0.1 until File.read(output.path).include?("tasker_core worker") || Time.now > deadline
+    expect(File.read(output.path)).to include("namespaces aj_default")
+    result = in_app(<<~'RUBY', @log, env: { "AJ_SPEC_NO_START" => "1" })
+      require "./config/environment"
+      TaskerCore.configure { |c| c.mode = :client }
+      TaskerCore.start
+      job = RecordJob.perform_later("from a web process")
+      puts JSON.generate("status" => TaskerCore::Client.wait_for(job.provider_job_id, timeout: 30).status)
+      TaskerCore.stop
+    RUBY
+    expect(result).to eq("status" => "complete")
+    expect(runs(@log).find { |r| r["args"] == ["\"from a web process\""] }).to include("pid" => pid)
+  ensure
+    if pid
+      Process.kill(:TERM, pid)
+      Process.wait(pid)
+    end
   end
 end
