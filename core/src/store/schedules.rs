@@ -58,10 +58,27 @@ const COLUMNS: &str =
     "name, namespace, task_name, version, cron, timezone, context, missed, source, \
                        paused, last_tick, updated_at";
 
+/// The nine columns of a new schedule row, in `INSERT`'s order ($1 to $9).
+fn bind_schedule<'q>(
+    q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    s: &'q Schedule,
+    source: Source,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    q.bind(&s.name)
+        .bind(&s.namespace)
+        .bind(&s.task)
+        .bind(&s.version)
+        .bind(&s.expression)
+        .bind(s.timezone.name())
+        .bind(&s.context)
+        .bind(s.missed.as_str())
+        .bind(source.as_str())
+}
+
 /// Store a declared schedule (a template's or the configuration's): its definition is
 /// replaced, its pause and its progress kept.
 pub(crate) async fn declare(pool: &PgPool, s: &Schedule, source: Source) -> Result<()> {
-    sqlx::query(
+    let q = sqlx::query(
         "INSERT INTO tasker.schedules (name, namespace, task_name, version, cron, timezone, context, missed, source) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
          ON CONFLICT (name) DO UPDATE SET namespace = EXCLUDED.namespace, task_name = EXCLUDED.task_name, \
@@ -72,37 +89,18 @@ pub(crate) async fn declare(pool: &PgPool, s: &Schedule, source: Source) -> Resu
                 tasker.schedules.missed, tasker.schedules.source) \
                IS DISTINCT FROM (EXCLUDED.namespace, EXCLUDED.task_name, EXCLUDED.version, EXCLUDED.cron, \
                                  EXCLUDED.timezone, EXCLUDED.context, EXCLUDED.missed, EXCLUDED.source)",
-    )
-    .bind(&s.name)
-    .bind(&s.namespace)
-    .bind(&s.task)
-    .bind(&s.version)
-    .bind(&s.expression)
-    .bind(s.timezone.name())
-    .bind(&s.context)
-    .bind(s.missed.as_str())
-    .bind(source.as_str())
-    .execute(pool)
-    .await?;
+    );
+    bind_schedule(q, s, source).execute(pool).await?;
     Ok(())
 }
 
 /// Create a schedule at runtime; a name already taken is [`Error::InvalidInput`].
 pub(crate) async fn create(pool: &PgPool, s: &Schedule) -> Result<()> {
-    let done = sqlx::query(
+    let q = sqlx::query(
         "INSERT INTO tasker.schedules (name, namespace, task_name, version, cron, timezone, context, missed, source) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'runtime') ON CONFLICT (name) DO NOTHING",
-    )
-    .bind(&s.name)
-    .bind(&s.namespace)
-    .bind(&s.task)
-    .bind(&s.version)
-    .bind(&s.expression)
-    .bind(s.timezone.name())
-    .bind(&s.context)
-    .bind(s.missed.as_str())
-    .execute(pool)
-    .await?;
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (name) DO NOTHING",
+    );
+    let done = bind_schedule(q, s, Source::Runtime).execute(pool).await?;
     if done.rows_affected() == 0 {
         return Err(Error::InvalidInput(format!(
             "a schedule named {:?} exists already (delete it first, or pick another name)",
