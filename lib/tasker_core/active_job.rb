@@ -26,6 +26,9 @@ module TaskerCore
     PRIORITY_RANGE = (-100..100)
     # Guards the record of which queues' templates this process's engine registered.
     REGISTERED = Mutex.new
+    # The thread-local key of the jobs enqueued for later inside {Testing.inline}: `[at, job]`
+    # in the order enqueued, run in time order when nothing else is left.
+    INLINE_AGENDA = :tasker_core_inline_jobs
 
     class << self
       # The namespace of an Active Job queue.
@@ -66,7 +69,7 @@ module TaskerCore
       end
 
       # Enqueue a job (at `at`, a Unix time, when given).
-      # @return [Types::TaskRecord]
+      # @return [Types::TaskRecord, nil] its task (nil for a job {Testing.inline} holds for later)
       # @raise [Errors::EnqueueError] when the database refuses or cannot be reached
       def enqueue(job, at: nil)
         enqueue_records([[job, at]]).first
@@ -75,9 +78,8 @@ module TaskerCore
       # Enqueue many jobs in one transaction and one round trip.
       # @return [Integer] how many were enqueued (all of them, or an error is raised)
       def enqueue_all(jobs)
-        return 0 if jobs.empty?
-
-        enqueue_records(jobs.map { |j| [j, j.scheduled_at] }).size
+        enqueue_records(jobs.map { |j| [j, j.scheduled_at] })
+        jobs.size
       end
 
       # The task arguments of a job.
@@ -116,6 +118,9 @@ module TaskerCore
       private
 
       def enqueue_records(pairs)
+        pairs = hold_for_later(pairs)
+        return [] if pairs.empty?
+
         list = pairs.map { |job, at| task_args(job, at) }
         list.map { |a| a[:namespace] }.uniq.each { |ns| ensure_template(ns) }
         records = begin
@@ -130,6 +135,18 @@ module TaskerCore
           job.successfully_enqueued = true if job.respond_to?(:successfully_enqueued=)
         end
         records
+      end
+
+      # Inside {Testing.inline}: the jobs due later go to its agenda; the others are returned.
+      def hold_for_later(pairs)
+        agenda = Thread.current[INLINE_AGENDA] or return pairs
+        now = Time.now.to_f
+        later, pairs = pairs.partition { |_, at| at && at.to_f > now }
+        later.each do |job, at|
+          agenda << [at.to_f, job]
+          job.successfully_enqueued = true if job.respond_to?(:successfully_enqueued=)
+        end
+        pairs
       end
 
       # The queue's template is registered once per engine (a process that only enqueues

@@ -110,12 +110,36 @@ module TaskerCore
       true
     end
 
-    # Run the block; tasks it creates (in this thread) are then run to completion here.
+    # Run the block; tasks it creates (in this thread) are then run to completion here, and so
+    # are the tasks those create in turn. Active Job jobs enqueued for later (`set(wait:)`,
+    # `retry_on ... wait:`) do not wait for their time: each becomes its task when nothing else
+    # is left to run, earliest time first, so the jobs run in the order of their times without
+    # sleeping (such a job's `provider_job_id` is set when its task is created). Tasks created
+    # with `run_at:`/`wait:` through {Client.create_task} wait for their time as in production.
     # Needs mode :inline.
-    # @return [Array<Types::TaskRecord>] the tasks the block created, finished
+    # @return [Array<Types::TaskRecord>] the tasks run, in the order created, finished
+    # @raise [Errors::TimeoutError] when they are not finished within `timeout` seconds
     def inline(timeout: 30, &block)
-      created = capture_created_tasks(&block)
-      drain!(created.map(&:first), timeout: timeout)
+      deadline = monotonic + timeout
+      outer = Thread.current[ActiveJob::INLINE_AGENDA]
+      agenda = Thread.current[ActiveJob::INLINE_AGENDA] = []
+      pending = capture_created_tasks(&block).map(&:first)
+      ran = []
+      loop do
+        until pending.empty?
+          ran.concat(pending)
+          uuids = pending.map(&:uuid)
+          pending = capture_created_tasks { drain!(uuids, timeout: [deadline - monotonic, 0].max) }.map(&:first)
+        end
+        break if agenda.empty?
+
+        # The earliest; of equal times, the first enqueued.
+        _, job = agenda.delete_at(agenda.each_index.min_by { |i| [agenda[i].first, i] })
+        pending = capture_created_tasks { ActiveJob.enqueue(job) }.map(&:first)
+      end
+      ran.map { |t| Client.find_task(t.uuid) }
+    ensure
+      Thread.current[ActiveJob::INLINE_AGENDA] = outer
     end
 
     # The tasks created in this thread while the block runs: [record, namespace, name, context].

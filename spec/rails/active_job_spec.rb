@@ -160,6 +160,50 @@ RSpec.describe "Active Job adapter" do
     expect(runs(@log).map { |r| r["args"] }).to include(["\"after a crash\""])
   end
 
+  it "runs jobs inline under TaskerCore::Testing.inline: scheduled ones and retries in time order, without sleeping" do
+    result = in_app(<<~'RUBY', @log, env: { "AJ_SPEC_NO_START" => "1" })
+      require "./config/environment"
+      require "tasker_core/testing"
+      TaskerCore.configure { |c| c.mode = :inline }
+      TaskerCore.start
+      held = nil
+      started = Time.now
+      tasks = TaskerCore::Testing.inline do
+        RecordJob.set(wait: 5).perform_later("in 5 s")
+        held = RecordJob.set(wait: 1).perform_later("in 1 s")
+        RecordJob.perform_later("now")
+        FlakyJob.perform_later # retry_on wait: 1, attempts: 3: runs at 0, +1 and +2 s
+        NotifierMailer.hello("someone@example.com").deliver_later
+        RecordJob.set(wait_until: Time.now + 5).perform_later("also in 5 s")
+      end
+      puts JSON.generate("seconds" => Time.now - started, "statuses" => tasks.map(&:status),
+                         "held_id" => held.provider_job_id, "mails" => ActionMailer::Base.deliveries.size,
+                         "threads" => TaskerCore.worker_threads)
+      TaskerCore.stop
+    RUBY
+    order = runs(@log).map { |r| r["job"] == "RecordJob" ? r["args"].first : "#{r['job']} #{r['executions']}" }
+    # Each task runs to its end before the next is created: the retry due at +1 s follows the
+    # job due at +1 s (enqueued earlier), and the jobs due at +5 s come last, in their order.
+    expect(order).to eq(["\"now\"", "FlakyJob 1", "\"in 1 s\"", "FlakyJob 2", "FlakyJob 3", "\"in 5 s\"",
+                         "\"also in 5 s\""])
+    expect(result["seconds"]).to be < 4 # no wait of 5 s
+    # In the order created: the block's three, then the agenda's (FlakyJob's third run fails).
+    expect(result["statuses"]).to eq(%w[complete complete complete complete complete error complete complete])
+    expect(result["held_id"]).to match(/\A\h{8}-/)
+    expect([result["mails"], result["threads"]]).to eq([1, 0])
+  end
+
+  it "leaves Rails' ActiveJob::TestHelper conventions working (a Minitest file in the application)" do
+    run = lambda do
+      Open3.capture2e({ "DATABASE_URL" => DatabaseSupport.url, "AJ_SPEC_LOG" => @log, "RAILS_ENV" => "test" },
+                      RbConfig.ruby, "-I", lib_dir, "test/jobs_test.rb", chdir: app_dir)
+    end
+    out, status = defined?(Bundler) ? Bundler.with_unbundled_env(&run) : run.call
+    expect(status).to be_success, out
+    expect(out).to match(/4 runs, \d+ assertions, 0 failures, 0 errors, 0 skips/)
+    expect(runs(@log).map { |r| r["job"] }.tally).to eq("RecordJob" => 2, "LimitedJob" => 1, "FlakyJob" => 1)
+  end
+
   it "runs a job enqueued by a process that only enqueues in a `tasker_core worker --rails --queues` process" do
     exe = File.expand_path("../../exe/tasker_core", __dir__)
     output = Tempfile.new("aj-worker")
