@@ -205,6 +205,13 @@ module TaskerCore
     #   namespace), "paused_at", "actor", "reason"
     def paused = engine.paused
 
+    # Run retention now, whichever process holds the maintenance lease: delete the finished
+    # tasks (with their steps, edges and histories) and the archived queue messages older than
+    # the windows of {Configuration#retention}, batch after batch, until none is left. Worker
+    # processes do this every `retention[:interval]` by themselves (one at a time).
+    # @return [Hash] "tasks", "steps", "transitions", "archived", "batches"
+    def run_maintenance = engine.run_maintenance
+
     # The cron schedules (declared in the configuration or templates, or created at runtime).
     # @return [Schedules]
     def schedules = Schedules.new(engine)

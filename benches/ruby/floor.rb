@@ -66,12 +66,12 @@ NOOP = { namespace: "bench_noop", name: "noop", version: "1.0.0", context: {} }.
 
 # Waits for `count` no-op handler returns, then until the database has no unfinished no-op task
 # (every earlier phase's tasks are finished by then): the moment of the last completion.
-def wait_drained(monitor, count, timeout)
+def wait_drained(monitor, count, timeout, namespace: "bench_noop")
   Floor.wait_for_noops(timeout) or raise "only some of #{count} no-op handlers returned in #{timeout}s"
   deadline = now + 60
   loop do
-    left = monitor.exec("SELECT count(*) FROM tasker.tasks WHERE namespace = 'bench_noop' " \
-                        "AND status IN ('pending', 'in_progress')").getvalue(0, 0).to_i
+    left = monitor.exec_params("SELECT count(*) FROM tasker.tasks WHERE namespace = $1 " \
+                               "AND status IN ('pending', 'in_progress')", [namespace]).getvalue(0, 0).to_i
     return now if left.zero?
     raise "#{left} no-op tasks still unfinished 60 s after their handlers returned" if now > deadline
 
@@ -192,9 +192,9 @@ rescue LoadError
   nil
 end
 
-# An Active Job that does nothing.
+# An Active Job that does nothing (counted as the no-op handler's returns are).
 class FloorNoopJob < (defined?(ActiveJob::Base) ? ActiveJob::Base : Object)
-  def perform(_index) = nil
+  def perform(_index) = TaskerCore::Bench::Floor.noop_done
 end
 
 def active_job_drain(monitor, settings)
@@ -206,19 +206,12 @@ def active_job_drain(monitor, settings)
   shares(tasks, 1000).each { |n| TaskerCore::ActiveJob.enqueue_all(Array.new(n) { |i| FloorNoopJob.new(i) }) }
   TaskerCore.stop
   settle(monitor, "i")
+  Floor.expect_noops(tasks)
   configure(url, [], concurrency, pool_size)
   TaskerCore.configuration.active_job_queues = ["default"]
   started = now
   TaskerCore.start
-  loop do
-    left = monitor.exec("SELECT count(*) FROM tasker.tasks WHERE namespace = 'aj_default' " \
-                        "AND status IN ('pending', 'in_progress')").getvalue(0, 0).to_i
-    break if left.zero?
-    raise "active job drain: #{left} jobs left after 600 s" if now - started > 600
-
-    sleep 0.002
-  end
-  finished = now
+  finished = wait_drained(monitor, tasks, 600, namespace: "aj_default")
   TaskerCore.stop
   out "i.tasks", tasks
   out "i.seconds", finished - started

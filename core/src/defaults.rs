@@ -28,6 +28,21 @@ pub const MIN_QUEUE_LOCK_TIMEOUT: Duration = Duration::from_millis(1);
 pub const MIN_EXPORT_INTERVAL: Duration = Duration::from_millis(100);
 /// Whole seconds `claim_grace` may be (checked, not clamped).
 pub const CLAIM_GRACE_SECONDS: std::ops::RangeInclusive<u64> = 1..=86_400;
+/// Complete and cancelled tasks are deleted this long after they finished.
+pub const RETENTION_COMPLETED: Duration = Duration::from_secs(7 * 86_400);
+/// Errored tasks are deleted this long after they failed.
+pub const RETENTION_ERRORED: Duration = Duration::from_secs(30 * 86_400);
+/// Archived queue messages (dead letters, refused requests) and cron fires are deleted this
+/// long after they were archived.
+pub const RETENTION_ARCHIVE: Duration = Duration::from_secs(7 * 86_400);
+/// How often a worker process tries to take the maintenance lease and run retention.
+pub const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
+/// Tasks (of each kind) and archived messages (per queue) deleted by one transaction.
+pub const MAINTENANCE_BATCH: u32 = 500;
+/// Bounds of the maintenance batch size.
+pub const MAINTENANCE_BATCH_RANGE: std::ops::RangeInclusive<u32> = 1..=10_000;
+/// Shortest maintenance interval.
+pub const MIN_MAINTENANCE_INTERVAL: Duration = Duration::from_millis(100);
 /// Distinct names the string cache keeps.
 pub const STRING_CACHE_CAPACITY: usize = crate::strings::DEFAULT_CAPACITY;
 /// The log filter when neither the configuration nor `TASKER_LOG` / `RUST_LOG` sets one.

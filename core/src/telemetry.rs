@@ -60,6 +60,7 @@ pub(crate) struct Instruments {
     pub result_processing: Histogram<f64>,
     pub results_submitted: Counter<u64>,
     pub ffi_dispatch_wait: Histogram<f64>,
+    pub maintenance_deleted: Counter<u64>,
 }
 
 /// Providers and instruments of a running engine.
@@ -175,6 +176,11 @@ impl Telemetry {
                 &meter,
                 "tasker.ffi.dispatch.wait",
                 "time a claimed step waited for a handler thread to take it",
+            ),
+            maintenance_deleted: counter(
+                &meter,
+                "tasker.maintenance.deleted",
+                "rows deleted by retention (kind: tasks, steps, transitions, archived)",
             ),
         };
         let queue_depths = Arc::new(
@@ -455,6 +461,15 @@ impl Telemetry {
             .span
             .set_attribute(KeyValue::new("tasker.step_state", state));
         trace.span.end();
+    }
+
+    /// Rows deleted by one retention batch, by kind.
+    pub fn purged(&self, kind: &'static str, count: i64) {
+        if count > 0 {
+            self.m
+                .maintenance_deleted
+                .add(count as u64, &[KeyValue::new("kind", kind)]);
+        }
     }
 
     /// Steps sent to a queue outside task creation and result application (retries, requeues).

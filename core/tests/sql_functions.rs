@@ -1201,3 +1201,216 @@ async fn a_paused_template_holds_its_claims_and_resume_wakes_them(pool: PgPool) 
     assert_eq!(messages(&pool, true).await, 1);
     assert_eq!(claim(&pool, &[]).await[0].0, "claimed");
 }
+
+/// A created diamond, finished as `status` `age_days` ago (its steps complete, with a
+/// transition each, as a finished task has).
+async fn finished(pool: &PgPool, named: i64, status: &str, age_days: i32) -> Uuid {
+    let (d, _) = create(pool, named, None, 3, &NO_CLAIMS, QUEUE)
+        .await
+        .unwrap();
+    sqlx::query(
+        "WITH s AS (UPDATE tasker.workflow_steps SET state = 'complete' WHERE task_uuid = $1 RETURNING step_uuid) \
+         INSERT INTO tasker.workflow_step_transitions (step_uuid, task_uuid, to_state) \
+         SELECT step_uuid, $1, 'complete' FROM s",
+    )
+    .bind(d.task)
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "UPDATE tasker.tasks SET status = $2, completed_at = now() - make_interval(days => $3) \
+         WHERE task_uuid = $1",
+    )
+    .bind(d.task)
+    .bind(status)
+    .bind(age_days)
+    .execute(pool)
+    .await
+    .unwrap();
+    d.task
+}
+
+async fn rows_of(pool: &PgPool, task: Uuid) -> [i64; 4] {
+    let one = |sql: &'static str| async move {
+        sqlx::query_scalar::<_, i64>(sql)
+            .bind(task)
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    };
+    [
+        one("SELECT count(*) FROM tasker.tasks WHERE task_uuid = $1").await,
+        one("SELECT count(*) FROM tasker.workflow_steps WHERE task_uuid = $1").await,
+        one(
+            "SELECT count(*) FROM tasker.workflow_step_edges e JOIN tasker.workflow_steps s \
+             ON s.step_uuid = e.from_step_uuid WHERE s.task_uuid = $1",
+        )
+        .await,
+        one(
+            "SELECT (SELECT count(*) FROM tasker.workflow_step_transitions WHERE task_uuid = $1) \
+               + (SELECT count(*) FROM tasker.task_transitions WHERE task_uuid = $1)",
+        )
+        .await,
+    ]
+}
+
+#[sqlx::test(migrations = false)]
+async fn purge_tasks_deletes_finished_tasks_past_their_window_and_nothing_else(pool: PgPool) {
+    let named = setup(&pool).await;
+    let old_done = finished(&pool, named, "complete", 8).await;
+    let old_cancelled = finished(&pool, named, "cancelled", 8).await;
+    let young_done = finished(&pool, named, "complete", 6).await;
+    let old_error = finished(&pool, named, "error", 31).await;
+    let young_error = finished(&pool, named, "error", 10).await;
+    // Unfinished, however old: never a candidate.
+    let (running, _) = create(&pool, named, None, 3, &NO_CLAIMS, QUEUE)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE tasker.tasks SET created_at = now() - interval '90 days' WHERE task_uuid = $1",
+    )
+    .bind(running.task)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let before = rows_of(&pool, old_done).await;
+    assert_eq!(&before[..3], &[1, 4, 4]);
+    let purge =
+        "SELECT tasks, steps, transitions FROM tasker.purge_tasks(now() - interval '7 days', \
+                 now() - interval '30 days', $1)";
+    // A limit of 1 takes one task of each kind per call.
+    let first: (i64, i64, i64) = sqlx::query_as(purge)
+        .bind(1)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!((first.0, first.1), (2, 8));
+    let second: (i64, i64, i64) = sqlx::query_as(purge)
+        .bind(1)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!((second.0, second.1), (1, 4));
+    let third: (i64, i64, i64) = sqlx::query_as(purge)
+        .bind(1)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(third, (0, 0, 0));
+    assert_eq!(first.2 + second.2, 3 * before[3]);
+    for gone in [old_done, old_cancelled, old_error] {
+        assert_eq!(rows_of(&pool, gone).await, [0, 0, 0, 0]);
+    }
+    for kept in [young_done, young_error, running.task] {
+        assert_eq!(rows_of(&pool, kept).await[..3], [1, 4, 4]);
+    }
+    // NULL keeps a kind: errored tasks stay whatever their age.
+    let older_error = finished(&pool, named, "error", 400).await;
+    let none: (i64, i64, i64) =
+        sqlx::query_as("SELECT * FROM tasker.purge_tasks(now(), NULL, 100)")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(none.0, 1); // the young complete one; no errored one, however old
+    assert_eq!(rows_of(&pool, older_error).await[0], 1);
+}
+
+#[sqlx::test(migrations = false)]
+async fn purge_tasks_skips_a_task_another_transaction_holds(pool: PgPool) {
+    let named = setup(&pool).await;
+    let held = finished(&pool, named, "complete", 8).await;
+    let free = finished(&pool, named, "complete", 8).await;
+    let mut other = pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM tasker.tasks WHERE task_uuid = $1 FOR UPDATE")
+        .bind(held)
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    let purged: (i64, i64, i64) =
+        sqlx::query_as("SELECT * FROM tasker.purge_tasks(now() - interval '7 days', NULL, 10)")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(purged.0, 1);
+    assert_eq!(rows_of(&pool, free).await[0], 0);
+    other.rollback().await.unwrap();
+    assert_eq!(rows_of(&pool, held).await[0], 1);
+}
+
+#[sqlx::test(migrations = false)]
+async fn purge_archive_deletes_old_archived_messages_of_tasker_queues_only(pool: PgPool) {
+    setup(&pool).await;
+    sqlx::query("SELECT pgmq.create('someone_elses')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    for queue in [QUEUE, "someone_elses"] {
+        for _ in 0..3 {
+            sqlx::query("SELECT pgmq.archive($1, (SELECT pgmq.send($1, '{}'::jsonb)))")
+                .bind(queue)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        sqlx::query(&format!(
+            "UPDATE pgmq.a_{queue} SET archived_at = now() - interval '8 days' \
+             WHERE msg_id IN (SELECT msg_id FROM pgmq.a_{queue} ORDER BY msg_id LIMIT 2)"
+        ))
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT * FROM tasker.purge_archive(now() - interval '7 days', 1)")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(rows, vec![(QUEUE.to_owned(), 1)]);
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT * FROM tasker.purge_archive(now() - interval '7 days', 10)")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(rows, vec![(QUEUE.to_owned(), 1)]);
+    assert_eq!(
+        count(&pool, &format!("SELECT count(*) FROM pgmq.a_{QUEUE}")).await,
+        1
+    );
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM pgmq.a_someone_elses").await,
+        3
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn take_lease_is_held_by_one_until_it_expires(pool: PgPool) {
+    setup(&pool).await;
+    let take = |holder: &'static str, secs: f64| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, bool>("SELECT tasker.take_lease('m', $1, $2)")
+                .bind(holder)
+                .bind(secs)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert!(take("a", 60.0).await);
+    assert!(!take("b", 60.0).await);
+    assert!(take("a", 60.0).await); // its holder extends it
+    sqlx::query("UPDATE tasker.leases SET expires_at = now() - interval '1 second'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert!(take("b", 60.0).await); // expired: taken over
+    assert!(!take("a", 60.0).await);
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM tasker.leases WHERE holder = 'b'"
+        )
+        .await,
+        1
+    );
+}

@@ -37,6 +37,10 @@ module TaskerCore
                                    messages archived as unrunnable (NS omitted: the task requests queue)
         dead replay ID [--namespace NS]
                                    send one back to its queue
+        maintenance run [--completed D] [--errored D] [--archive D] [-r FILE | --rails]
+                                   delete finished tasks and archived messages older than their
+                                   retention (D: 90, 30m, 12h, 7d or forever; default: the loaded
+                                   configuration's, else 7d / 30d / 7d)
         health                     print TaskerCore.health as JSON (exit 1 unless ok/degraded)
         web [--port N] [--bind ADDR] [-r FILE]
                                    serve the dashboard (TaskerCore::Web) until SIGTERM/SIGINT
@@ -67,9 +71,7 @@ module TaskerCore
       when "task" then task(argv)
       when "worker" then worker(argv)
       when "health" then health(argv)
-      when "pause", "resume" then pause_or_resume(command, argv)
-      when "schedules" then schedules(argv)
-      when "dead" then dead(argv)
+      when *OPERATIONS then operation(command, argv)
       when "web" then web(argv)
       when "version", "--version", "-v" then @out.puts(VERSION) || 0
       when nil, "help", "--help", "-h" then @out.puts(USAGE) || 0

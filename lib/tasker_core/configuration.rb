@@ -81,6 +81,13 @@ module TaskerCore
     #   while no process ran). A template can declare its own under `schedules:`. Stored at
     #   start; every worker process runs them, each tick creating exactly one task
     attr_accessor :schedules
+    # @return [Hash] how long finished work is kept and how retention runs (docs/operations.md,
+    #   "Retention"): `completed:` (complete and cancelled tasks, seconds after finishing;
+    #   default 7 days), `errored:` (default 30 days), `archive:` (archived queue messages and
+    #   cron fires; default 7 days) — nil keeps that kind forever; `interval:` (seconds between
+    #   a worker process's attempts to run it; default 60; nil: only `tasker_core maintenance
+    #   run`), `batch_size:` (rows per transaction; default 500). Merged over the defaults.
+    attr_accessor :retention
     # @return [Array<String>] Active Job queues whose jobs this process runs (each adds its
     #   namespace, `aj_<queue>`, to {#namespaces}); default TASKER_ACTIVE_JOB_QUEUES, else [].
     #   See docs/active_job.md
@@ -143,6 +150,7 @@ module TaskerCore
       @schedules = []
       @active_job_queues = env_list("TASKER_ACTIVE_JOB_QUEUES") || []
       @active_job_transaction = nil
+      @retention = {}
     end
 
     # The namespaces this process serves: {#namespaces} and those of {#active_job_queues}.
@@ -162,7 +170,34 @@ module TaskerCore
       validate_logging!
       validate_schedules!
       validate_active_job_queues!
+      resolved_retention
       self
+    end
+
+    # Keys of {#retention}.
+    RETENTION_KEYS = %i[completed errored archive interval batch_size].freeze
+
+    # {#retention} over the engine's defaults, checked.
+    # @return [Hash{Symbol => Object}]
+    # @raise [Errors::ConfigurationError] for an unknown key or a bad value
+    def resolved_retention
+      invalid!(:retention, "must be a Hash (#{RETENTION_KEYS.join(', ')})") unless retention.is_a?(Hash)
+      given = retention.transform_keys(&:to_sym)
+      unknown = given.keys - RETENTION_KEYS
+      invalid!(:retention, "has unknown keys #{unknown.join(', ')} (known: #{RETENTION_KEYS.join(', ')})") if unknown.any?
+      defaults = Native::DEFAULTS.fetch("retention")
+      resolved = RETENTION_KEYS.to_h { |k| [k, given.fetch(k) { defaults.fetch(k.to_s) }] }
+      resolved.slice(:completed, :errored, :archive, :interval).each do |key, value|
+        next if value.nil? || positive?(value)
+
+        invalid!(:retention, "#{key} must be a positive number of seconds, at most #{MAX_SECONDS.to_i} (one year), " \
+                             "or nil (keep forever#{key == :interval ? '; run on demand only' : ''}), got #{value.inspect}")
+      end
+      max = defaults.fetch("max_batch_size")
+      unless int_in?(resolved[:batch_size], 1..max)
+        invalid!(:retention, "batch_size must be an Integer from 1 to #{max}, got #{resolved[:batch_size].inspect}")
+      end
+      resolved
     end
 
     # Settings as text, with the password of database_url (and of a telemetry endpoint)
@@ -215,7 +250,10 @@ module TaskerCore
         "handler_class_circuit_breakers" =>
           breakers[:handler_classes].transform_values { |v| CircuitBreakerSettings.to_native(v) },
         "telemetry" => resolved_telemetry,
-        "schedules" => schedules.map { |h| Configuration.schedule_hash(h) }
+        "schedules" => schedules.map { |h| Configuration.schedule_hash(h) },
+        "retention" => resolved_retention.to_h do |k, v|
+          [k == :batch_size ? "batch_size" : "#{k}_seconds", v.nil? || k == :batch_size ? v : v.to_f]
+        end
       }
     end
 

@@ -39,6 +39,8 @@ pub(super) struct HandleParts {
     /// This engine's tag on its notifications, and its claims' owner.
     pub sender: Arc<str>,
     pub worker_id: String,
+    /// Retention, run on demand by [`EngineHandle::run_maintenance`].
+    pub maintenance: Arc<super::maintenance::Maintenance>,
 }
 
 /// A cheap, cloneable handle for async calls (task creation, reads) on the engine.
@@ -396,6 +398,12 @@ impl EngineHandle {
             self.0.signals.wake_namespace(ns);
         }
         Ok(id)
+    }
+
+    /// Run retention now (whoever holds the maintenance lease): delete every finished task and
+    /// archived message older than its window, batch after batch.
+    pub async fn run_maintenance(&self) -> Result<super::maintenance::MaintenanceReport> {
+        self.0.maintenance.pass(None, Duration::MAX).await
     }
 
     /// A task's current status.

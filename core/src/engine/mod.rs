@@ -35,6 +35,7 @@ mod dispatch;
 mod handle;
 mod health;
 mod listener;
+pub mod maintenance;
 mod pauses;
 mod poller;
 mod scheduler;
@@ -87,6 +88,37 @@ pub struct EngineConfig {
     /// Templates given as text (YAML or JSON) besides `template_paths`: the gem's built-in
     /// ones (an Active Job queue's).
     pub template_texts: Vec<String>,
+    /// How long finished work is kept, and how maintenance runs.
+    pub retention: RetentionConfig,
+}
+
+/// How long finished work is kept (None: forever) and how the maintenance loop that deletes it
+/// runs (docs/operations.md, "Retention").
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetentionConfig {
+    /// Complete and cancelled tasks, with their steps and histories, this long after finishing.
+    pub completed: Option<Duration>,
+    /// Errored tasks this long after failing.
+    pub errored: Option<Duration>,
+    /// Archived queue messages and cron fires this long after archiving.
+    pub archive: Option<Duration>,
+    /// How often a worker process tries to take the lease and run retention; None: only on
+    /// demand (`tasker_core maintenance run`).
+    pub interval: Option<Duration>,
+    /// Tasks of each kind, and archived messages per queue, deleted per transaction.
+    pub batch_size: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            completed: Some(defaults::RETENTION_COMPLETED),
+            errored: Some(defaults::RETENTION_ERRORED),
+            archive: Some(defaults::RETENTION_ARCHIVE),
+            interval: Some(defaults::MAINTENANCE_INTERVAL),
+            batch_size: defaults::MAINTENANCE_BATCH,
+        }
+    }
 }
 
 impl Default for EngineConfig {
@@ -108,6 +140,7 @@ impl Default for EngineConfig {
             telemetry: None,
             schedules: Vec::new(),
             template_texts: Vec::new(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -132,6 +165,17 @@ impl EngineConfig {
             .max(defaults::MIN_QUEUE_LOCK_TIMEOUT);
         if let Some(t) = self.telemetry.as_mut() {
             t.export_interval = t.export_interval.max(defaults::MIN_EXPORT_INTERVAL);
+        }
+        let batch = self.retention.batch_size;
+        if !defaults::MAINTENANCE_BATCH_RANGE.contains(&batch) {
+            return Err(Error::Configuration(format!(
+                "retention batch_size must be from {} to {}, got {batch}",
+                defaults::MAINTENANCE_BATCH_RANGE.start(),
+                defaults::MAINTENANCE_BATCH_RANGE.end()
+            )));
+        }
+        if let Some(i) = self.retention.interval.as_mut() {
+            *i = (*i).max(defaults::MIN_MAINTENANCE_INTERVAL);
         }
         Ok(self)
     }
@@ -373,7 +417,14 @@ impl Engine {
                 stop_rx.clone(),
             )));
         }
+        let maintenance = Arc::new(maintenance::Maintenance {
+            db: db.clone(),
+            retention: config.retention.clone(),
+            holder: instance_id.clone(),
+            telemetry: telemetry.clone(),
+        });
         if !queues.is_empty() {
+            services.push(tokio::spawn(maintenance.clone().run(stop_rx.clone())));
             let scheduler = scheduler::Scheduler {
                 db: db.clone(),
                 registry: registry.clone(),
@@ -426,6 +477,7 @@ impl Engine {
             pauses: claimer.pauses.clone(),
             sender: instance_id.clone(),
             worker_id: claimer.worker_id.clone(),
+            maintenance,
         }));
         Engine {
             rt: runtime.handle().clone(),

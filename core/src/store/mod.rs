@@ -13,6 +13,7 @@ use sqlx::PgPool;
 use crate::error::{Error, Result};
 
 pub mod dashboard;
+pub mod maintenance;
 pub mod migrate;
 pub mod pauses;
 pub mod processes;

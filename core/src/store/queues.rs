@@ -161,6 +161,11 @@ pub(crate) async fn ensure_queue(pool: &PgPool, queue: &QueueName) -> Result<()>
             .bind(queue.as_str())
             .execute(&mut *tx)
             .await?;
+        // Autovacuum at a queue's churn (maintenance migration).
+        sqlx::query("SELECT tasker.tune_queue_table($1)")
+            .bind(queue.as_str())
+            .execute(&mut *tx)
+            .await?;
     }
     // Serves read_sql's ordering (also added to queues made before it existed).
     sqlx::query(&format!(

@@ -7,6 +7,18 @@ module TaskerCore
     module Operations
       private
 
+      # The commands this module runs.
+      OPERATIONS = %w[pause resume schedules dead maintenance].freeze
+
+      def operation(command, argv)
+        case command
+        when "pause", "resume" then pause_or_resume(command, argv)
+        when "schedules" then schedules(argv)
+        when "dead" then dead(argv)
+        else maintenance(argv)
+        end
+      end
+
       def pause_or_resume(command, argv)
         usage = "Usage: tasker_core #{command} NAMESPACE[/TEMPLATE]#{' [--reason TEXT]' if command == 'pause'}"
         options = database_options(argv, usage) do |o, opts|
@@ -94,6 +106,65 @@ module TaskerCore
         id = Integer(one_arg(argv, "ID"), 10)
         new_id = TaskerCore.replay(id, namespace: options[:namespace])
         @out.puts("replayed dead letter #{id} as message #{new_id}")
+      end
+
+      # A retention window from the command line: seconds, or a number with s/m/h/d, or
+      # "forever" (nil: keep).
+      RETENTION_UNITS = { "s" => 1, "m" => 60, "h" => 3600, "d" => 86_400 }.freeze
+
+      def maintenance(argv)
+        sub = argv.first&.start_with?("-") ? nil : argv.shift
+        windows = {}
+        options = database_options(argv, "Usage: tasker_core maintenance run [--completed D] [--errored D] " \
+                                          "[--archive D] [-r FILE | --rails]") do |o, opts|
+          %i[completed errored archive].each do |key|
+            o.on("--#{key} D", "keep #{key} work this long (90, 30m, 12h, 7d, forever)") do |v|
+              windows[key] = retention_window(key, v)
+            end
+          end
+          o.on("-r", "--require FILE", "load the application's configuration from FILE") { |v| opts[:require] = v }
+          o.on("--rails", "load the Rails application here (its tasker_core configuration)") { opts[:rails] = true }
+        end
+        return fail_with("usage: tasker_core maintenance run [--completed D] [--errored D] [--archive D]") unless sub == "run"
+
+        run_maintenance(options, windows)
+        0
+      ensure
+        TaskerCore.stop(timeout: 5) if TaskerCore.running?
+      end
+
+      # Load the application's configuration (if asked), apply the windows given, run a pass.
+      def run_maintenance(options, windows)
+        load_rails_app if options[:rails]
+        require File.expand_path(options[:require]) if options[:require]
+        url = options[:database_url] || TaskerCore.configuration.database_url
+        TaskerCore.configure do |c|
+          c.database_url = url
+          c.namespaces = []
+          c.active_job_queues = []
+          c.retention = c.retention.merge(windows)
+        end
+        used = TaskerCore.configuration.resolved_retention
+        @out.puts("retention: #{%i[completed errored archive].map { |k| "#{k} #{describe_window(used[k])}" }.join(', ')}")
+        TaskerCore.start
+        report = TaskerCore.run_maintenance
+        @out.puts("deleted #{report['tasks']} tasks (#{report['steps']} steps, #{report['transitions']} transitions), " \
+                  "#{report['archived']} archived messages in #{report['batches']} batches")
+      end
+
+      def retention_window(key, text)
+        return nil if text == "forever"
+
+        number, unit = text.match(/\A(\d+(?:\.\d+)?)([smhd]?)\z/)&.captures
+        raise OptionParser::InvalidArgument, "--#{key} #{text}: give seconds, 30m, 12h, 7d or forever" unless number
+
+        Float(number) * RETENTION_UNITS.fetch(unit.empty? ? "s" : unit)
+      end
+
+      def describe_window(seconds)
+        return "forever" if seconds.nil?
+
+        (seconds % 86_400).zero? ? "#{(seconds / 86_400).to_i}d" : "#{seconds.round(1)}s"
       end
     end
   end

@@ -82,6 +82,7 @@ pub fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     class.define_method("trigger_schedule", method!(trigger_schedule, 1))?;
     class.define_method("acquire_rate", method!(acquire_rate, 3))?;
     class.define_method("register_template", method!(register_template, 1))?;
+    class.define_method("run_maintenance", method!(run_maintenance, 0))?;
     Ok(())
 }
 
@@ -109,6 +110,32 @@ impl RbEngine {
 /// A setting of the configuration Hash, converted; a wrong type is a ConfigurationError.
 fn setting<T: magnus::TryConvert>(ruby: &Ruby, config: RHash, key: &str) -> Result<T, Error> {
     args::fetch(ruby, "ConfigurationError", config, key)
+}
+
+/// An optional setting in seconds (nil: None).
+fn optional_seconds(
+    ruby: &Ruby,
+    config: RHash,
+    key: &str,
+    what: &str,
+) -> Result<Option<Duration>, Error> {
+    let value = args::get(config, key);
+    if value.is_nil() {
+        return Ok(None);
+    }
+    args::finite_seconds(ruby, "ConfigurationError", what, value).map(Some)
+}
+
+/// The `retention` Hash: seconds (nil: keep forever; interval nil: on demand only), batch size.
+fn retention(ruby: &Ruby, config: RHash) -> Result<tasker_core::engine::RetentionConfig, Error> {
+    let r: RHash = setting(ruby, config, "retention")?;
+    Ok(tasker_core::engine::RetentionConfig {
+        completed: optional_seconds(ruby, r, "completed_seconds", "retention completed")?,
+        errored: optional_seconds(ruby, r, "errored_seconds", "retention errored")?,
+        archive: optional_seconds(ruby, r, "archive_seconds", "retention archive")?,
+        interval: optional_seconds(ruby, r, "interval_seconds", "retention interval")?,
+        batch_size: setting(ruby, r, "batch_size")?,
+    })
 }
 
 /// A setting in seconds, within `tasker_core::limits::MAX_SECONDS`.
@@ -152,6 +179,7 @@ guarded! {
             telemetry: None,
             schedules: schedule_docs(ruby, "ConfigurationError", "schedules", args::get(config, "schedules"))?,
             template_texts: setting::<Option<Vec<String>>>(ruby, config, "template_texts")?.unwrap_or_default(),
+            retention: retention(ruby, config)?,
         };
         let telemetry: Option<RHash> = setting(ruby, config, "telemetry")?;
         let cfg = EngineConfig {
@@ -788,6 +816,14 @@ guarded! {
         let msg_id = args::integer(ruby, "ValidationError", "id", msg_id, 1, i64::MAX)?;
         let h = engine.handle();
         call(ruby, engine, async move { h.replay_dead_letter(namespace, msg_id).await })
+    }
+
+    /// Run retention now: `{tasks, steps, transitions, archived, batches}` deleted.
+    fn run_maintenance(ruby: &Ruby, rb_self: &RbEngine) -> Result<Value, Error> {
+        let engine = rb_self.engine(ruby)?;
+        let h = engine.handle();
+        let report = call(ruby, engine, async move { h.run_maintenance().await })?;
+        ruby_json!(ruby, "maintenance report", &report)
     }
 
     /// `[{name, namespace, task_name, version, cron, timezone, context, missed, source, paused, last_tick, updated_at}]`.

@@ -101,6 +101,15 @@ fn defaults(ruby: &Ruby) -> Result<RHash, Error> {
     filter.freeze(); // shared by every configuration that takes the default
     h.aset("log_filter", filter)?;
     h.aset("circuit_breakers", breakers)?;
+    let retention = ruby.hash_new();
+    retention.aset("completed", RETENTION_COMPLETED.as_secs_f64())?;
+    retention.aset("errored", RETENTION_ERRORED.as_secs_f64())?;
+    retention.aset("archive", RETENTION_ARCHIVE.as_secs_f64())?;
+    retention.aset("interval", MAINTENANCE_INTERVAL.as_secs_f64())?;
+    retention.aset("batch_size", MAINTENANCE_BATCH)?;
+    retention.aset("max_batch_size", *MAINTENANCE_BATCH_RANGE.end())?;
+    retention.freeze();
+    h.aset("retention", retention)?;
     h.freeze();
     Ok(h)
 }
