@@ -9,8 +9,10 @@ use crate::resilience::CircuitBreakerConfig;
 
 /// Handler threads (and steps claimed at once).
 pub const CONCURRENCY: usize = 4;
-/// Connections a process opens beyond its handler threads when no pool size is set.
-pub const POOL_HEADROOM: u32 = 4;
+/// Connections of a process's main pool when no pool size is set, however many handler threads
+/// it runs: a handler thread holds no connection (its outcome goes to the applier), so the pool
+/// serves task creation, the applier, the loops and reads.
+pub const POOL_SIZE: u32 = 10;
 /// How often an idle poller looks at its queue without a wake-up.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// How long a claim outlives its step's timeout.

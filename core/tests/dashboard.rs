@@ -4,6 +4,7 @@
 use serde_json::json;
 use sqlx::PgPool;
 use tasker_core::store::dashboard::{self, TaskFilter};
+use tasker_core::store::DbPool;
 
 /// Migrate and insert `n` tasks of one template (statuses cycling through three), one second
 /// apart, the newest last.
@@ -49,7 +50,9 @@ fn count(c: &dashboard::Counts, state: &str) -> i64 {
 #[sqlx::test(migrations = false)]
 async fn counts_are_exact_when_small_and_estimates_when_large(pool: PgPool) {
     seed(&pool, 30).await;
-    let exact = dashboard::overview(&pool).await.unwrap();
+    let exact = dashboard::overview(&DbPool::direct(pool.clone()))
+        .await
+        .unwrap();
     assert!(exact.tasks.exact);
     assert_eq!(exact.tasks.total, 30);
     assert_eq!(count(&exact.tasks, "error"), 10);
@@ -69,7 +72,9 @@ async fn counts_are_exact_when_small_and_estimates_when_large(pool: PgPool) {
         .execute(&pool)
         .await
         .unwrap();
-    let estimated = dashboard::overview(&pool).await.unwrap();
+    let estimated = dashboard::overview(&DbPool::direct(pool.clone()))
+        .await
+        .unwrap();
     assert!(!estimated.tasks.exact);
     assert_eq!(estimated.tasks.total, 3_000_000);
     assert_eq!(count(&estimated.tasks, "error"), 1_000_000);
@@ -88,7 +93,9 @@ async fn throughput_counts_finished_steps_per_minute(pool: PgPool) {
     .execute(&pool)
     .await
     .unwrap();
-    let o = dashboard::overview(&pool).await.unwrap();
+    let o = dashboard::overview(&DbPool::direct(pool.clone()))
+        .await
+        .unwrap();
     let completed: i64 = o.throughput.iter().map(|m| m.completed).sum();
     let failed: i64 = o.throughput.iter().map(|m| m.failed).sum();
     assert_eq!(
@@ -105,9 +112,10 @@ async fn pages_by_keyset_newest_first_with_every_filter(pool: PgPool) {
     let mut seen = Vec::new();
     let mut cursor = None;
     loop {
-        let page = dashboard::list_tasks(&pool, &all, cursor.as_deref(), 50)
-            .await
-            .unwrap();
+        let page =
+            dashboard::list_tasks(&DbPool::direct(pool.clone()), &all, cursor.as_deref(), 50)
+                .await
+                .unwrap();
         seen.extend(page.tasks.iter().map(|t| (t.created_at, t.uuid)));
         match page.next {
             Some(next) => cursor = Some(next),
@@ -122,7 +130,7 @@ async fn pages_by_keyset_newest_first_with_every_filter(pool: PgPool) {
     let find = |filter: TaskFilter| {
         let pool = pool.clone();
         async move {
-            dashboard::list_tasks(&pool, &filter, None, 200)
+            dashboard::list_tasks(&DbPool::direct(pool.clone()), &filter, None, 200)
                 .await
                 .unwrap()
                 .tasks
@@ -172,15 +180,19 @@ async fn pages_by_keyset_newest_first_with_every_filter(pool: PgPool) {
     .await;
     assert_eq!(by_uuid.len(), 1);
 
-    assert!(dashboard::list_tasks(&pool, &all, Some("nope"), 10)
-        .await
-        .is_err());
+    assert!(
+        dashboard::list_tasks(&DbPool::direct(pool.clone()), &all, Some("nope"), 10)
+            .await
+            .is_err()
+    );
     assert!(dashboard::parse_time("from", "yesterday").is_err());
     let array = TaskFilter {
         context: Some(json!([1])),
         ..Default::default()
     };
-    assert!(dashboard::list_tasks(&pool, &array, None, 10)
-        .await
-        .is_err());
+    assert!(
+        dashboard::list_tasks(&DbPool::direct(pool.clone()), &array, None, 10)
+            .await
+            .is_err()
+    );
 }

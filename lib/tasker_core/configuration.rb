@@ -17,6 +17,15 @@ module TaskerCore
 
     # @return [String] PostgreSQL URL (default: TASKER_DATABASE_URL, then DATABASE_URL)
     attr_accessor :database_url
+    # @return [Boolean] database_url goes through a pooler in transaction mode (PgBouncer
+    #   `pool_mode = transaction`): no named prepared statements, every statement in a
+    #   transaction of its own, no session state (docs/operations.md, "PgBouncer"). Default:
+    #   TASKER_TRANSACTION_POOLING=1, else false
+    attr_accessor :transaction_pooling
+    # @return [String, nil] a direct PostgreSQL URL (not through the transaction pooler) for
+    #   the one LISTEN connection; without it, with {#transaction_pooling}, processes find each
+    #   other's work by polling. Default: TASKER_LISTEN_DATABASE_URL
+    attr_accessor :listen_database_url
     # @return [Array<String>] files or directories of task templates
     attr_accessor :template_paths
     # @return [Array<String>] namespaces whose steps this process runs ([]: create/read only)
@@ -28,7 +37,9 @@ module TaskerCore
     attr_accessor :mode
     # @return [Integer] handler threads (and steps claimed at once)
     attr_accessor :concurrency
-    # @return [Integer, nil] PostgreSQL connections (default: concurrency + 4)
+    # @return [Integer, nil] connections of the engine's main pool (default 10, whatever
+    #   {#concurrency} is: handler threads hold no connection); see docs/configuration.md for a
+    #   process's whole connection budget
     attr_accessor :pool_size
     # @return [Float] seconds an idle queue poller waits between looks without a wake-up
     attr_accessor :poll_interval
@@ -151,6 +162,8 @@ module TaskerCore
       @active_job_queues = env_list("TASKER_ACTIVE_JOB_QUEUES") || []
       @active_job_transaction = nil
       @retention = {}
+      @transaction_pooling = %w[1 true yes].include?(ENV.fetch("TASKER_TRANSACTION_POOLING", "").downcase)
+      @listen_database_url = ENV.fetch("TASKER_LISTEN_DATABASE_URL", nil)
     end
 
     # The namespaces this process serves: {#namespaces} and those of {#active_job_queues}.
@@ -206,7 +219,7 @@ module TaskerCore
     def inspect
       shown = instance_variables.map do |ivar|
         value = instance_variable_get(ivar)
-        value = Configuration.redact_url(value) if %i[@database_url].include?(ivar)
+        value = Configuration.redact_url(value) if %i[@database_url @listen_database_url].include?(ivar) && value
         if ivar == :@telemetry && value.is_a?(Hash)
           value = value.transform_values do |v|
             v.is_a?(String) ? Configuration.redact_url(v) : v
@@ -233,11 +246,13 @@ module TaskerCore
       breakers = resolved_circuit_breakers
       {
         "database_url" => database_url,
+        "transaction_pooling" => transaction_pooling ? true : false,
+        "listen_database_url" => listen_database_url,
         "namespaces" => mode.to_s == "client" ? [] : served_namespaces,
         "template_texts" => active_job_queues.map { |q| TaskerCore::ActiveJob.template_for(q) },
         "template_paths" => template_paths.map(&:to_s),
         "concurrency" => concurrency,
-        "pool_size" => pool_size || (concurrency + Native::DEFAULTS.fetch("pool_headroom")),
+        "pool_size" => pool_size || Native::DEFAULTS.fetch("pool_size"),
         "poll_interval_ms" => (poll_interval * 1000).round,
         "worker_id" => worker_id,
         "claim_grace_seconds" => claim_grace,
@@ -354,6 +369,10 @@ module TaskerCore
       end
       invalid!(:template_paths, "must be an Array of paths") unless string_array?(template_paths)
       invalid!(:mode, "must be :embedded, :client or :inline") unless %w[embedded client inline].include?(mode.to_s)
+      invalid!(:transaction_pooling, "must be true or false") unless [true, false].include?(transaction_pooling)
+      unless listen_database_url.nil? || (listen_database_url.is_a?(String) && !listen_database_url.empty?)
+        invalid!(:listen_database_url, "must be a PostgreSQL URL or nil")
+      end
       unless int_in?(string_cache_capacity, 1..10_000_000)
         invalid!(:string_cache_capacity, "must be an Integer from 1 to 10000000")
       end

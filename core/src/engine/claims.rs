@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
-use sqlx::PgPool;
+use crate::store::DbPool;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::dispatch::Dispatch;
@@ -24,7 +24,7 @@ const MAX_FUSED: usize = 256;
 
 pub(crate) struct Claimer {
     /// For loading a claimed step's template when this process has not seen it.
-    pub pool: PgPool,
+    pub pool: DbPool,
     pub registry: Arc<Registry>,
     /// Interned names read from the database (dependency step names).
     pub names: StringCache,

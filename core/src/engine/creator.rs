@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::{mpsc, oneshot};
 
-use sqlx::PgPool;
+use crate::store::DbPool;
 
 use super::claims::Claimer;
 use super::signals::Signals;
@@ -31,7 +31,7 @@ type Reply = oneshot::Sender<Result<Vec<CreatedTask>>>;
 type Call = (Vec<TaskRequest>, Reply);
 
 pub(crate) struct Creator {
-    pub pool: PgPool,
+    pub pool: DbPool,
     pub registry: Arc<Registry>,
     pub writer: Arc<QueueWriter>,
     pub claimer: Arc<Claimer>,
@@ -45,7 +45,7 @@ pub(crate) struct Creator {
 
 impl Creator {
     pub fn new(
-        pool: PgPool,
+        pool: DbPool,
         registry: Arc<Registry>,
         writer: Arc<QueueWriter>,
         claimer: Arc<Claimer>,

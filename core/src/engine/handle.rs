@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::creator::Creator;
@@ -377,7 +376,7 @@ impl EngineHandle {
     /// process and with steps whose `rate_limit` has the same name and key): None when it
     /// was taken now, else how long until one may be.
     pub async fn acquire_rate(&self, key: &str, limit: u32, per: f64) -> Result<Option<Duration>> {
-        let wait: f64 = sqlx::query_scalar("SELECT tasker.acquire_rate($1, $2, $3)")
+        let wait: f64 = crate::store::query_scalar("SELECT tasker.acquire_rate($1, $2, $3)")
             .bind(key)
             .bind(limit.min(i32::MAX as u32) as i32)
             .bind(per)
@@ -412,7 +411,7 @@ impl EngineHandle {
     }
 
     /// The pool, for callers (tests, benches) that need direct SQL.
-    pub fn pool(&self) -> &PgPool {
-        &self.0.db.pool
+    pub fn pool(&self) -> &sqlx::PgPool {
+        self.0.db.pool.inner()
     }
 }

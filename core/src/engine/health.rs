@@ -68,13 +68,13 @@ pub(super) async fn check(db: &Db, namespaces: &[&str]) -> HealthReport {
         Err(_) => Some(format!(
             "no connection from the pool within {}s (all {} in use?)",
             HEALTH_PING_TIMEOUT.as_secs(),
-            db.pool.options().get_max_connections()
+            db.pool.max_connections()
         )),
     };
     let (recent_failures, last_failure) = db.trouble.recent();
     let pool = PoolHealth {
         size: db.pool.size(),
-        max: db.pool.options().get_max_connections(),
+        max: db.pool.max_connections(),
         idle: db.pool.num_idle() as u32,
         recent_failures,
         last_failure,

@@ -13,16 +13,23 @@ use super::signals::Signals;
 use crate::error::Error;
 use crate::messaging;
 
+/// Listen on a connection of the engine's pool, or — through a transaction pooler, which
+/// cannot hold a LISTEN — on a direct connection of `url` (`listen_database_url`).
 pub(super) async fn listen(
     db: Arc<Db>,
     signals: Arc<Signals>,
     instance_id: Arc<str>,
+    url: Option<String>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut listener: Option<PgListener> = None;
     loop {
         if listener.is_none() {
-            match PgListener::connect_with(&db.pool).await {
+            let connected = match &url {
+                Some(url) => PgListener::connect(url).await,
+                None => PgListener::connect_with(db.pool.inner()).await,
+            };
+            match connected {
                 Ok(mut l) => {
                     match l
                         .listen_all([messaging::WAKEUP_CHANNEL, messaging::FINALIZED_CHANNEL])

@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sqlx::PgPool;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -90,6 +89,13 @@ pub struct EngineConfig {
     pub template_texts: Vec<String>,
     /// How long finished work is kept, and how maintenance runs.
     pub retention: RetentionConfig,
+    /// `database_url` goes through a pooler in transaction mode (PgBouncer `pool_mode =
+    /// transaction`): unnamed statements, each statement in a transaction, no session state
+    /// (`store::pool`), and LISTEN only on `listen_database_url`.
+    pub transaction_pooling: bool,
+    /// A direct connection (not through a transaction pooler) for LISTEN; None with
+    /// `transaction_pooling`: no wake-ups, every process polls (`poll_interval`).
+    pub listen_database_url: Option<String>,
 }
 
 /// How long finished work is kept (None: forever) and how the maintenance loop that deletes it
@@ -128,7 +134,7 @@ impl Default for EngineConfig {
             namespaces: Vec::new(),
             template_paths: Vec::new(),
             concurrency: defaults::CONCURRENCY,
-            pool_size: defaults::CONCURRENCY as u32 + defaults::POOL_HEADROOM,
+            pool_size: defaults::POOL_SIZE,
             poll_interval: defaults::POLL_INTERVAL,
             worker_id: None,
             claim_grace: defaults::CLAIM_GRACE,
@@ -141,6 +147,8 @@ impl Default for EngineConfig {
             schedules: Vec::new(),
             template_texts: Vec::new(),
             retention: RetentionConfig::default(),
+            transaction_pooling: false,
+            listen_database_url: None,
         }
     }
 }
@@ -245,11 +253,13 @@ impl Engine {
                 templates.push(t);
             }
         }
-        let pool = store::connect(&config.database_url, config.pool_size).await?;
+        let pooled = config.transaction_pooling;
+        let pool = store::connect(&config.database_url, config.pool_size, pooled).await?;
         let queue_pool = store::connect_queue_pool(
             &config.database_url,
             config.namespaces.len() as u32 + 1,
             config.queue_lock_timeout,
+            pooled,
         )
         .await?;
         if !store::schema_ready(&pool).await? {
@@ -382,12 +392,21 @@ impl Engine {
             },
             stop_rx.clone(),
         )));
-        services.push(tokio::spawn(listener::listen(
-            db.clone(),
-            signals.clone(),
-            instance_id.clone(),
-            stop_rx.clone(),
-        )));
+        if !config.transaction_pooling || config.listen_database_url.is_some() {
+            services.push(tokio::spawn(listener::listen(
+                db.clone(),
+                signals.clone(),
+                instance_id.clone(),
+                config.listen_database_url.clone(),
+                stop_rx.clone(),
+            )));
+        } else {
+            tracing::info!(
+                poll_interval_ms = config.poll_interval.as_millis() as u64,
+                "through a transaction pooler without listen_database_url: no LISTEN, \
+                 work from other processes is found by polling"
+            );
+        }
         if !queues.is_empty() {
             services.push(tokio::spawn(services::release_retries(
                 db.clone(),
@@ -772,7 +791,7 @@ impl BreakerSource for AllBreakers {
 /// Run `work` on a short-lived pool of its own, outside any engine.
 fn with_own_pool<T, F, Fut>(database_url: &str, work: F) -> Result<T>
 where
-    F: FnOnce(PgPool) -> Fut,
+    F: FnOnce(sqlx::PgPool) -> Fut,
     Fut: std::future::Future<Output = Result<T>>,
 {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -780,7 +799,11 @@ where
         .build()
         .map_err(|e| Error::Configuration(format!("cannot start a tokio runtime: {e}")))?;
     rt.block_on(async {
-        let pool = store::connect(database_url, 2).await?;
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(database_url)
+            .await?;
         let result = work(pool.clone()).await;
         pool.close().await;
         result
@@ -792,6 +815,21 @@ pub fn migrate(database_url: &str) -> Result<()> {
     with_own_pool(database_url, |pool| async move {
         crate::store::migrate::migrate(&pool).await
     })
+    .map_err(through_pooler)
+}
+
+/// A migration that failed because its connection goes through a pooler in transaction mode
+/// (named prepared statements, a session lock) says so.
+fn through_pooler(e: Error) -> Error {
+    let text = e.to_string();
+    if text.contains("prepared statement \"sqlx_s_") {
+        return Error::Migration(format!(
+            "{text} — this URL seems to go through a pooler in transaction mode (PgBouncer \
+             pool_mode = transaction), which migrations cannot use (they hold a session lock and \
+             prepare statements): migrate on a direct connection to PostgreSQL"
+        ));
+    }
+    e
 }
 
 /// Revert the migrations newer than `target` on a database (0: all of them).
@@ -799,6 +837,7 @@ pub fn rollback(database_url: &str, target: i64) -> Result<()> {
     with_own_pool(database_url, |pool| async move {
         crate::store::migrate::rollback(&pool, target).await
     })
+    .map_err(through_pooler)
 }
 
 /// The project's migrations, each with whether it is applied to `database_url`.
@@ -815,7 +854,7 @@ pub fn migration_status(database_url: &str) -> Result<Vec<(i64, String, bool)>> 
 /// Store the schedules of the loaded templates and of the configuration (each checked, its
 /// template registered), for every process to run.
 async fn declare_schedules(
-    pool: &sqlx::PgPool,
+    pool: &crate::store::DbPool,
     registry: &Registry,
     registered: &[Arc<RegisteredTemplate>],
     configured: &[crate::schedule::ScheduleDoc],

@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
+use crate::store::DbPool;
 use serde_json::{json, Value};
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::registry::Registry;
@@ -79,7 +80,7 @@ async fn reopen(
 /// Cancel a task: no further step starts; steps waiting to run become `cancelled`; a running
 /// step finishes and its result is recorded, but no child starts.
 pub(crate) async fn cancel_task(
-    pool: &PgPool,
+    pool: &DbPool,
     task_uuid: Uuid,
     who: &Intervention,
 ) -> Result<TaskState> {
@@ -121,7 +122,7 @@ pub(crate) async fn cancel_task(
 /// Run a step in `error` again, with a fresh attempt budget (the template's `max_attempts`
 /// beyond the attempts already made).
 pub(crate) async fn retry_step(
-    pool: &PgPool,
+    pool: &DbPool,
     registry: &Registry,
     task_uuid: Uuid,
     step_name: &str,
@@ -163,7 +164,7 @@ pub(crate) async fn retry_step(
 
 /// Mark a step in `error` as resolved with an operator-supplied result; its children may run.
 pub(crate) async fn resolve_step_manually(
-    pool: &PgPool,
+    pool: &DbPool,
     task_uuid: Uuid,
     step_name: &str,
     result: &Value,

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use sqlx::PgPool;
+use crate::store::DbPool;
 use uuid::Uuid;
 
 use super::queue_writer::QueueWriter;
@@ -17,7 +17,7 @@ const BATCH: i64 = 500;
 /// Re-send the messages of steps of `namespace` that have been enqueued longer than `after`
 /// without a message. Returns how many were sent.
 pub(crate) async fn requeue_lost(
-    pool: &PgPool,
+    pool: &DbPool,
     writer: &QueueWriter,
     namespace: &str,
     after: Duration,

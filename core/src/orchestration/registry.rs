@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use sqlx::PgPool;
+use crate::store::DbPool;
 
 use crate::error::{Error, Result};
 use crate::messaging::queue::QueueName;
@@ -58,7 +58,7 @@ impl Registry {
     /// and make sure its namespace queue exists.
     pub async fn register(
         &self,
-        pool: &PgPool,
+        pool: &DbPool,
         template: Template,
     ) -> Result<Arc<RegisteredTemplate>> {
         let queue = QueueName::for_namespace(&template.namespace)?;
@@ -90,7 +90,7 @@ impl Registry {
     /// Find a template by key, loading it from the database when this process has not seen it.
     pub async fn lookup(
         &self,
-        pool: &PgPool,
+        pool: &DbPool,
         namespace: &str,
         name: &str,
         version: &str,
@@ -116,7 +116,7 @@ impl Registry {
     }
 
     /// Find a template by its `named_task_id`.
-    pub async fn by_id(&self, pool: &PgPool, id: i64) -> Result<Arc<RegisteredTemplate>> {
+    pub async fn by_id(&self, pool: &DbPool, id: i64) -> Result<Arc<RegisteredTemplate>> {
         if let Some(found) = self
             .by_id
             .read()

@@ -4,9 +4,9 @@
 //! (its own, or one derived from its message id). A request that can never succeed is archived
 //! with the reason.
 
+use crate::store::DbPool;
 use serde::Deserialize;
 use serde_json::Value;
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::create::{named_priority, TaskRequest, PRIORITY_RANGE};
@@ -66,7 +66,7 @@ fn priority(value: Option<Value>) -> std::result::Result<i16, String> {
 }
 
 /// Queue a task request (the same JSON any producer may send with plain SQL).
-pub(crate) async fn send_request(pool: &PgPool, request: &Value) -> Result<i64> {
+pub(crate) async fn send_request(pool: &DbPool, request: &Value) -> Result<i64> {
     if !request.is_object() {
         return Err(Error::InvalidInput(
             "a task request must be a JSON object".into(),

@@ -7,8 +7,8 @@
 
 use std::time::Duration;
 
+use crate::store::DbPool;
 use serde_json::Value;
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::backoff;
@@ -55,7 +55,7 @@ pub(crate) struct BatchApplied {
 /// released children are claimed for this process as [`ClaimSettings`] allows. A late outcome
 /// (stale token) is reported [`ApplyReport::Discarded`].
 pub(crate) async fn apply_batch(
-    pool: &PgPool,
+    pool: &DbPool,
     items: &[BatchItem<'_>],
     claims: &ClaimSettings<'_>,
     lock_timeout: Duration,

@@ -3,8 +3,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use crate::store::DbPool;
 use serde_json::json;
-use sqlx::PgPool;
 
 use super::queue_writer::QueueWriter;
 use crate::error::Result;
@@ -20,7 +20,7 @@ const BATCH: i64 = 200;
 /// waiting until it closes; a queue that fails the send leaves its steps enqueued without a
 /// message, for the recovery loop.
 pub(crate) async fn release_due(
-    pool: &PgPool,
+    pool: &DbPool,
     writer: &QueueWriter,
 ) -> Result<(BTreeMap<String, usize>, Option<Duration>)> {
     let blocked = writer.blocked_namespaces();

@@ -3,10 +3,11 @@
 //! are exact only below [`EXACT_COUNT_LIMIT`] rows; above, they are the planner's estimates
 //! (`pg_class.reltuples` and the column's most common values) and are marked as such.
 
+use crate::store::DbPool;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::{PgPool, Postgres, QueryBuilder};
+use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
@@ -95,10 +96,10 @@ fn truncated(s: &str) -> String {
 }
 
 /// The figures of the overview page.
-pub async fn overview(pool: &PgPool) -> Result<Overview> {
+pub async fn overview(pool: &DbPool) -> Result<Overview> {
     let tasks = counts(pool, "tasks", "status").await?;
     let steps = counts(pool, "workflow_steps", "state").await?;
-    let throughput: Vec<Minute> = sqlx::query_as(
+    let throughput: Vec<Minute> = crate::store::query_as(
         "WITH minutes AS ( \
              SELECT generate_series(date_trunc('minute', now()) - interval '59 minutes', \
                                     date_trunc('minute', now()), interval '1 minute') AS minute), \
@@ -115,9 +116,10 @@ pub async fn overview(pool: &PgPool) -> Result<Overview> {
     )
     .fetch_all(pool)
     .await?;
-    let namespaces = sqlx::query_scalar("SELECT name FROM tasker.task_namespaces ORDER BY name")
-        .fetch_all(pool)
-        .await?;
+    let namespaces =
+        crate::store::query_scalar("SELECT name FROM tasker.task_namespaces ORDER BY name")
+            .fetch_all(pool)
+            .await?;
     Ok(Overview {
         tasks,
         steps,
@@ -127,9 +129,9 @@ pub async fn overview(pool: &PgPool) -> Result<Overview> {
 }
 
 /// Every registered namespace, by name.
-pub async fn namespaces(pool: &PgPool) -> Result<Vec<String>> {
+pub async fn namespaces(pool: &DbPool) -> Result<Vec<String>> {
     Ok(
-        sqlx::query_scalar("SELECT name FROM tasker.task_namespaces ORDER BY name")
+        crate::store::query_scalar("SELECT name FROM tasker.task_namespaces ORDER BY name")
             .fetch_all(pool)
             .await?,
     )
@@ -137,16 +139,16 @@ pub async fn namespaces(pool: &PgPool) -> Result<Vec<String>> {
 
 /// Rows of `tasker.<table>` per value of `column`: exact while the table is small, else
 /// estimated from the planner's statistics. `table` and `column` are this module's constants.
-async fn counts(pool: &PgPool, table: &'static str, column: &'static str) -> Result<Counts> {
+async fn counts(pool: &DbPool, table: &'static str, column: &'static str) -> Result<Counts> {
     let estimate: Option<f32> =
-        sqlx::query_scalar("SELECT reltuples FROM pg_class WHERE oid = to_regclass($1)")
+        crate::store::query_scalar("SELECT reltuples FROM pg_class WHERE oid = to_regclass($1)")
             .bind(format!("tasker.{table}"))
             .fetch_optional(pool)
             .await?;
     let estimate = estimate.map_or(-1.0, f64::from);
     // Never analysed (-1) or small: count. A table that was never analysed is young.
     if estimate < EXACT_COUNT_LIMIT {
-        let states: Vec<StateCount> = sqlx::query_as(&format!(
+        let states: Vec<StateCount> = crate::store::query_as(&format!(
             "SELECT {column} AS state, count(*) AS count FROM tasker.{table} \
              GROUP BY 1 ORDER BY 1"
         ))
@@ -159,7 +161,7 @@ async fn counts(pool: &PgPool, table: &'static str, column: &'static str) -> Res
             states,
         });
     }
-    let states: Vec<StateCount> = sqlx::query_as(
+    let states: Vec<StateCount> = crate::store::query_as(
         "SELECT v.state, round(v.freq * $3)::bigint AS count \
          FROM pg_stats s, \
               unnest(s.most_common_vals::text::text[], s.most_common_freqs) AS v(state, freq) \
@@ -180,7 +182,7 @@ async fn counts(pool: &PgPool, table: &'static str, column: &'static str) -> Res
 
 /// One page of tasks matching `filter`, newest first, after `cursor` (from a previous page).
 pub async fn list_tasks(
-    pool: &PgPool,
+    pool: &DbPool,
     filter: &TaskFilter,
     cursor: Option<&str>,
     limit: i64,
@@ -279,7 +281,7 @@ pub struct DeadPage {
 /// The archived messages of `queue` that the engine archived with a reason (poison messages,
 /// refused task requests), newest first, before message id `before`.
 pub async fn dead_letters(
-    pool: &PgPool,
+    pool: &DbPool,
     queue: &crate::messaging::queue::QueueName,
     before: Option<i64>,
     limit: i64,
@@ -294,7 +296,7 @@ pub async fn dead_letters(
          ORDER BY msg_id DESC LIMIT $2",
         q = queue.as_str()
     );
-    let found = sqlx::query_as(&sql)
+    let found = crate::store::query_as(&sql)
         .bind(before)
         .bind(limit + 1)
         .bind(DEAD_LETTER_TEXT)
@@ -324,7 +326,7 @@ pub async fn dead_letters(
 /// in one statement. Only a message the engine archived with a reason (a dead letter) is
 /// replayed; anything else is [`crate::Error::NotFound`]. Returns the new message's id.
 pub async fn replay_dead_letter(
-    pool: &PgPool,
+    pool: &DbPool,
     queue: &crate::messaging::queue::QueueName,
     msg_id: i64,
 ) -> Result<i64> {
@@ -338,7 +340,7 @@ pub async fn replay_dead_letter(
            FROM dead RETURNING msg_id",
         q = queue.as_str()
     );
-    let id: Option<i64> = match sqlx::query_scalar(&sql)
+    let id: Option<i64> = match crate::store::query_scalar(&sql)
         .bind(msg_id)
         .fetch_optional(pool)
         .await
@@ -354,7 +356,7 @@ pub async fn replay_dead_letter(
         ))
     })?;
     if let Some(ns) = crate::messaging::queue::QueueName::namespace_of(queue.as_str()) {
-        sqlx::query("SELECT pg_notify('tasker_wakeup', $1)")
+        crate::store::query("SELECT pg_notify('tasker_wakeup', $1)")
             .bind(ns)
             .execute(pool)
             .await?;

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use crate::store::DbPool;
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
 
 use crate::error::Result;
 
@@ -18,22 +18,24 @@ pub struct TaskPurge {
 
 /// Take (or extend) the lease `name` for `ttl`; true when `holder` holds it now.
 pub(crate) async fn take_lease(
-    pool: &PgPool,
+    pool: &DbPool,
     name: &str,
     holder: &str,
     ttl: Duration,
 ) -> Result<bool> {
-    Ok(sqlx::query_scalar("SELECT tasker.take_lease($1, $2, $3)")
-        .bind(name)
-        .bind(holder)
-        .bind(ttl.as_secs_f64())
-        .fetch_one(pool)
-        .await?)
+    Ok(
+        crate::store::query_scalar("SELECT tasker.take_lease($1, $2, $3)")
+            .bind(name)
+            .bind(holder)
+            .bind(ttl.as_secs_f64())
+            .fetch_one(pool)
+            .await?,
+    )
 }
 
 /// Give the lease back (only if `holder` has it).
-pub(crate) async fn drop_lease(pool: &PgPool, name: &str, holder: &str) -> Result<()> {
-    sqlx::query("DELETE FROM tasker.leases WHERE name = $1 AND holder = $2")
+pub(crate) async fn drop_lease(pool: &DbPool, name: &str, holder: &str) -> Result<()> {
+    crate::store::query("DELETE FROM tasker.leases WHERE name = $1 AND holder = $2")
         .bind(name)
         .bind(holder)
         .execute(pool)
@@ -45,30 +47,30 @@ pub(crate) async fn drop_lease(pool: &PgPool, name: &str, holder: &str) -> Resul
 /// `completed_before`, errored before `errored_before`; None keeps that kind) with their steps,
 /// edges and histories, in one transaction.
 pub(crate) async fn purge_tasks(
-    pool: &PgPool,
+    pool: &DbPool,
     completed_before: Option<DateTime<Utc>>,
     errored_before: Option<DateTime<Utc>>,
     limit: i32,
 ) -> Result<TaskPurge> {
-    Ok(
-        sqlx::query_as("SELECT tasks, steps, transitions FROM tasker.purge_tasks($1, $2, $3)")
-            .bind(completed_before)
-            .bind(errored_before)
-            .bind(limit)
-            .fetch_one(pool)
-            .await?,
+    Ok(crate::store::query_as(
+        "SELECT tasks, steps, transitions FROM tasker.purge_tasks($1, $2, $3)",
     )
+    .bind(completed_before)
+    .bind(errored_before)
+    .bind(limit)
+    .fetch_one(pool)
+    .await?)
 }
 
 /// Delete up to `limit` archived messages archived before `before` from each of tasker's
 /// queues (and cron fires as old); the queues (or `schedule_fires`) that had any, with counts.
 pub(crate) async fn purge_archive(
-    pool: &PgPool,
+    pool: &DbPool,
     before: DateTime<Utc>,
     limit: i32,
 ) -> Result<Vec<(String, i64)>> {
     Ok(
-        sqlx::query_as("SELECT queue, deleted FROM tasker.purge_archive($1, $2)")
+        crate::store::query_as("SELECT queue, deleted FROM tasker.purge_archive($1, $2)")
             .bind(before)
             .bind(limit)
             .fetch_all(pool)

@@ -45,12 +45,12 @@ async fn locked<F>(conn: &mut sqlx::pool::PoolConnection<sqlx::Postgres>, work: 
 where
     F: AsyncFnOnce(&mut sqlx::pool::PoolConnection<sqlx::Postgres>) -> Result<()>,
 {
-    sqlx::query("SELECT pg_advisory_lock($1)")
+    crate::store::query("SELECT pg_advisory_lock($1)")
         .bind(MIGRATION_LOCK)
         .execute(&mut **conn)
         .await?;
     let outcome = work(conn).await;
-    let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+    let unlocked = crate::store::query("SELECT pg_advisory_unlock($1)")
         .bind(MIGRATION_LOCK)
         .execute(&mut **conn)
         .await;
@@ -60,11 +60,12 @@ where
 /// Versions of the project's migrations that are applied, and those the library knows (with
 /// their descriptions).
 pub async fn status(pool: &PgPool) -> Result<(Vec<i64>, Vec<(i64, String)>)> {
-    let applied: Vec<i64> =
-        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
-            .fetch_all(pool)
-            .await
-            .unwrap_or_default();
+    let applied: Vec<i64> = crate::store::query_scalar(
+        "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap_or_default();
     let known = MIGRATOR
         .iter()
         .filter(|m| m.migration_type.is_up_migration())

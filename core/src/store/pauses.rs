@@ -2,9 +2,9 @@
 //! poll interval. Paused templates (`tasker.paused_templates`): checked by the claim itself
 //! (`tasker.admit_flow`), so every process obeys at once.
 
+use crate::store::DbPool;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::PgPool;
 
 use crate::error::{Error, Result};
 
@@ -22,12 +22,12 @@ pub struct Paused {
 /// Pause `namespace` (again: who and why are updated). A namespace no template registered is
 /// [`Error::NotFound`].
 pub(crate) async fn pause(
-    pool: &PgPool,
+    pool: &DbPool,
     namespace: &str,
     actor: Option<&str>,
     reason: Option<&str>,
 ) -> Result<()> {
-    let done = sqlx::query(
+    let done = crate::store::query(
         "INSERT INTO tasker.paused_namespaces (namespace, actor, reason) \
          SELECT name, $2, $3 FROM tasker.task_namespaces WHERE name = $1 \
          ON CONFLICT (namespace) DO UPDATE SET actor = EXCLUDED.actor, reason = EXCLUDED.reason",
@@ -46,8 +46,8 @@ pub(crate) async fn pause(
 }
 
 /// Resume `namespace`; false when it was not paused.
-pub(crate) async fn resume(pool: &PgPool, namespace: &str) -> Result<bool> {
-    let done = sqlx::query("DELETE FROM tasker.paused_namespaces WHERE namespace = $1")
+pub(crate) async fn resume(pool: &DbPool, namespace: &str) -> Result<bool> {
+    let done = crate::store::query("DELETE FROM tasker.paused_namespaces WHERE namespace = $1")
         .bind(namespace)
         .execute(pool)
         .await?;
@@ -57,13 +57,13 @@ pub(crate) async fn resume(pool: &PgPool, namespace: &str) -> Result<bool> {
 /// Pause a template (every version). A template no version of which is registered is
 /// [`Error::NotFound`].
 pub(crate) async fn pause_template(
-    pool: &PgPool,
+    pool: &DbPool,
     namespace: &str,
     template: &str,
     actor: Option<&str>,
     reason: Option<&str>,
 ) -> Result<()> {
-    let done = sqlx::query(
+    let done = crate::store::query(
         "INSERT INTO tasker.paused_templates (namespace, name, actor, reason) \
          SELECT n.namespace, n.name, $3, $4 FROM tasker.named_tasks n \
           WHERE n.namespace = $1 AND n.name = $2 LIMIT 1 \
@@ -86,20 +86,22 @@ pub(crate) async fn pause_template(
 /// Resume a paused template, making the steps it held back claimable at once; false when it
 /// was not paused.
 pub(crate) async fn resume_template(
-    pool: &PgPool,
+    pool: &DbPool,
     namespace: &str,
     template: &str,
 ) -> Result<bool> {
-    Ok(sqlx::query_scalar("SELECT tasker.resume_template($1, $2)")
-        .bind(namespace)
-        .bind(template)
-        .fetch_one(pool)
-        .await?)
+    Ok(
+        crate::store::query_scalar("SELECT tasker.resume_template($1, $2)")
+            .bind(namespace)
+            .bind(template)
+            .fetch_one(pool)
+            .await?,
+    )
 }
 
 /// Every paused namespace and template, by name.
-pub async fn list(pool: &PgPool) -> Result<Vec<Paused>> {
-    Ok(sqlx::query_as(
+pub async fn list(pool: &DbPool) -> Result<Vec<Paused>> {
+    Ok(crate::store::query_as(
         "SELECT namespace, NULL::text AS template, paused_at, actor, reason FROM tasker.paused_namespaces \
          UNION ALL \
          SELECT namespace, name, paused_at, actor, reason FROM tasker.paused_templates \

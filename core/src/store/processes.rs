@@ -1,8 +1,8 @@
 //! The heartbeat table `tasker.processes`: one row per running engine, for the dashboard.
 
+use crate::store::DbPool;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::PgPool;
 
 use crate::error::Result;
 
@@ -37,8 +37,8 @@ pub struct Beat<'a> {
 }
 
 /// Write this engine's row (and forget processes silent for more than a day).
-pub(crate) async fn beat(pool: &PgPool, b: &Beat<'_>) -> Result<()> {
-    sqlx::query(
+pub(crate) async fn beat(pool: &DbPool, b: &Beat<'_>) -> Result<()> {
+    crate::store::query(
         "WITH forgotten AS ( \
              DELETE FROM tasker.processes \
              WHERE heartbeat_at < now() - make_interval(hours => $8)) \
@@ -62,8 +62,8 @@ pub(crate) async fn beat(pool: &PgPool, b: &Beat<'_>) -> Result<()> {
 }
 
 /// Remove this engine's row (at shutdown).
-pub(crate) async fn remove(pool: &PgPool, instance_id: &str) -> Result<()> {
-    sqlx::query("DELETE FROM tasker.processes WHERE instance_id = $1")
+pub(crate) async fn remove(pool: &DbPool, instance_id: &str) -> Result<()> {
+    crate::store::query("DELETE FROM tasker.processes WHERE instance_id = $1")
         .bind(instance_id)
         .execute(pool)
         .await?;
@@ -71,8 +71,8 @@ pub(crate) async fn remove(pool: &PgPool, instance_id: &str) -> Result<()> {
 }
 
 /// Every known process, most recently heard from first (at most `limit`).
-pub async fn list(pool: &PgPool, limit: i64) -> Result<Vec<ProcessRow>> {
-    let rows = sqlx::query_as(
+pub async fn list(pool: &DbPool, limit: i64) -> Result<Vec<ProcessRow>> {
+    let rows = crate::store::query_as(
         "SELECT instance_id, worker_id, hostname, pid, namespaces, concurrency, busy, started_at, \
                 heartbeat_at, extract(epoch FROM now() - heartbeat_at)::float8 AS silent_seconds \
          FROM tasker.processes ORDER BY heartbeat_at DESC LIMIT $1",

@@ -2,8 +2,9 @@
 //! Every statement is parameterized; a queue name reaches SQL only as a [`QueueName`], which
 //! validated it (pgmq builds table names from it).
 
+use crate::store::DbPool;
 use serde_json::Value;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 
 use crate::error::Result;
 use crate::messaging::{queue::QueueName, StepMessage};
@@ -24,7 +25,7 @@ pub(crate) async fn write_queue(
         .map(|m| serde_json::to_value(m).expect("StepMessage serializes"))
         .collect();
     let error: Option<String> =
-        sqlx::query_scalar("SELECT tasker.write_queue($1, $2, $3::jsonb[], $4, $5)")
+        crate::store::query_scalar("SELECT tasker.write_queue($1, $2, $3::jsonb[], $4, $5)")
             .bind(queue.as_str())
             .bind(namespace)
             .bind(&payloads)
@@ -94,7 +95,7 @@ pub(crate) async fn read<'e, E>(
 where
     E: sqlx::PgExecutor<'e>,
 {
-    let rows: Vec<ReadMessage> = sqlx::query_as(sql)
+    let rows: Vec<ReadMessage> = crate::store::query_as(sql)
         .bind(vt_seconds as f64)
         .bind(qty)
         .fetch_all(executor)
@@ -107,7 +108,7 @@ pub(crate) async fn delete<'e, E>(executor: E, queue: &QueueName, msg_id: i64) -
 where
     E: sqlx::PgExecutor<'e>,
 {
-    sqlx::query("SELECT pgmq.delete($1, $2::bigint)")
+    crate::store::query("SELECT pgmq.delete($1, $2::bigint)")
         .bind(queue.as_str())
         .bind(msg_id)
         .execute(executor)
@@ -136,7 +137,7 @@ where
          FROM moved",
         q = queue.as_str()
     );
-    sqlx::query(&sql)
+    crate::store::query(&sql)
         .bind(msg_id)
         .bind(reason)
         .execute(executor)
@@ -146,36 +147,36 @@ where
 
 /// Create a queue if it does not exist. Serialized by a transaction-level advisory lock so that
 /// processes starting at the same moment never race on pgmq's `CREATE TABLE`.
-pub(crate) async fn ensure_queue(pool: &PgPool, queue: &QueueName) -> Result<()> {
+pub(crate) async fn ensure_queue(pool: &DbPool, queue: &QueueName) -> Result<()> {
     let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('tasker.queues'))")
+    crate::store::query("SELECT pg_advisory_xact_lock(hashtext('tasker.queues'))")
         .execute(&mut *tx)
         .await?;
     let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pgmq.meta WHERE queue_name = $1)")
+        crate::store::query_scalar("SELECT EXISTS (SELECT 1 FROM pgmq.meta WHERE queue_name = $1)")
             .bind(queue.as_str())
             .fetch_one(&mut *tx)
             .await?;
     if !exists {
-        sqlx::query("SELECT pgmq.create($1)")
+        crate::store::query("SELECT pgmq.create($1)")
             .bind(queue.as_str())
             .execute(&mut *tx)
             .await?;
         // Autovacuum at a queue's churn (maintenance migration).
-        sqlx::query("SELECT tasker.tune_queue_table($1)")
+        crate::store::query("SELECT tasker.tune_queue_table($1)")
             .bind(queue.as_str())
             .execute(&mut *tx)
             .await?;
     }
     // Serves read_sql's ordering (also added to queues made before it existed).
-    sqlx::query(&format!(
+    crate::store::query(&format!(
         "CREATE INDEX IF NOT EXISTS q_{q}_by_priority ON pgmq.q_{q} ({PRIORITY_EXPR} DESC, msg_id)",
         q = queue.as_str()
     ))
     .execute(&mut *tx)
     .await?;
     // Lets the recovery loop ask "is there a message for this step?" without a scan.
-    sqlx::query(&format!(
+    crate::store::query(&format!(
         "CREATE INDEX IF NOT EXISTS q_{q}_by_step ON pgmq.q_{q} ((message->>'step_uuid'))",
         q = queue.as_str()
     ))
@@ -184,7 +185,7 @@ pub(crate) async fn ensure_queue(pool: &PgPool, queue: &QueueName) -> Result<()>
     // pgmq's index on `vt` serves pgmq.read, which the engine never calls on a step queue
     // (its reads go through the priority index and filter on vt). Without it, the update of a
     // message's visibility on every read and claim touches no index and can stay on its page.
-    sqlx::query(&format!(
+    crate::store::query(&format!(
         "DROP INDEX IF EXISTS pgmq.q_{q}_vt_idx",
         q = queue.as_str()
     ))
@@ -195,8 +196,8 @@ pub(crate) async fn ensure_queue(pool: &PgPool, queue: &QueueName) -> Result<()>
 }
 
 /// Send one JSON message to a queue (`pgmq.send`); returns its message id.
-pub(crate) async fn send(pool: &PgPool, queue: &QueueName, message: &Value) -> Result<i64> {
-    let id: i64 = sqlx::query_scalar("SELECT * FROM pgmq.send($1, $2)")
+pub(crate) async fn send(pool: &DbPool, queue: &QueueName, message: &Value) -> Result<i64> {
+    let id: i64 = crate::store::query_scalar("SELECT * FROM pgmq.send($1, $2)")
         .bind(queue.as_str())
         .bind(message)
         .fetch_one(pool)
@@ -211,8 +212,8 @@ pub(crate) struct QueueMetrics {
     pub oldest_msg_age_sec: Option<i32>,
 }
 
-pub(crate) async fn metrics(pool: &PgPool, queue: &QueueName) -> Result<QueueMetrics> {
-    let m = sqlx::query_as("SELECT queue_length, oldest_msg_age_sec FROM pgmq.metrics($1)")
+pub(crate) async fn metrics(pool: &DbPool, queue: &QueueName) -> Result<QueueMetrics> {
+    let m = crate::store::query_as("SELECT queue_length, oldest_msg_age_sec FROM pgmq.metrics($1)")
         .bind(queue.as_str())
         .fetch_one(pool)
         .await?;

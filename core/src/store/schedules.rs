@@ -3,10 +3,10 @@
 //! firing process read (so of several processes evaluating it, one wins), creates the task
 //! (its idempotency key names the tick) and records the fire (one row per schedule and tick).
 
+use crate::store::DbPool;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
@@ -77,8 +77,8 @@ fn bind_schedule<'q>(
 
 /// Store a declared schedule (a template's or the configuration's): its definition is
 /// replaced, its pause and its progress kept.
-pub(crate) async fn declare(pool: &PgPool, s: &Schedule, source: Source) -> Result<()> {
-    let q = sqlx::query(
+pub(crate) async fn declare(pool: &DbPool, s: &Schedule, source: Source) -> Result<()> {
+    let q = crate::store::query(
         "INSERT INTO tasker.schedules (name, namespace, task_name, version, cron, timezone, context, missed, source) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
          ON CONFLICT (name) DO UPDATE SET namespace = EXCLUDED.namespace, task_name = EXCLUDED.task_name, \
@@ -95,8 +95,8 @@ pub(crate) async fn declare(pool: &PgPool, s: &Schedule, source: Source) -> Resu
 }
 
 /// Create a schedule at runtime; a name already taken is [`Error::InvalidInput`].
-pub(crate) async fn create(pool: &PgPool, s: &Schedule) -> Result<()> {
-    let q = sqlx::query(
+pub(crate) async fn create(pool: &DbPool, s: &Schedule) -> Result<()> {
+    let q = crate::store::query(
         "INSERT INTO tasker.schedules (name, namespace, task_name, version, cron, timezone, context, missed, source) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (name) DO NOTHING",
     );
@@ -111,8 +111,8 @@ pub(crate) async fn create(pool: &PgPool, s: &Schedule) -> Result<()> {
 }
 
 /// Every schedule, by name.
-pub async fn list(pool: &PgPool) -> Result<Vec<ScheduleRow>> {
-    Ok(sqlx::query_as(&format!(
+pub async fn list(pool: &DbPool) -> Result<Vec<ScheduleRow>> {
+    Ok(crate::store::query_as(&format!(
         "SELECT {COLUMNS} FROM tasker.schedules ORDER BY name"
     ))
     .fetch_all(pool)
@@ -120,8 +120,8 @@ pub async fn list(pool: &PgPool) -> Result<Vec<ScheduleRow>> {
 }
 
 /// One schedule; [`Error::NotFound`] when there is none of that name.
-pub(crate) async fn get(pool: &PgPool, name: &str) -> Result<ScheduleRow> {
-    sqlx::query_as(&format!(
+pub(crate) async fn get(pool: &DbPool, name: &str) -> Result<ScheduleRow> {
+    crate::store::query_as(&format!(
         "SELECT {COLUMNS} FROM tasker.schedules WHERE name = $1"
     ))
     .bind(name)
@@ -132,9 +132,9 @@ pub(crate) async fn get(pool: &PgPool, name: &str) -> Result<ScheduleRow> {
 
 /// Pause or resume a schedule. Resuming starts from now: the ticks that passed while paused
 /// do not fire. False when it was already so.
-pub(crate) async fn set_paused(pool: &PgPool, name: &str, paused: bool) -> Result<bool> {
+pub(crate) async fn set_paused(pool: &DbPool, name: &str, paused: bool) -> Result<bool> {
     get(pool, name).await?;
-    let done = sqlx::query(
+    let done = crate::store::query(
         "UPDATE tasker.schedules SET paused = $2, updated_at = now(), \
            last_tick = CASE WHEN $2 THEN last_tick ELSE greatest(last_tick, now()) END \
          WHERE name = $1 AND paused <> $2",
@@ -147,8 +147,8 @@ pub(crate) async fn set_paused(pool: &PgPool, name: &str, paused: bool) -> Resul
 }
 
 /// Delete a schedule (and its fire records); false when there was none.
-pub(crate) async fn delete(pool: &PgPool, name: &str) -> Result<bool> {
-    let done = sqlx::query("DELETE FROM tasker.schedules WHERE name = $1")
+pub(crate) async fn delete(pool: &DbPool, name: &str) -> Result<bool> {
+    let done = crate::store::query("DELETE FROM tasker.schedules WHERE name = $1")
         .bind(name)
         .execute(pool)
         .await?;
@@ -189,7 +189,7 @@ pub(crate) struct FireContext<'a> {
 /// paused, changed or deleted meanwhile (`updated_at` differs from `version`). A manual fire
 /// (`seen` None) only records its tick. Returns the tasks created, one per tick.
 pub(crate) async fn fire(
-    pool: &PgPool,
+    pool: &DbPool,
     schedule: &Schedule,
     version: DateTime<Utc>,
     seen: Option<DateTime<Utc>>,
@@ -199,7 +199,7 @@ pub(crate) async fn fire(
 ) -> Result<Option<Vec<(DateTime<Utc>, CreatedTask)>>> {
     let mut tx = pool.begin().await?;
     if let Some(seen) = seen {
-        let moved = sqlx::query(
+        let moved = crate::store::query(
             "UPDATE tasker.schedules SET last_tick = $3 \
               WHERE name = $1 AND last_tick = $2 AND updated_at = $4 AND NOT paused",
         )
@@ -258,7 +258,7 @@ pub(crate) async fn fire(
     let ticks_at: Vec<DateTime<Utc>> = ticks.iter().map(|(t, _)| *t).collect();
     let kinds: Vec<&str> = ticks.iter().map(|(_, k)| k.as_str()).collect();
     let uuids: Vec<Uuid> = created.iter().map(|c| c.task_uuid).collect();
-    sqlx::query(
+    crate::store::query(
         "INSERT INTO tasker.schedule_fires (schedule, tick, kind, task_uuid) \
          SELECT $1, t, k, u FROM unnest($2::timestamptz[], $3::text[], $4::uuid[]) AS x(t, k, u) \
          ON CONFLICT (schedule, tick) DO NOTHING",
@@ -274,8 +274,10 @@ pub(crate) async fn fire(
 }
 
 /// The database's clock (a manual fire's tick).
-pub(crate) async fn now(pool: &PgPool) -> Result<DateTime<Utc>> {
-    Ok(sqlx::query_scalar("SELECT now()").fetch_one(pool).await?)
+pub(crate) async fn now(pool: &DbPool) -> Result<DateTime<Utc>> {
+    Ok(crate::store::query_scalar("SELECT now()")
+        .fetch_one(pool)
+        .await?)
 }
 
 /// The ticks a schedule fired, newest first.
@@ -287,8 +289,8 @@ pub struct FireRow {
     pub fired_at: DateTime<Utc>,
 }
 
-pub async fn fires(pool: &PgPool, name: &str, limit: i64) -> Result<Vec<FireRow>> {
-    Ok(sqlx::query_as(
+pub async fn fires(pool: &DbPool, name: &str, limit: i64) -> Result<Vec<FireRow>> {
+    Ok(crate::store::query_as(
         "SELECT tick, kind, task_uuid, fired_at FROM tasker.schedule_fires WHERE schedule = $1 \
          ORDER BY tick DESC LIMIT $2",
     )

@@ -1,9 +1,9 @@
 //! Read models: a task with its steps and transition history, as operators and specs see it.
 
+use crate::store::DbPool;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::error::Result;
@@ -77,8 +77,8 @@ struct StepTransitionRow {
 }
 
 /// Load a task with its steps (in template order) and both histories.
-pub async fn find_task(pool: &PgPool, task_uuid: Uuid) -> Result<Option<TaskView>> {
-    let task: Option<TaskView> = sqlx::query_as(
+pub async fn find_task(pool: &DbPool, task_uuid: Uuid) -> Result<Option<TaskView>> {
+    let task: Option<TaskView> = crate::store::query_as(
         "SELECT t.task_uuid AS uuid, t.namespace, n.name, n.version, t.status, t.context, \
                 t.correlation_id, t.parent_correlation_id, t.idempotency_key, t.priority, \
                 t.traceparent, t.created_at, t.updated_at, t.completed_at \
@@ -91,7 +91,7 @@ pub async fn find_task(pool: &PgPool, task_uuid: Uuid) -> Result<Option<TaskView
     let Some(mut task) = task else {
         return Ok(None);
     };
-    let mut steps: Vec<StepView> = sqlx::query_as(
+    let mut steps: Vec<StepView> = crate::store::query_as(
         "SELECT step_uuid AS uuid, name, handler_class, state, attempts, max_attempts, \
                 results AS result, result_metadata AS metadata, last_error AS error, next_retry_at \
          FROM tasker.workflow_steps WHERE task_uuid = $1 ORDER BY position",
@@ -99,7 +99,7 @@ pub async fn find_task(pool: &PgPool, task_uuid: Uuid) -> Result<Option<TaskView
     .bind(task_uuid)
     .fetch_all(pool)
     .await?;
-    let edges: Vec<EdgeRow> = sqlx::query_as(
+    let edges: Vec<EdgeRow> = crate::store::query_as(
         "SELECT e.to_step_uuid, p.name AS parent_name FROM tasker.workflow_step_edges e \
          JOIN tasker.workflow_steps p ON p.step_uuid = e.from_step_uuid \
          WHERE p.task_uuid = $1 ORDER BY p.position",
@@ -107,7 +107,7 @@ pub async fn find_task(pool: &PgPool, task_uuid: Uuid) -> Result<Option<TaskView
     .bind(task_uuid)
     .fetch_all(pool)
     .await?;
-    let step_transitions: Vec<StepTransitionRow> = sqlx::query_as(
+    let step_transitions: Vec<StepTransitionRow> = crate::store::query_as(
         "SELECT step_uuid, from_state, to_state, metadata, created_at \
          FROM tasker.workflow_step_transitions WHERE task_uuid = $1 \
          ORDER BY step_uuid, id",
@@ -115,7 +115,7 @@ pub async fn find_task(pool: &PgPool, task_uuid: Uuid) -> Result<Option<TaskView
     .bind(task_uuid)
     .fetch_all(pool)
     .await?;
-    task.transitions = sqlx::query_as(
+    task.transitions = crate::store::query_as(
         "SELECT from_state, to_state, metadata, created_at FROM tasker.task_transitions \
          WHERE task_uuid = $1 ORDER BY id",
     )
@@ -139,9 +139,9 @@ pub async fn find_task(pool: &PgPool, task_uuid: Uuid) -> Result<Option<TaskView
 }
 
 /// The current status of a task, if it exists.
-pub async fn task_status(pool: &PgPool, task_uuid: Uuid) -> Result<Option<TaskState>> {
+pub async fn task_status(pool: &DbPool, task_uuid: Uuid) -> Result<Option<TaskState>> {
     let status: Option<String> =
-        sqlx::query_scalar("SELECT status FROM tasker.tasks WHERE task_uuid = $1")
+        crate::store::query_scalar("SELECT status FROM tasker.tasks WHERE task_uuid = $1")
             .bind(task_uuid)
             .fetch_optional(pool)
             .await?;
@@ -166,7 +166,7 @@ pub struct TaskSummary {
 /// Tasks sharing a correlation id and/or a parent correlation id (a chain of workflows),
 /// oldest first.
 pub async fn find_tasks(
-    pool: &PgPool,
+    pool: &DbPool,
     correlation_id: Option<Uuid>,
     parent_correlation_id: Option<Uuid>,
     limit: i64,
@@ -176,7 +176,7 @@ pub async fn find_tasks(
             "give a correlation_id and/or a parent_correlation_id".into(),
         ));
     }
-    let rows = sqlx::query_as(
+    let rows = crate::store::query_as(
         "SELECT t.task_uuid AS uuid, t.namespace, n.name, n.version, t.status, t.correlation_id, \
                 t.parent_correlation_id, t.priority, t.created_at, t.completed_at \
          FROM tasker.tasks t JOIN tasker.named_tasks n USING (named_task_id) \

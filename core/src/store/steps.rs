@@ -5,8 +5,9 @@
 
 use std::time::Duration;
 
+use crate::store::DbPool;
 use serde_json::Value;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::tasks::TaskRoute;
@@ -157,7 +158,7 @@ pub(crate) struct ClaimRow {
 /// queue pool: its statements wait at most `queue_lock_timeout` for a lock, so a locked queue
 /// table fails fast (and opens that queue's breaker).
 pub(crate) async fn claim_steps(
-    queue_pool: &PgPool,
+    queue_pool: &DbPool,
     queue: &QueueName,
     qty: usize,
     worker_id: &str,
@@ -165,19 +166,20 @@ pub(crate) async fn claim_steps(
     read_visibility_seconds: i32,
     gate: &HandlerGate<'_>,
 ) -> Result<Vec<ClaimRow>> {
-    let rows =
-        sqlx::query_as("SELECT * FROM tasker.claim_steps($1, $2, $3, $4, $5, $6, $7, $8, $9)")
-            .bind(queue.as_str())
-            .bind(qty.min(i32::MAX as usize) as i32)
-            .bind(worker_id)
-            .bind(claim_grace_seconds)
-            .bind(read_visibility_seconds)
-            .bind(gate.blocked)
-            .bind(gate.trials)
-            .bind(gate.postpone_seconds)
-            .bind(gate.finishing)
-            .fetch_all(queue_pool)
-            .await?;
+    let rows = crate::store::query_as(
+        "SELECT * FROM tasker.claim_steps($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(queue.as_str())
+    .bind(qty.min(i32::MAX as usize) as i32)
+    .bind(worker_id)
+    .bind(claim_grace_seconds)
+    .bind(read_visibility_seconds)
+    .bind(gate.blocked)
+    .bind(gate.trials)
+    .bind(gate.postpone_seconds)
+    .bind(gate.finishing)
+    .fetch_all(queue_pool)
+    .await?;
     Ok(rows)
 }
 
@@ -191,22 +193,23 @@ pub(crate) struct ExhaustedClaim {
 
 /// Fail a step whose claim expired on its last attempt, settling its message.
 pub(crate) async fn fail_exhausted_claim(
-    pool: &PgPool,
+    pool: &DbPool,
     message: &StepMessage,
     queue: &QueueName,
     namespace: &str,
     msg_id: i64,
     lock_timeout: Duration,
 ) -> Result<ExhaustedClaim> {
-    let row = sqlx::query_as("SELECT * FROM tasker.fail_exhausted_claim($1, $2, $3, $4, $5, $6)")
-        .bind(message.task_uuid)
-        .bind(message.step_uuid)
-        .bind(queue.as_str())
-        .bind(namespace)
-        .bind(msg_id)
-        .bind(millis(lock_timeout))
-        .fetch_one(pool)
-        .await?;
+    let row =
+        crate::store::query_as("SELECT * FROM tasker.fail_exhausted_claim($1, $2, $3, $4, $5, $6)")
+            .bind(message.task_uuid)
+            .bind(message.step_uuid)
+            .bind(queue.as_str())
+            .bind(namespace)
+            .bind(msg_id)
+            .bind(millis(lock_timeout))
+            .fetch_one(pool)
+            .await?;
     Ok(row)
 }
 
@@ -251,7 +254,7 @@ pub(crate) struct ApplyRow {
 
 /// Apply outcomes in one transaction and one round trip (`tasker.apply_step_results`).
 pub(crate) async fn apply_step_results(
-    pool: &PgPool,
+    pool: &DbPool,
     records: &[OutcomeRecord<'_>],
     claims: &ClaimSettings<'_>,
     lock_timeout: Duration,
@@ -263,7 +266,7 @@ pub(crate) async fn apply_step_results(
     ) -> Vec<T> {
         records.iter().map(f).collect()
     }
-    let query = sqlx::query_as(
+    let query = crate::store::query_as(
         "SELECT * FROM tasker.apply_step_results($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb[], \
            $11::jsonb[], $12::jsonb[], $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)",
     )
@@ -303,7 +306,7 @@ pub(crate) async fn release_children(
     route: &TaskRoute,
     step_uuid: Uuid,
 ) -> Result<Vec<StepMessage>> {
-    let rows: Vec<ReleasedChild> = sqlx::query_as(
+    let rows: Vec<ReleasedChild> = crate::store::query_as(
         "SELECT message FROM tasker.release_children(ARRAY[$1]::uuid[], ARRAY[$2]::uuid[], \
            ARRAY[$3]::text[], '{}', 0, '{}', NULL, 0)",
     )
@@ -332,7 +335,7 @@ pub(crate) async fn mark_enqueued(
     conn: &mut PgConnection,
     steps: &[Uuid],
 ) -> Result<Vec<StepHandler>> {
-    let rows = sqlx::query_as(
+    let rows = crate::store::query_as(
         "UPDATE tasker.workflow_steps SET state = 'enqueued', next_retry_at = NULL, updated_at = now() \
          WHERE step_uuid = ANY($1) RETURNING step_uuid, handler_class",
     )
@@ -356,7 +359,7 @@ pub(crate) async fn lock_step(
     task_uuid: Uuid,
     step_name: &str,
 ) -> Result<Option<LockedStep>> {
-    let row = sqlx::query_as(
+    let row = crate::store::query_as(
         "SELECT step_uuid, state, attempts, max_attempts FROM tasker.workflow_steps \
          WHERE task_uuid = $1 AND name = $2 FOR UPDATE",
     )
@@ -372,7 +375,7 @@ pub(crate) async fn set_max_attempts(
     step_uuid: Uuid,
     max_attempts: i32,
 ) -> Result<()> {
-    sqlx::query("UPDATE tasker.workflow_steps SET max_attempts = $2 WHERE step_uuid = $1")
+    crate::store::query("UPDATE tasker.workflow_steps SET max_attempts = $2 WHERE step_uuid = $1")
         .bind(step_uuid)
         .bind(max_attempts)
         .execute(&mut *conn)
@@ -386,7 +389,7 @@ pub(crate) async fn mark_resolved(
     step_uuid: Uuid,
     result: &Value,
 ) -> Result<()> {
-    sqlx::query(
+    crate::store::query(
         "UPDATE tasker.workflow_steps SET state = 'resolved_manually', results = $2, updated_at = now() \
          WHERE step_uuid = $1",
     )
@@ -410,7 +413,7 @@ pub(crate) async fn cancel_waiting(
     conn: &mut PgConnection,
     task_uuid: Uuid,
 ) -> Result<Vec<MovedStep>> {
-    let rows = sqlx::query_as(
+    let rows = crate::store::query_as(
         "WITH moved AS (\
            UPDATE tasker.workflow_steps s SET state = 'cancelled', next_retry_at = NULL, updated_at = now() \
              FROM tasker.workflow_steps old \
@@ -456,7 +459,7 @@ pub(crate) async fn take_due_retries(
     limit: i64,
     blocked_namespaces: &[String],
 ) -> Result<Vec<StepToSend>> {
-    let rows = sqlx::query_as(
+    let rows = crate::store::query_as(
         "WITH due AS ( \
            SELECT s.step_uuid FROM tasker.workflow_steps s JOIN tasker.tasks t USING (task_uuid) \
            WHERE s.state = 'waiting_for_retry' AND s.next_retry_at <= now() \
@@ -483,7 +486,7 @@ pub(crate) async fn next_retry_in(
     // In due order through the partial index on next_retry_at (set only while a step waits),
     // so the cost is that of the first waiting step outside the blocked namespaces, not of
     // every step: no row when nothing waits.
-    let next = sqlx::query_scalar(
+    let next = crate::store::query_scalar(
         "SELECT extract(epoch FROM s.next_retry_at - now())::float8 FROM tasker.workflow_steps s \
          WHERE s.next_retry_at IS NOT NULL AND s.state = 'waiting_for_retry' \
            AND NOT EXISTS (SELECT 1 FROM tasker.tasks t WHERE t.task_uuid = s.task_uuid AND t.namespace = ANY($1)) \
@@ -506,11 +509,11 @@ pub(crate) async fn find_lost(
     limit: i64,
     lock_timeout: Duration,
 ) -> Result<Vec<StepToSend>> {
-    sqlx::query("SELECT set_config('lock_timeout', $1, true)")
+    crate::store::query("SELECT set_config('lock_timeout', $1, true)")
         .bind(format!("{}ms", lock_timeout.as_millis().max(1)))
         .execute(&mut *conn)
         .await?;
-    let rows = sqlx::query_as(&format!(
+    let rows = crate::store::query_as(&format!(
         "SELECT s.step_uuid, s.task_uuid, t.namespace, t.correlation_id, t.priority, s.handler_class \
          FROM tasker.tasks t JOIN tasker.workflow_steps s USING (task_uuid) \
          WHERE t.status = 'in_progress' AND t.namespace = $1 \
@@ -529,9 +532,11 @@ pub(crate) async fn find_lost(
 
 /// Restart the clock of enqueued steps (so that a re-sent step is not found lost at once).
 pub(crate) async fn touch(conn: &mut PgConnection, steps: &[Uuid]) -> Result<()> {
-    sqlx::query("UPDATE tasker.workflow_steps SET updated_at = now() WHERE step_uuid = ANY($1)")
-        .bind(steps)
-        .execute(&mut *conn)
-        .await?;
+    crate::store::query(
+        "UPDATE tasker.workflow_steps SET updated_at = now() WHERE step_uuid = ANY($1)",
+    )
+    .bind(steps)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }

@@ -182,7 +182,7 @@ pub(crate) async fn create_tasks<'e>(
 ) -> Result<(Vec<CreatedTask>, Vec<ClaimedStep>)> {
     let n = tasks.len();
     let a = CreateArgs::new(tasks);
-    let query = sqlx::query_as(
+    let query = crate::store::query_as(
         "SELECT * FROM tasker.create_tasks($1, $2, $3, $4, $5::jsonb[], $6, $7, $8, $9, $10, $11, $12, \
            $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34)",
     )
@@ -295,7 +295,7 @@ struct LockedRow {
 
 /// Lock a task row (`FOR UPDATE`) until the end of the caller's transaction.
 pub(crate) async fn lock_task(conn: &mut PgConnection, task_uuid: Uuid) -> Result<LockedTask> {
-    let row: LockedRow = sqlx::query_as(
+    let row: LockedRow = crate::store::query_as(
         "SELECT status, namespace, correlation_id, named_task_id, priority FROM tasker.tasks \
          WHERE task_uuid = $1 FOR UPDATE",
     )
@@ -323,7 +323,7 @@ pub(crate) async fn finalize(
     task_uuid: Uuid,
 ) -> Result<Option<TaskState>> {
     let next: Option<String> =
-        sqlx::query_scalar("SELECT status FROM tasker.finalize_tasks(ARRAY[$1]::uuid[])")
+        crate::store::query_scalar("SELECT status FROM tasker.finalize_tasks(ARRAY[$1]::uuid[])")
             .bind(task_uuid)
             .fetch_optional(&mut *conn)
             .await?;
@@ -332,7 +332,7 @@ pub(crate) async fn finalize(
 
 /// Tell every process, at commit, that a task reached a terminal state.
 pub(crate) async fn notify_finalized(conn: &mut PgConnection, task_uuid: Uuid) -> Result<()> {
-    sqlx::query("SELECT pg_notify($1, $2)")
+    crate::store::query("SELECT pg_notify($1, $2)")
         .bind(messaging::FINALIZED_CHANNEL)
         .bind(task_uuid.to_string())
         .execute(&mut *conn)

@@ -1,8 +1,8 @@
 //! `tasker.task_namespaces` and `tasker.named_tasks`: registered templates, stored as their
 //! JSON document.
 
+use crate::store::DbPool;
 use serde_json::Value;
-use sqlx::PgPool;
 
 use crate::error::Result;
 use crate::template::Template;
@@ -26,16 +26,18 @@ pub(crate) enum Registered {
 /// immutable once stored: the same document again is a no-op, a different one is refused
 /// ([`Registered::Differs`]) and nothing is written.
 pub(crate) async fn register(
-    pool: &PgPool,
+    pool: &DbPool,
     template: &Template,
     doc: &Value,
 ) -> Result<Registered> {
     let mut tx = pool.begin().await?;
-    sqlx::query("INSERT INTO tasker.task_namespaces (name) VALUES ($1) ON CONFLICT DO NOTHING")
-        .bind(&*template.namespace)
-        .execute(&mut *tx)
-        .await?;
-    let inserted: Option<i64> = sqlx::query_scalar(
+    crate::store::query(
+        "INSERT INTO tasker.task_namespaces (name) VALUES ($1) ON CONFLICT DO NOTHING",
+    )
+    .bind(&*template.namespace)
+    .execute(&mut *tx)
+    .await?;
+    let inserted: Option<i64> = crate::store::query_scalar(
         "INSERT INTO tasker.named_tasks (namespace, name, version, description, template) \
          VALUES ($1, $2, $3, $4, $5) \
          ON CONFLICT (namespace, name, version) DO NOTHING \
@@ -51,7 +53,7 @@ pub(crate) async fn register(
     let found = match inserted {
         Some(id) => Registered::Stored(id),
         None => {
-            let stored: StoredTemplate = sqlx::query_as(
+            let stored: StoredTemplate = crate::store::query_as(
                 "SELECT named_task_id, template FROM tasker.named_tasks \
                  WHERE namespace = $1 AND name = $2 AND version = $3",
             )
@@ -72,12 +74,12 @@ pub(crate) async fn register(
 }
 
 pub(crate) async fn find_by_key(
-    pool: &PgPool,
+    pool: &DbPool,
     namespace: &str,
     name: &str,
     version: &str,
 ) -> Result<Option<StoredTemplate>> {
-    let row = sqlx::query_as(
+    let row = crate::store::query_as(
         "SELECT named_task_id, template FROM tasker.named_tasks \
          WHERE namespace = $1 AND name = $2 AND version = $3",
     )
@@ -90,10 +92,10 @@ pub(crate) async fn find_by_key(
 }
 
 pub(crate) async fn find_by_id(
-    pool: &PgPool,
+    pool: &DbPool,
     named_task_id: i64,
 ) -> Result<Option<StoredTemplate>> {
-    let row = sqlx::query_as(
+    let row = crate::store::query_as(
         "SELECT named_task_id, template FROM tasker.named_tasks WHERE named_task_id = $1",
     )
     .bind(named_task_id)

@@ -34,7 +34,7 @@ pub(crate) async fn record_steps(conn: &mut PgConnection, items: &[StepTransitio
         .collect();
     let tos: Vec<&str> = items.iter().map(|t| t.to.as_str()).collect();
     let metas: Vec<&Value> = items.iter().map(|t| &t.metadata).collect();
-    sqlx::query(
+    crate::store::query(
         "SELECT tasker.record_step_transition(s, t, f, o, m) \
          FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::jsonb[]) AS i(s, t, f, o, m)",
     )
@@ -57,7 +57,7 @@ pub(crate) async fn record_task(
     to: TaskState,
     metadata: Value,
 ) -> Result<()> {
-    sqlx::query("SELECT tasker.record_task_transition($1, $2, $3, $4)")
+    crate::store::query("SELECT tasker.record_task_transition($1, $2, $3, $4)")
         .bind(task_uuid)
         .bind(from.map(TaskState::as_str))
         .bind(to.as_str())

@@ -180,6 +180,13 @@ guarded! {
             schedules: schedule_docs(ruby, "ConfigurationError", "schedules", args::get(config, "schedules"))?,
             template_texts: setting::<Option<Vec<String>>>(ruby, config, "template_texts")?.unwrap_or_default(),
             retention: retention(ruby, config)?,
+            transaction_pooling: setting(ruby, config, "transaction_pooling")?,
+            listen_database_url: args::optional_text(
+                ruby,
+                "ConfigurationError",
+                "listen_database_url",
+                args::get(config, "listen_database_url"),
+            )?,
         };
         let telemetry: Option<RHash> = setting(ruby, config, "telemetry")?;
         let cfg = EngineConfig {

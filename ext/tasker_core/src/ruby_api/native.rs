@@ -91,7 +91,7 @@ fn defaults(ruby: &Ruby) -> Result<RHash, Error> {
     breakers.freeze();
     let h = ruby.hash_new();
     h.aset("concurrency", CONCURRENCY)?;
-    h.aset("pool_headroom", POOL_HEADROOM)?;
+    h.aset("pool_size", POOL_SIZE)?;
     h.aset("poll_interval", POLL_INTERVAL.as_secs_f64())?;
     h.aset("claim_grace", CLAIM_GRACE.as_secs())?;
     h.aset("requeue_after", REQUEUE_AFTER.as_secs_f64())?;
