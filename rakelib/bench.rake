@@ -98,7 +98,7 @@ namespace :bench do
       source bin/lib/pg_cluster.sh
       pg_cluster_start tasker_soak
       echo "soak.meta.date=$(date -u +%Y-%m-%dT%H:%MZ) soak.meta.tree=$(git rev-parse --short HEAD) soak.meta.cores=$(nproc) soak.meta.load=$(cut -d' ' -f1-3 /proc/loadavg)"
-      TASKER_CORE_NATIVE=#{release}/tasker_core_rb.so ruby benches/ruby/soak.rb 2>&1 | grep -v ' WARN '
+      TASKER_CORE_NATIVE=#{release}/tasker_core_rb.so ruby benches/ruby/soak.rb 2>&1 | grep --line-buffered -v ' WARN '
     SH
     Dir.chdir(root) { sh "bash", "-c", script, verbose: false }
   end
@@ -114,7 +114,7 @@ namespace :bench do
       pg_cluster_start tasker_scale
       echo "scale.meta.date=$(date -u +%Y-%m-%dT%H:%MZ) scale.meta.tree=$(git rev-parse --short HEAD) scale.meta.cores=$(nproc) scale.meta.load=$(cut -d' ' -f1-3 /proc/loadavg)"
       PG_DATA=$PG_CLUSTER_DIR/data PG_BIN=$PG_BIN TASKER_CORE_NATIVE=#{release}/tasker_core_rb.so \
-        ruby benches/ruby/scale.rb 2>&1 | grep -v ' WARN '
+        ruby benches/ruby/scale.rb 2>&1 | grep --line-buffered -v ' WARN '
     SH
     Dir.chdir(root) { sh "bash", "-c", script, verbose: false }
   end
@@ -132,7 +132,7 @@ namespace :bench do
       pgbouncer_start
       echo "pgbouncer.meta.date=$(date -u +%Y-%m-%dT%H:%MZ) pgbouncer.meta.tree=$(git rev-parse --short HEAD) pgbouncer.meta.cores=$(nproc)"
       DIRECT_URL=$DATABASE_URL POOLED_URL=$PGBOUNCER_URL TASKER_CORE_NATIVE=#{release}/tasker_core_rb.so \
-        ruby benches/ruby/pgbouncer.rb 2>&1 | grep -v ' WARN '
+        ruby benches/ruby/pgbouncer.rb 2>&1 | grep --line-buffered -v ' WARN '
     SH
     Dir.chdir(root) { sh "bash", "-c", script, verbose: false }
   end

@@ -143,11 +143,11 @@ stop = true
 TaskerCore.stop(timeout: 60)
 
 first = windows.first([100_000 / window, 1].max)
-first_rate = first.sum { |w| w[:rate] } / first.size
-first_p99 = first.map { |w| w[:p99] }.max
+first_rate = first.sum { |win| win[:rate] } / first.size
+first_p99 = first.map { |win| win[:p99] }.max
 last = windows.last
 warm = windows[[100_000 / window, windows.size - 1].min - 1] || windows.first
-settled = windows.find { |w| w[:elapsed] - window / w[:rate] > 2 * retention + 10 } || last
+settled = windows.find { |win| win[:elapsed] - window / win[:rate] > 2 * retention + 10 } || last
 checks = {
   "throughput" => last[:rate] >= 0.9 * first_rate,
   "p99" => last[:p99] <= 1.1 * first_p99,

@@ -20,7 +20,7 @@ RSpec.describe "connection starvation" do
   end
 
   around do |example|
-    @cluster = PrivateCluster.new(dbname: "tasker_starve").boot
+    @cluster = PrivateCluster.new(dbname: "tasker_starve", max_connections: example.metadata.fetch(:max_connections, 100)).boot
     TaskerCore.migrate!(database_url: @cluster.url)
     # A role of the engine's own (not a superuser), so that its connections can be refused.
     sql("CREATE ROLE tasker_app LOGIN; GRANT postgres TO tasker_app")
@@ -91,6 +91,53 @@ RSpec.describe "connection starvation" do
           expect(sql("SELECT count(*) FROM tasker.tasks WHERE status <> 'complete'")).to eq("0")
         end
       end
+    end
+  end
+
+  # PostgreSQL itself full: other clients hold every connection slot a non-superuser may take
+  # ("sorry, too many clients already"), the engine's connections cut meanwhile.
+  it "waits while max_connections is reached, says so, and loses nothing once slots free", max_connections: 20 do
+    sql("CREATE ROLE hog LOGIN")
+    hog_url = @cluster.url.sub("postgres@", "hog@")
+    hogs = []
+    with_template_dir("starved.yaml" => template) do |templates|
+      with_engine(database_url: app_url, namespaces: ["spec_starve"], template_paths: [templates]) do
+        before = Array.new(5) { |i| create(i).uuid }
+        # Keep the engine out while the hogs take every slot, then let it try again.
+        sql("ALTER ROLE tasker_app CONNECTION LIMIT 0")
+        sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = 'tasker_app'")
+        hogs = Array.new(20) do
+          Process.spawn("psql", hog_url, "-Xqc", "SELECT pg_sleep(300)", out: File::NULL, err: File::NULL)
+        end
+        # 20 slots, 3 reserved for superusers (this spec's own psql): 17 hogs get in.
+        eventually(timeout: 15) { sql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'hog'").to_i == 17 }
+        sql("ALTER ROLE tasker_app CONNECTION LIMIT -1")
+        started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+        expect { create(99) }.to raise_error(TaskerCore::Errors::DatabaseError)
+        expect(Process.clock_gettime(Process::CLOCK_MONOTONIC) - started).to be < 15
+        expect(TaskerCore.health.dig("database", "pool", "last_failure"))
+          .to match(/too many clients|remaining connection slots|pool timed out/)
+        expect(TaskerCore.health["status"]).not_to eq("ok")
+
+        # The hogs' backends go (a server does not notice its client leaving during pg_sleep).
+        sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = 'hog'")
+        hogs.each { |pid| Process.wait(pid) }
+        hogs = []
+        after = eventually(timeout: 30, interval: 0.5) do
+          create(100).uuid
+        rescue TaskerCore::Errors::DatabaseError
+          nil
+        end
+        (before + [after]).each { |uuid| expect(TaskerCore::Client.wait_for(uuid, timeout: 60).status).to eq("complete") }
+        expect(sql("SELECT count(*) FROM tasker.tasks WHERE status <> 'complete'")).to eq("0")
+      end
+    end
+  ensure
+    hogs.each do |pid|
+      Process.kill(:KILL, pid)
+      Process.wait(pid)
+    rescue Errno::ESRCH, Errno::ECHILD
+      nil
     end
   end
 end

@@ -15,9 +15,10 @@ class PrivateCluster
       raise("no PostgreSQL server binaries under /usr/lib/postgresql")
   end
 
-  def initialize(dbname: "tasker_outage")
+  def initialize(dbname: "tasker_outage", max_connections: 100)
     @dir = Dir.mktmpdir("tpc.", "/tmp")
     @dbname = dbname
+    @max_connections = max_connections
     @port = free_port
     @url = "postgres://postgres@127.0.0.1:#{@port}/#{dbname}"
   end
@@ -33,7 +34,8 @@ class PrivateCluster
 
   def start
     as_owner("pg_ctl", "-D", data, "-l", "#{@dir}/log", "-w", "-t", "30", "-o",
-             "-p #{@port} -k #{@dir} -c listen_addresses=127.0.0.1 -c max_connections=100 -c fsync=off", "start")
+             "-p #{@port} -k #{@dir} -c listen_addresses=127.0.0.1 -c max_connections=#{@max_connections} -c fsync=off",
+             "start")
   end
 
   # Fast shutdown: every connection is cut at once, as in a crash of the server.

@@ -11,7 +11,14 @@ RSpec.describe TaskerCore::Configuration do
     expect(fresh.template_paths).to eq([])
     expect(fresh.concurrency).to eq(4)
     expect(config.validate!).to equal(config)
-    expect(config.to_native).to include("concurrency" => 4, "pool_size" => 8, "poll_interval_ms" => 500)
+    # The main pool is fixed whatever the concurrency; retention keeps a week (errors a month).
+    expect(config.to_native).to include("concurrency" => 4, "pool_size" => 10, "poll_interval_ms" => 500,
+                                        "transaction_pooling" => false, "listen_database_url" => nil)
+    expect(config.to_native["retention"]).to eq("completed_seconds" => 7 * 86_400.0, "errored_seconds" => 30 * 86_400.0,
+                                                "archive_seconds" => 7 * 86_400.0, "interval_seconds" => 60.0,
+                                                "batch_size" => 500)
+    config.concurrency = 64
+    expect(config.to_native["pool_size"]).to eq(10)
   end
 
   it "reads the database from the environment" do

@@ -93,11 +93,6 @@ impl DbPool {
         self.inner.begin().await
     }
 
-    /// Take a connection of the pool.
-    pub async fn acquire(&self) -> sqlx::Result<sqlx::pool::PoolConnection<Postgres>> {
-        self.inner.acquire().await
-    }
-
     /// The most connections the pool opens.
     pub fn max_connections(&self) -> u32 {
         self.inner.options().get_max_connections()
