@@ -29,8 +29,8 @@ module TaskerCore
 
       # What of ours exists now (for tests and for cleaning up after a killed run).
       def self.leftovers
-        namespaces = ip("netns", "list").lines.map { |l| l.split.first }.grep(/\A#{PREFIX}\d+\z/o)
-        links = ip("-o", "link", "show").lines.map { |l| l.split(":")[1].to_s.strip.split("@").first }.grep(/\Atsv\d+\z/)
+        namespaces = ip("netns", "list").lines.map { |l| l.split.first }.grep(/\A#{PREFIX}\d+\z/o).sort
+        links = ip("-o", "link", "show").lines.map { |l| l.split(":")[1].to_s.strip.split("@").first }.grep(/\Atsv\d+\z/).sort
         { namespaces: namespaces, links: links }
       end
 
