@@ -51,6 +51,23 @@ namespace :bench do
     [target, release]
   end
 
+  # Run a benchmark script on a private PostgreSQL (`pg_cluster_start DBNAME`; `setup` runs
+  # after it, e.g. PgBouncer), after a `<prefix>.meta.*` line naming the run; `command` is the
+  # script's command line (Ruby with the release extension), its WARN log lines dropped.
+  on_private_cluster = lambda do |prefix, command, setup: ""|
+    _, release = release_build.call
+    script = <<~SH
+      set -euo pipefail
+      source bin/lib/pg_cluster.sh
+      source bin/lib/pgbouncer.sh
+      pg_cluster_start tasker_#{prefix}
+      #{setup}
+      echo "#{prefix}.meta.date=$(date -u +%Y-%m-%dT%H:%MZ) #{prefix}.meta.tree=$(git rev-parse --short HEAD) #{prefix}.meta.cores=$(nproc) #{prefix}.meta.load=$(cut -d' ' -f1-3 /proc/loadavg)"
+      TASKER_CORE_NATIVE=#{release}/tasker_core_rb.so #{command} 2>&1 | grep --line-buffered -v ' WARN '
+    SH
+    Dir.chdir(root) { sh "bash", "-c", script, verbose: false }
+  end
+
   desc "End-to-end latency (p50/p95/p99) and steps/s, Ruby and Rust-native handlers (release build; " \
        "DATABASE_URL or a private PostgreSQL). ITERATIONS=300 TASKS=5000"
   task :e2e do
@@ -92,49 +109,22 @@ namespace :bench do
        "(RETENTION=120), a report every WINDOW=50000 steps and a pass/fail verdict (release build, a private " \
        "PostgreSQL)"
   task :soak do
-    _, release = release_build.call
-    script = <<~SH
-      set -euo pipefail
-      source bin/lib/pg_cluster.sh
-      pg_cluster_start tasker_soak
-      echo "soak.meta.date=$(date -u +%Y-%m-%dT%H:%MZ) soak.meta.tree=$(git rev-parse --short HEAD) soak.meta.cores=$(nproc) soak.meta.load=$(cut -d' ' -f1-3 /proc/loadavg)"
-      TASKER_CORE_NATIVE=#{release}/tasker_core_rb.so ruby benches/ruby/soak.rb 2>&1 | grep --line-buffered -v ' WARN '
-    SH
-    Dir.chdir(root) { sh "bash", "-c", script, verbose: false }
+    on_private_cluster.call("soak", "ruby benches/ruby/soak.rb")
   end
 
   desc "Scale-out: 1, 2 and 4 worker processes draining one backlog on one PostgreSQL, on loopback and " \
        "each in a network namespace of its own over a veth pair (root; release build, a private " \
        "PostgreSQL). TASKS=10000 PROCESSES=1,2,4 NETNS=1 CONCURRENCY=10"
   task :scale do
-    _, release = release_build.call
-    script = <<~SH
-      set -euo pipefail
-      source bin/lib/pg_cluster.sh
-      pg_cluster_start tasker_scale
-      echo "scale.meta.date=$(date -u +%Y-%m-%dT%H:%MZ) scale.meta.tree=$(git rev-parse --short HEAD) scale.meta.cores=$(nproc) scale.meta.load=$(cut -d' ' -f1-3 /proc/loadavg)"
-      PG_DATA=$PG_CLUSTER_DIR/data PG_BIN=$PG_BIN TASKER_CORE_NATIVE=#{release}/tasker_core_rb.so \
-        ruby benches/ruby/scale.rb 2>&1 | grep --line-buffered -v ' WARN '
-    SH
-    Dir.chdir(root) { sh "bash", "-c", script, verbose: false }
+    on_private_cluster.call("scale", "PG_DATA=$PG_CLUSTER_DIR/data PG_BIN=$PG_BIN ruby benches/ruby/scale.rb")
   end
 
   desc "Cost of PgBouncer in transaction mode: a no-op backlog created and drained directly, through " \
        "PgBouncer with LISTEN on the direct URL, and polling only (release build, a private PostgreSQL " \
        "and PgBouncer). TASKS=5000 ROUNDS=2"
   task :pgbouncer do
-    _, release = release_build.call
-    script = <<~SH
-      set -euo pipefail
-      source bin/lib/pg_cluster.sh
-      source bin/lib/pgbouncer.sh
-      pg_cluster_start tasker_pgbouncer
-      pgbouncer_start
-      echo "pgbouncer.meta.date=$(date -u +%Y-%m-%dT%H:%MZ) pgbouncer.meta.tree=$(git rev-parse --short HEAD) pgbouncer.meta.cores=$(nproc)"
-      DIRECT_URL=$DATABASE_URL POOLED_URL=$PGBOUNCER_URL TASKER_CORE_NATIVE=#{release}/tasker_core_rb.so \
-        ruby benches/ruby/pgbouncer.rb 2>&1 | grep --line-buffered -v ' WARN '
-    SH
-    Dir.chdir(root) { sh "bash", "-c", script, verbose: false }
+    on_private_cluster.call("pgbouncer", "DIRECT_URL=$DATABASE_URL POOLED_URL=$PGBOUNCER_URL ruby benches/ruby/pgbouncer.rb",
+                            setup: "pgbouncer_start")
   end
 
   desc "Cost of exporting metrics and traces: rake bench:e2e's Ruby runs, telemetry off and on " \
